@@ -1,0 +1,75 @@
+"""The classifier protocol every model follows, and the one multi-scale feature wrapper."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+class Classifier(nn.Module):
+    """Base of every model in the zoo (timm's protocol).
+
+    Subclasses set `num_classes`, `num_features`, `feature_info` (one `{"num_chs", "reduction", "module"}`
+    per stage) and implement `forward_stages`, `forward_features`, `forward_head`, `get_classifier` and
+    `reset_classifier`.
+    """
+
+    num_classes: int
+    num_features: int
+    feature_info: list[dict]
+    default_cfg: dict
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """One feature map per `feature_info` entry, in order: (B, C_i, H / r_i, W / r_i)."""
+        raise NotImplementedError
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        raise NotImplementedError
+
+    def get_classifier(self) -> nn.Module:
+        raise NotImplementedError
+
+    def reset_classifier(self, num_classes: int) -> None:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) -> logits (B, num_classes), or pooled features when num_classes == 0."""
+        return self.forward_head(self.forward_features(x))
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of parameters to exempt from weight decay beyond norms and biases."""
+        return set()
+
+
+class FeatureExtractor(nn.Module):
+    """Wraps a classifier so that `forward(x)` returns the stage maps selected by `out_indices`.
+
+    `feature_info` keeps the selected entries; `channels()` and `reductions()` read them.
+    """
+
+    def __init__(self, model: Classifier, out_indices: Sequence[int] | None = None) -> None:
+        super().__init__()
+        n = len(model.feature_info)
+        indices = list(range(n)) if out_indices is None else [int(i) for i in out_indices]
+        bad = [i for i in indices if not -n <= i < n]
+        if bad:
+            raise ValueError(f"out_indices {bad} out of range: this model has {n} stages (0..{n - 1})")
+        self.out_indices = [i % n for i in indices]
+        model.reset_classifier(0)
+        self.model = model
+        self.feature_info = [model.feature_info[i] for i in self.out_indices]
+        self.default_cfg = getattr(model, "default_cfg", {})
+
+    def channels(self) -> list[int]:
+        return [f["num_chs"] for f in self.feature_info]
+
+    def reductions(self) -> list[int]:
+        return [f["reduction"] for f in self.feature_info]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        maps = self.model.forward_stages(x)
+        return [maps[i] for i in self.out_indices]

@@ -1,0 +1,1 @@
+"""Model families, one per module; importing a module registers its variants."""

@@ -1,0 +1,146 @@
+"""Model registry: every variant's builder, data config, weight sources and published figures."""
+from __future__ import annotations
+
+import csv
+import difflib
+import fnmatch
+import importlib
+import pkgutil
+from dataclasses import dataclass, field, asdict
+from importlib import resources
+from typing import Any, Callable
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INCEPTION_MEAN = (0.5, 0.5, 0.5)
+INCEPTION_STD = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Where `pretrained=True` fetches weights from.
+
+    `hf_hub_id` names a Hugging Face Hub repo holding `model.safetensors` (timm's layout);
+    `url` + `sha256` name an official release file. `note` explains models without public weights.
+    """
+
+    hf_hub_id: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    filename: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A registered variant: how to build it and how to feed it."""
+
+    name: str
+    family: str
+    builder: Callable[..., Any]
+    kwargs: dict = field(default_factory=dict)
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
+    weights: WeightSource = WeightSource()
+    # Remaps a foreign (timm / official) state dict into this library's key layout.
+    checkpoint_filter: Callable[[dict, Any], dict] | None = None
+
+    def data_config(self) -> dict:
+        """The preprocessing a user needs: input size (C, H, W), mean, std, crop_pct, interpolation."""
+        return {
+            "input_size": tuple(self.input_size),
+            "mean": tuple(self.mean),
+            "std": tuple(self.std),
+            "crop_pct": self.crop_pct,
+            "interpolation": self.interpolation,
+        }
+
+
+_REGISTRY: dict[str, ModelConfig] = {}
+_FAMILIES_IMPORTED = False
+
+
+def register_model(cfg: ModelConfig) -> ModelConfig:
+    """Add a variant to the registry; names are unique."""
+    if cfg.name in _REGISTRY:
+        raise ValueError(f"model {cfg.name!r} is registered twice")
+    _REGISTRY[cfg.name] = cfg
+    return cfg
+
+
+def _import_families() -> None:
+    """Import every module in `mobilevision.models` so their variants register themselves."""
+    global _FAMILIES_IMPORTED
+    if _FAMILIES_IMPORTED:
+        return
+    _FAMILIES_IMPORTED = True
+    import mobilevision.models as models_pkg
+
+    for info in pkgutil.iter_modules(models_pkg.__path__):
+        importlib.import_module(f"mobilevision.models.{info.name}")
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a glob pattern (case-insensitive), sorted."""
+    _import_families()
+    pattern = pattern.lower()
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def get_config(name: str) -> ModelConfig:
+    """The registered config of `name`; an unknown name raises ValueError with the closest names."""
+    _import_families()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise ValueError(
+            f"unknown model {name!r}{hint}. Run `mobilevision models` to list all {len(_REGISTRY)} models."
+        )
+    return _REGISTRY[name]
+
+
+def published_figures() -> dict[str, dict]:
+    """Rows of the shipped `published.csv` keyed by model name (numbers parsed)."""
+    rows = {}
+    with resources.files("mobilevision").joinpath("published.csv").open() as f:
+        for row in csv.DictReader(f):
+            for key in ("params_m", "gmacs", "params_tol_pct", "gmacs_tol_pct"):
+                row[key] = float(row[key])
+            row["input_size"] = int(row["input_size"])
+            rows[row["model"]] = row
+    return rows
+
+
+def model_info(name: str) -> dict:
+    """Config and published figures of a model, as plain data."""
+    cfg = get_config(name)
+    info = {
+        "name": cfg.name,
+        "family": cfg.family,
+        "arch": {k: _plain(v) for k, v in cfg.kwargs.items()},
+        **cfg.data_config(),
+        "weights": asdict(cfg.weights),
+    }
+    pub = published_figures().get(name)
+    if pub is not None:
+        info["published"] = {
+            "params_m": pub["params_m"],
+            "gmacs": pub["gmacs"],
+            "paper": pub["paper"],
+            "source": pub["source"],
+            "parity_with": pub["parity_with"] or None,
+        }
+    return info
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: _plain(v) for k, v in asdict(value).items()}
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    return repr(value)

@@ -1,0 +1,159 @@
+"""Registry, create_model and checkpoint loading, on a tiny model registered here."""
+from __future__ import annotations
+
+import hashlib
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+import mobilevision
+from mobilevision.checkpoint import download_url, read_state_dict
+from mobilevision.features import Classifier
+from mobilevision.registry import ModelConfig, WeightSource, register_model
+
+
+class TinyNet(Classifier):
+    def __init__(self, num_classes=1000, in_chans=3, drop_rate=0.0, drop_path_rate=0.0, width=8):
+        super().__init__()
+        self.num_classes, self.num_features = num_classes, width * 2
+        self.stem = nn.Conv2d(in_chans, width, 3, 2, 1)
+        self.stage = nn.Conv2d(width, width * 2, 3, 2, 1)
+        self.classifier = nn.Linear(width * 2, num_classes) if num_classes else nn.Identity()
+        self.feature_info = [dict(num_chs=width, reduction=2, module="stem"),
+                             dict(num_chs=width * 2, reduction=4, module="stage")]
+
+    def forward_stages(self, x):
+        a = self.stem(x)
+        return [a, self.stage(a)]
+
+    def forward_features(self, x):
+        return self.forward_stages(x)[-1]
+
+    def forward_head(self, x, pre_logits=False):
+        x = x.mean((2, 3))
+        return x if pre_logits else self.classifier(x)
+
+    def get_classifier(self):
+        return self.classifier
+
+    def reset_classifier(self, num_classes):
+        self.num_classes = num_classes
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+
+def _rename_foreign(state, model):
+    return {k.replace("foreign_stem.", "stem."): v for k, v in state.items()}
+
+
+register_model(ModelConfig("test_tinynet", "test", TinyNet, checkpoint_filter=_rename_foreign,
+                           weights=WeightSource(note="test model")))
+
+
+def test_unknown_model_names_closest():
+    with pytest.raises(ValueError, match="closest: test_tinynet"):
+        mobilevision.create_model("test_tinynett")
+
+
+def test_list_and_info():
+    assert "test_tinynet" in mobilevision.list_models("test_*")
+    info = mobilevision.model_info("test_tinynet")
+    assert info["input_size"] == (3, 224, 224) and info["family"] == "test"
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pth", "nested_pth", "ddp_pth"])
+def test_roundtrip_formats(tmp_path, fmt):
+    src = mobilevision.create_model("test_tinynet").eval()
+    state = src.state_dict()
+    path = tmp_path / ("w.safetensors" if fmt == "safetensors" else "w.pth")
+    if fmt == "safetensors":
+        save_file(state, str(path))
+    elif fmt == "pth":
+        torch.save(state, path)
+    elif fmt == "nested_pth":
+        torch.save({"model": state, "epoch": 3}, path)
+    else:
+        torch.save({"state_dict": {"module." + k: v for k, v in state.items()}}, path)
+    dst = mobilevision.create_model("test_tinynet", checkpoint_path=path).eval()
+    x = torch.randn(1, 3, 32, 32)
+    assert torch.equal(src(x), dst(x))
+
+
+def test_foreign_layout_is_remapped(tmp_path):
+    src = mobilevision.create_model("test_tinynet")
+    state = {k.replace("stem.", "foreign_stem."): v for k, v in src.state_dict().items()}
+    torch.save(state, tmp_path / "f.pth")
+    dst = mobilevision.create_model("test_tinynet", checkpoint_path=tmp_path / "f.pth")
+    assert torch.equal(dst.stem.weight, src.stem.weight)
+
+
+def test_shape_mismatch_lists_keys(tmp_path):
+    other = TinyNet(width=4)
+    save_file(other.state_dict(), str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ValueError, match=r"shape mismatches, first: stem.weight"):
+        mobilevision.create_model("test_tinynet", checkpoint_path=tmp_path / "bad.safetensors")
+
+
+def test_new_num_classes_keeps_backbone(tmp_path):
+    src = mobilevision.create_model("test_tinynet")
+    save_file(src.state_dict(), str(tmp_path / "w.safetensors"))
+    with pytest.warns(UserWarning, match="classifier"):
+        dst = mobilevision.create_model("test_tinynet", checkpoint_path=tmp_path / "w.safetensors", num_classes=5)
+    assert dst.classifier.out_features == 5 and torch.equal(dst.stage.weight, src.stage.weight)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+def test_pickle_with_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"state_dict": _Evil()}, f)
+    with pytest.raises(ValueError, match="refused to load"):
+        mobilevision.create_model("test_tinynet", checkpoint_path=path)
+
+
+def test_missing_and_empty_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        mobilevision.create_model("test_tinynet", checkpoint_path=tmp_path / "nope.pth")
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty"):
+        read_state_dict(tmp_path / "empty.safetensors")
+
+
+def test_save_pretrained_restores_config(tmp_path):
+    src = mobilevision.create_model("test_tinynet", num_classes=4, in_chans=1, width=6).eval()
+    mobilevision.save_pretrained(src, tmp_path / "run", labels=list("abcd"))
+    dst = mobilevision.create_model("test_tinynet", checkpoint_path=tmp_path / "run").eval()
+    x = torch.randn(1, 1, 16, 16)
+    assert torch.equal(src(x), dst(x)) and dst.labels == list("abcd")
+
+
+def test_features_only_and_out_indices():
+    fx = mobilevision.create_model("test_tinynet", features_only=True, out_indices=(1,))
+    (m,) = fx(torch.randn(1, 3, 32, 32))
+    assert m.shape == (1, 16, 8, 8) and fx.reductions() == [4]
+    with pytest.raises(ValueError, match="out of range"):
+        mobilevision.create_model("test_tinynet", features_only=True, out_indices=(5,))
+
+
+def test_download_verifies_sha256(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOBILEVISION_CACHE", str(tmp_path / "cache"))
+    payload = tmp_path / "weights.safetensors"
+    save_file(mobilevision.create_model("test_tinynet").state_dict(), str(payload))
+    digest = hashlib.sha256(payload.read_bytes()).hexdigest()
+    got = download_url(payload.as_uri(), digest)
+    assert got.read_bytes() == payload.read_bytes() and got.parent == tmp_path / "cache" / "url"
+    with pytest.raises(ValueError, match="sha256"):
+        download_url(payload.as_uri(), "0" * 64, filename="other.safetensors")
+    with pytest.raises(RuntimeError, match="checkpoint_path"):
+        download_url((tmp_path / "absent.bin").as_uri(), None)
+
+
+def test_pretrained_without_source_says_so():
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        mobilevision.create_model("test_tinynet", pretrained=True)
