@@ -1,0 +1,133 @@
+"""Dynamic ReLU (Chen et al., ECCV 2020, arXiv 2003.10027) and the token-conditioned form of Mobile-Former.
+
+DY-ReLU: y_c = max_k (a_c^k(x) * x_c + b_c^k(x)), with coefficients from a hyper-function of the whole
+input: global average pool -> FC -> ReLU -> FC, residuals normalised to [-1, 1] by 2*sigmoid - 1, and
+a^k = alpha^k + lambda_a * da^k, b^k = beta^k + lambda_b * db^k, alpha = (1, 0, ...), beta = 0.
+
+Variants (`variant=`):
+- "A": coefficients shared over space and channels (2K scalars per sample);
+- "B": shared over space, per channel (2KC);
+- "C": per channel, times a spatial attention pi_hw = min(gamma * softmax_hw(z / tau), 1) with
+  gamma = HW / 3 and z a 1x1 conv (+BN) of the input. Because pi >= 0, scaling every coefficient by pi
+  equals scaling the output, which is how it is computed here.
+
+The last hyper FC starts at zero, so A and B are exactly ReLU at initialisation; C is ReLU times pi (pi is
+1/3 everywhere while the spatial logits are uniform, as in the DY-ReLU authors' code).
+
+Mobile-Former's form (`TokenDynamicReLU`): the hyper-function reads a global token instead of pooled
+features (token 0: Linear(d -> d/4) -> ReLU -> Linear(d/4 -> 2C) -> hard-sigmoid), K = 2 slopes per
+channel and no intercepts: a1 = 2 (h1 - 0.5) + 1, a2 = 2 (h2 - 0.5), y = max(a1 x, a2 x). Its spatial-aware
+form computes coefficients for every token and mixes them per pixel with the Mobile->Former attention.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_VARIANTS = ("A", "B", "C")
+
+
+class DynamicReLU(nn.Module):
+    """DY-ReLU-A/B/C on a (B, C, H, W) map; output has the input's shape.
+
+    Args: `channels` C; `variant` "A" | "B" | "C"; `k` number of linear pieces (2); `reduction` squeeze
+    ratio of the hyper-function (4); `lambda_a`, `lambda_b` residual ranges of slopes and intercepts
+    (1.0, 0.5); `use_bias` False gives slopes only; `temperature` tau of the C-variant spatial softmax.
+    """
+
+    def __init__(self, channels: int, variant: str = "B", k: int = 2, reduction: int = 4, lambda_a: float = 1.0,
+                 lambda_b: float = 0.5, use_bias: bool = True, temperature: float = 10.0) -> None:
+        super().__init__()
+        if variant not in _VARIANTS:
+            raise ValueError(f"unknown DY-ReLU variant {variant!r}; accepted: {', '.join(_VARIANTS)}")
+        if k < 1:
+            raise ValueError(f"k (number of linear pieces) must be >= 1, got {k}")
+        self.channels, self.variant, self.k = channels, variant, k
+        self.lambda_a, self.lambda_b, self.use_bias = lambda_a, lambda_b, use_bias
+        self.temperature = temperature
+        per_piece = 1 if variant == "A" else channels
+        self.num_coef = k * per_piece * (2 if use_bias else 1)
+        squeeze = max(1, channels // reduction)
+        self.fc1 = nn.Linear(channels, squeeze)
+        self.fc2 = nn.Linear(squeeze, self.num_coef)
+        nn.init.zeros_(self.fc2.weight)  # residuals start at 0: the function starts as ReLU
+        nn.init.zeros_(self.fc2.bias)
+        init_a = torch.zeros(k)
+        init_a[0] = 1.0
+        self.register_buffer("init_a", init_a, persistent=False)
+        if variant == "C":
+            self.spatial = nn.Sequential(nn.Conv2d(channels, 1, 1), nn.BatchNorm2d(1))
+
+    def coefficients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Slopes a (B, K, C or 1) and intercepts b (same, or None without bias) for the input x."""
+        b = x.shape[0]
+        theta = self.fc2(F.relu(self.fc1(x.mean((2, 3)))))  # (B, num_coef)
+        theta = 2.0 * torch.sigmoid(theta) - 1.0  # residuals in [-1, 1]
+        per_piece = 1 if self.variant == "A" else self.channels
+        theta = theta.reshape(b, -1, self.k, per_piece)  # (B, 1 or 2, K, C')
+        a = self.init_a.to(theta.dtype)[None, :, None] + self.lambda_a * theta[:, 0]
+        intercept = self.lambda_b * theta[:, 1] if self.use_bias else None
+        return a, intercept
+
+    def spatial_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """pi (B, 1, H, W) = min(HW/3 * softmax_hw(z / tau), 1) (variant C only)."""
+        b, _, h, w = x.shape
+        z = self.spatial(x).reshape(b, h * w) / self.temperature
+        pi = torch.softmax(z, dim=1) * (h * w / 3.0)
+        return pi.clamp(max=1.0).reshape(b, 1, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, intercept = self.coefficients(x)
+        out = None
+        for i in range(self.k):
+            piece = x * a[:, i, :, None, None]  # (B, C, H, W)
+            if intercept is not None:
+                piece = piece + intercept[:, i, :, None, None]
+            out = piece if out is None else torch.maximum(out, piece)
+        if self.variant == "C":
+            out = out * self.spatial_attention(x)
+        return out
+
+
+class TokenDynamicReLU(nn.Module):
+    """Mobile-Former's DY-ReLU: two slopes per channel from a global token, no intercepts.
+
+    forward(x (B, C, H, W), tokens (B, T, d), mix=None) -> (B, C, H, W).
+    `token_id` >= 0 reads that token (Mobile-Former's classifiers: 0); `token_id == -1` is the spatial-aware
+    form: every token gives coefficients and `mix` (B, T, H, W), softmax-normalised over T (the bridge's
+    attention), weights them per pixel. `fc2` starts at zero so the layer starts as ReLU.
+    """
+
+    def __init__(self, channels: int, token_dim: int, reduction: int = 4, token_id: int = 0) -> None:
+        super().__init__()
+        if token_id < -1:
+            raise ValueError(f"token_id must be a token index >= 0 or -1 (spatial-aware), got {token_id}")
+        self.channels, self.token_id = channels, token_id
+        self.fc1 = nn.Linear(token_dim, token_dim // reduction)
+        self.fc2 = nn.Linear(token_dim // reduction, 2 * channels)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def hyper(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Hard-sigmoid outputs h in [0, 1], (..., 2C) for tokens (..., d): h1 = h[..., :C], h2 = h[..., C:]."""
+        return F.hardsigmoid(self.fc2(F.relu(self.fc1(tokens))))
+
+    def slopes(self, tokens: torch.Tensor, mix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slopes a1 in [0, 2] and a2 in [-1, 1], each (B, C, 1, 1), or (B, C, H, W) in the spatial form."""
+        if self.token_id >= 0:
+            h = self.hyper(tokens[:, self.token_id])[:, :, None, None]  # (B, 2C, 1, 1)
+        else:
+            if mix is None:
+                raise ValueError("the spatial-aware DY-ReLU (token_id=-1) needs `mix`, the (B, T, H, W) attention")
+            b, t, hh, ww = mix.shape
+            hp = self.hyper(tokens).transpose(1, 2)  # (B, 2C, T)
+            h = (hp @ mix.reshape(b, t, hh * ww)).reshape(b, 2 * self.channels, hh, ww)  # (B, 2C, H, W)
+        h1, h2 = h.split(self.channels, dim=1)
+        return (h1 - 0.5) * 2.0 + 1.0, (h2 - 0.5) * 2.0
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor, mix: torch.Tensor | None = None) -> torch.Tensor:
+        a1, a2 = self.slopes(tokens, mix)
+        if self.token_id == -1 and a1.shape[-2:] != x.shape[-2:]:
+            raise ValueError(f"mix size {tuple(a1.shape[-2:])} does not match the map {tuple(x.shape[-2:])}")
+        return torch.maximum(x * a1, x * a2)
