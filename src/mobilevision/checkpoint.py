@@ -17,7 +17,7 @@ from torch import nn
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-_NESTED_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema", "module")
+_NESTED_KEYS = ("state_dict", "model", "model_state", "state_dict_ema", "model_ema", "module")
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
 
 

@@ -1,0 +1,242 @@
+"""The blocks of the inverted-residual family and the one builder that stacks them.
+
+MobileNetV1/V2/V3, EfficientNet and MoGA are all a stem, a table of stages of these blocks and a head.
+Each family writes its table as rows of `BlockSpec`; `build_stages` turns the table into the model's
+`blocks` (an `nn.Sequential` of stages, each an `nn.Sequential` of blocks), with the submodule names
+timm uses (`conv_pw`, `bn1`, `conv_dw`, `bn2`, `se.conv_reduce`, `se.conv_expand`, `conv_pwl`, `bn3`), so
+timm's state dicts load without renaming. Activations are separate parameter-free modules here, where
+timm keeps them inside its BatchNormAct2d.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .conv_norm_act import create_act, get_padding
+from .drop_path import DropPath
+from .helpers import make_divisible
+from .squeeze_excite import SqueezeExcite
+
+BLOCK_KINDS = ("ds", "ir", "cn")
+SE_WIDTH_RULES = ("divisible", "block_in", "floor")
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One row of a stage table: `repeats` blocks of one kind (only the first one strided).
+
+    kind: "ds" depthwise-separable (dw kxk -> pw 1x1), "ir" inverted residual (pw expand -> dw kxk -> pw
+    project), "cn" plain conv-BN-act (the 1x1 conv that closes MobileNetV3 and MoGA).
+    exp: expansion ratio of an "ir" block, hidden = make_divisible(in_chs * exp, hidden_divisor).
+    act: activation name, None for the model's default. se: squeeze-excite ratio, 0 for none (its width
+    follows the family's `SERule`). pw_act: activation after the pointwise conv of a "ds" block
+    (MobileNetV1). skip: allow the identity shortcut, taken only when stride is 1 and in == out.
+    """
+
+    kind: str
+    kernel: int = 3
+    stride: int = 1
+    out_chs: int = 0
+    exp: float = 1.0
+    act: str | None = None
+    se: float = 0.0
+    pw_act: bool = False
+    skip: bool = True
+    repeats: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in BLOCK_KINDS:
+            raise ValueError(f"BlockSpec kind {self.kind!r} not accepted; use one of {BLOCK_KINDS}")
+        if self.kernel < 1 or self.kernel % 2 == 0:
+            raise ValueError(f"BlockSpec kernel must be a positive odd int, got {self.kernel}")
+        if self.stride not in (1, 2):
+            raise ValueError(f"BlockSpec stride must be 1 or 2, got {self.stride}")
+        if self.out_chs < 1:
+            raise ValueError(f"BlockSpec out_chs must be >= 1, got {self.out_chs}")
+        if self.exp <= 0:
+            raise ValueError(f"BlockSpec exp must be > 0, got {self.exp}")
+        if not 0.0 <= self.se < 1.0:
+            raise ValueError(f"BlockSpec se ratio must be in [0, 1), got {self.se}")
+        if self.repeats < 1:
+            raise ValueError(f"BlockSpec repeats must be >= 1, got {self.repeats}")
+
+
+@dataclass(frozen=True)
+class SERule:
+    """How a family sizes and activates its squeeze-excite.
+
+    width: "divisible" make_divisible(hidden * ratio, 8) (MobileNetV3); "block_in" int(block_in * ratio)
+    (EfficientNet, ratio of the block *input*); "floor" int(hidden * ratio), i.e. hidden // 4 (MoGA).
+    act: the inner activation, None for the block's own. gate: "sigmoid" or "hard_sigmoid".
+    """
+
+    width: str = "divisible"
+    act: str | None = "relu"
+    gate: str = "hard_sigmoid"
+
+    def __post_init__(self) -> None:
+        if self.width not in SE_WIDTH_RULES:
+            raise ValueError(f"SERule width {self.width!r} not accepted; use one of {SE_WIDTH_RULES}")
+
+    def reduced_chs(self, hidden: int, block_in: int, ratio: float) -> int:
+        if self.width == "divisible":
+            return make_divisible(hidden * ratio, 8)
+        if self.width == "block_in":
+            return max(1, int(block_in * ratio))
+        return max(1, int(hidden * ratio))
+
+    def make(self, hidden: int, block_in: int, ratio: float, block_act: str) -> SqueezeExcite:
+        return SqueezeExcite(hidden, self.reduced_chs(hidden, block_in, ratio), act=self.act or block_act,
+                             gate=self.gate)
+
+
+def _dw_conv(chs: int, kernel: int, stride: int) -> nn.Conv2d:
+    return nn.Conv2d(chs, chs, kernel, stride, get_padding(kernel, stride), groups=chs, bias=False)
+
+
+def _pw_conv(in_chs: int, out_chs: int) -> nn.Conv2d:
+    return nn.Conv2d(in_chs, out_chs, 1, bias=False)
+
+
+class DepthwiseSeparable(nn.Module):
+    """dw kxk -> BN -> act -> [SE] -> pw 1x1 -> BN [-> act]; identity shortcut when it fits.
+
+    MobileNetV1 units (pw_act=True, no skip) and the first block of V2/V3/EfficientNet/MoGA.
+    Shapes: (B, in_chs, H, W) -> (B, out_chs, H / stride, W / stride).
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, kernel: int = 3, stride: int = 1, act: str = "relu",
+                 se: nn.Module | None = None, pw_act: bool = False, skip: bool = True,
+                 drop_path: float = 0.0, bn_eps: float = 1e-5) -> None:
+        super().__init__()
+        self.has_skip = skip and stride == 1 and in_chs == out_chs
+        self.conv_dw = _dw_conv(in_chs, kernel, stride)
+        self.bn1 = nn.BatchNorm2d(in_chs, eps=bn_eps)
+        self.act1 = create_act(act)
+        self.se = se if se is not None else nn.Identity()
+        self.conv_pw = _pw_conv(in_chs, out_chs)
+        self.bn2 = nn.BatchNorm2d(out_chs, eps=bn_eps)
+        self.act2 = create_act(act) if pw_act else nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.se(self.act1(self.bn1(self.conv_dw(x))))  # (B, C_in, H', W')
+        x = self.act2(self.bn2(self.conv_pw(x)))  # (B, C_out, H', W')
+        if self.has_skip:
+            x = self.drop_path(x) + shortcut
+        return x
+
+
+class InvertedResidual(nn.Module):
+    """pw expand -> BN -> act; dw kxk -> BN -> act; [SE]; pw project -> BN (linear); shortcut when it fits.
+
+    Shapes: (B, in_chs, H, W) -> (B, hidden, H', W') -> (B, out_chs, H / stride, W / stride).
+    """
+
+    def __init__(self, in_chs: int, hidden: int, out_chs: int, kernel: int = 3, stride: int = 1,
+                 act: str = "relu", se: nn.Module | None = None, skip: bool = True, drop_path: float = 0.0,
+                 bn_eps: float = 1e-5) -> None:
+        super().__init__()
+        self.has_skip = skip and stride == 1 and in_chs == out_chs
+        self.conv_pw = _pw_conv(in_chs, hidden)
+        self.bn1 = nn.BatchNorm2d(hidden, eps=bn_eps)
+        self.act1 = create_act(act)
+        self.conv_dw = _dw_conv(hidden, kernel, stride)
+        self.bn2 = nn.BatchNorm2d(hidden, eps=bn_eps)
+        self.act2 = create_act(act)
+        self.se = se if se is not None else nn.Identity()
+        self.conv_pwl = _pw_conv(hidden, out_chs)
+        self.bn3 = nn.BatchNorm2d(out_chs, eps=bn_eps)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.act1(self.bn1(self.conv_pw(x)))  # (B, hidden, H, W)
+        x = self.act2(self.bn2(self.conv_dw(x)))  # (B, hidden, H', W')
+        x = self.bn3(self.conv_pwl(self.se(x)))  # (B, C_out, H', W')
+        if self.has_skip:
+            x = self.drop_path(x) + shortcut
+        return x
+
+
+class ConvBnAct(nn.Module):
+    """conv kxk -> BN -> act, named `conv`, `bn1` as timm's ConvBnAct block (no shortcut).
+
+    Shapes: (B, in_chs, H, W) -> (B, out_chs, H / stride, W / stride).
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, kernel: int = 1, stride: int = 1, act: str = "relu",
+                 bn_eps: float = 1e-5) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel, stride, get_padding(kernel, stride), bias=False)
+        self.bn1 = nn.BatchNorm2d(out_chs, eps=bn_eps)
+        self.act1 = create_act(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act1(self.bn1(self.conv(x)))
+
+
+def make_block(spec: BlockSpec, in_chs: int, stride: int, *, act: str, se_rule: SERule,
+               hidden_divisor: int = 8, drop_path: float = 0.0, bn_eps: float = 1e-5) -> nn.Module:
+    """One block of `spec` taking `in_chs` channels (stride given separately for repeats)."""
+    block_act = spec.act or act
+    if spec.kind == "cn":
+        return ConvBnAct(in_chs, spec.out_chs, spec.kernel, stride, block_act, bn_eps)
+    if spec.kind == "ds":
+        se = se_rule.make(in_chs, in_chs, spec.se, block_act) if spec.se else None
+        return DepthwiseSeparable(in_chs, spec.out_chs, spec.kernel, stride, block_act, se, spec.pw_act,
+                                  spec.skip, drop_path, bn_eps)
+    hidden = make_divisible(in_chs * spec.exp, hidden_divisor)
+    se = se_rule.make(hidden, in_chs, spec.se, block_act) if spec.se else None
+    return InvertedResidual(in_chs, hidden, spec.out_chs, spec.kernel, stride, block_act, se, spec.skip,
+                            drop_path, bn_eps)
+
+
+def build_stages(
+    stages: Sequence[Sequence[BlockSpec]],
+    in_chs: int,
+    *,
+    act: str,
+    se_rule: SERule = SERule(),
+    hidden_divisor: int = 8,
+    drop_path_rate: float = 0.0,
+    bn_eps: float = 1e-5,
+    stem_reduction: int = 2,
+    stem_module: str = "bn1",
+) -> tuple[nn.Sequential, list[dict], int]:
+    """Turn a stage table into `blocks`: (nn.Sequential of stages, feature_info, output channels).
+
+    Block i of N (counted over all stages, from 0) gets drop-path rate `drop_path_rate * i / N`, as in TF
+    EfficientNet and timm's EfficientNetBuilder. A feature map is taken at the end of every stage that is
+    followed by a strided stage or ends the network, plus the stem output (`stem_module`) when the first
+    block is strided, so the maps have reductions 2, 4, 8, 16, 32.
+    """
+    if not stages or any(len(s) == 0 for s in stages):
+        raise ValueError("build_stages needs a non-empty list of non-empty stages")
+    total = sum(spec.repeats for stage in stages for spec in stage)
+    reduction = stem_reduction
+    feature_info: list[dict] = []
+    if stages[0][0].stride > 1:
+        feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=stem_module))
+    idx = 0
+    out_stages = []
+    for s, stage in enumerate(stages):
+        blocks = []
+        for spec in stage:
+            for r in range(spec.repeats):
+                stride = spec.stride if r == 0 else 1
+                blocks.append(make_block(spec, in_chs, stride, act=act, se_rule=se_rule,
+                                         hidden_divisor=hidden_divisor, drop_path=drop_path_rate * idx / total,
+                                         bn_eps=bn_eps))
+                reduction *= stride
+                in_chs = spec.out_chs
+                idx += 1
+        out_stages.append(nn.Sequential(*blocks))
+        last = s + 1 == len(stages)
+        if last or stages[s + 1][0].stride > 1:
+            feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f"blocks.{s}"))
+    return nn.Sequential(*out_stages), feature_info, in_chs

@@ -1,0 +1,319 @@
+"""MobileNetV1, V2 and V3 (incl. the "minimalistic" V3), and the model class the whole
+inverted-residual family shares (EfficientNet and MoGA build on it too).
+
+Layout is timm's: `conv_stem`, `bn1`, `blocks.<stage>.<block>...`, `conv_head`, `bn2` (V1/V2), `classifier`,
+so timm checkpoints of the same name load as they are.
+
+Papers: MobileNets (arXiv 1704.04861) Table 1, MobileNetV2 (arXiv 1801.04381) Table 2,
+Searching for MobileNetV3 (arXiv 1905.02244) Tables 1-2, TF slim `mobilenet_v3.py` for the minimalistic
+variants.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mobilevision.features import Classifier
+from mobilevision.layers.conv_norm_act import create_act
+from mobilevision.layers.helpers import make_divisible
+from mobilevision.layers.inverted_residual import BlockSpec, SERule, build_stages
+from mobilevision.registry import (
+    IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD, ModelConfig, WeightSource, register_model,
+)
+
+HEAD_KINDS = ("none", "pre_pool", "post_pool")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """The layers between the last stage and the classifier.
+
+    "none": pool -> classifier (MobileNetV1). "pre_pool": conv 1x1 -> BN -> act -> pool -> classifier
+    (V2, EfficientNet; `conv_head`, `bn2`). "post_pool": pool -> conv 1x1 (bias?) -> act -> classifier,
+    MobileNetV3's "efficient last stage" (also MoGA, whose head conv has no bias).
+    """
+
+    kind: str = "pre_pool"
+    width: int = 1280
+    bias: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in HEAD_KINDS:
+            raise ValueError(f"HeadSpec kind {self.kind!r} not accepted; use one of {HEAD_KINDS}")
+
+
+class MobileNet(Classifier):
+    """Stem conv 3x3/2 -> stages of BlockSpec blocks -> head -> dropout -> Linear.
+
+    Input (B, in_chans, H, W); `forward_stages` gives the maps listed in `feature_info` (reductions 2..32);
+    `forward_features` gives (B, C, H/32, W/32) (after the head conv for "pre_pool" heads); pooled features
+    have `num_features` channels.
+    """
+
+    def __init__(
+        self,
+        stages: Sequence[Sequence[BlockSpec]],
+        *,
+        stem_chs: int,
+        head: HeadSpec,
+        act: str,
+        stem_act: str | None = None,
+        se_rule: SERule = SERule(),
+        hidden_divisor: int = 8,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        bn_eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.head_kind = head.kind
+        self.conv_stem = nn.Conv2d(in_chans, stem_chs, 3, 2, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem_chs, eps=bn_eps)
+        self.act1 = create_act(stem_act or act)
+        self.blocks, self.feature_info, chs = build_stages(
+            stages, stem_chs, act=act, se_rule=se_rule, hidden_divisor=hidden_divisor,
+            drop_path_rate=drop_path_rate, bn_eps=bn_eps,
+        )
+        self._feature_stages = {int(f["module"].split(".")[1]) for f in self.feature_info
+                                if f["module"].startswith("blocks.")}
+        self._stem_feature = any(f["module"] == "bn1" for f in self.feature_info)
+        if head.kind == "none":
+            self.conv_head, self.bn2, self.act2 = nn.Identity(), nn.Identity(), nn.Identity()
+            self.num_features = chs
+        elif head.kind == "pre_pool":
+            self.conv_head = nn.Conv2d(chs, head.width, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(head.width, eps=bn_eps)
+            self.act2 = create_act(act)
+            self.num_features = head.width
+        else:
+            self.conv_head = nn.Conv2d(chs, head.width, 1, bias=head.bias)
+            self.act2 = create_act(act)
+            self.num_features = head.width
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # TF EfficientNet / MobileNet init: conv He-normal on fan-out, Linear uniform on fan-out.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                bound = 1.0 / math.sqrt(m.weight.shape[0])
+                nn.init.uniform_(m.weight, -bound, bound)
+                nn.init.zeros_(m.bias)
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act1(self.bn1(self.conv_stem(x)))  # (B, stem_chs, H/2, W/2)
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.forward_stem(x)
+        maps = [x] if self._stem_feature else []
+        for i, stage in enumerate(self.blocks):
+            x = stage(x)
+            if i in self._feature_stages:
+                maps.append(x)
+        return maps
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.forward_stem(x))  # (B, C_last, H/32, W/32)
+        if self.head_kind == "pre_pool":
+            x = self.act2(self.bn2(self.conv_head(x)))  # (B, head_width, H/32, W/32)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean((2, 3), keepdim=self.head_kind == "post_pool")  # (B, C[, 1, 1])
+        if self.head_kind == "post_pool":
+            x = self.act2(self.conv_head(x)).flatten(1)  # (B, head_width)
+        if self.drop_rate > 0:
+            x = F.dropout(x, self.drop_rate, self.training)
+        return x if pre_logits else self.classifier(x)
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int) -> None:
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0 (0 = pooled features), got {num_classes}")
+        self.num_classes = num_classes
+        dev = next(self.parameters()).device
+        self.classifier = nn.Linear(self.num_features, num_classes, device=dev) if num_classes else nn.Identity()
+
+
+def scale_stages(stages: Sequence[Sequence[BlockSpec]], width: float) -> list[list[BlockSpec]]:
+    """Every block's output width times `width`, rounded with make_divisible(., 8)."""
+    return [[dataclasses.replace(b, out_chs=make_divisible(b.out_chs * width)) for b in stage] for stage in stages]
+
+
+# ---------------------------------------------------------------------------------------------------
+# MobileNetV1: paper Table 1, 13 depthwise-separable units (dw 3x3 -> BN -> ReLU6 -> pw -> BN -> ReLU6).
+# (stride, out channels) per unit, grouped into the five resolution stages.
+MOBILENET_V1_TABLE: tuple[tuple[tuple[int, int], ...], ...] = (
+    ((1, 64),),
+    ((2, 128), (1, 128)),
+    ((2, 256), (1, 256)),
+    ((2, 512), (1, 512), (1, 512), (1, 512), (1, 512), (1, 512)),
+    ((2, 1024), (1, 1024)),  # the paper's "s2" on the last unit is an erratum; the code uses 1
+)
+
+
+def mobilenet_v1(*, width: float = 1.0, **kwargs) -> MobileNet:
+    """MobileNetV1 at width multiplier `width`; no head conv, classifier on 1024*width channels."""
+    stages = [[BlockSpec("ds", 3, s, c, pw_act=True, skip=False) for s, c in stage] for stage in MOBILENET_V1_TABLE]
+    return MobileNet(scale_stages(stages, width), stem_chs=make_divisible(32 * width), head=HeadSpec("none", 0),
+                     act="relu6", **kwargs)
+
+
+# MobileNetV2: paper Table 2, rows (t expansion, c out channels, n repeats, s stride); one stage per row.
+MOBILENET_V2_TABLE: tuple[tuple[int, int, int, int], ...] = (
+    (1, 16, 1, 1),  # t=1: no expansion conv, i.e. a depthwise-separable block
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+
+
+def mobilenet_v2(*, width: float = 1.0, **kwargs) -> MobileNet:
+    """MobileNetV2 at width multiplier `width`; the 1280 head is never narrowed (paper section 6.1)."""
+    stages = [[BlockSpec("ds" if t == 1 else "ir", 3, s, c, exp=t, repeats=n)] for t, c, n, s in MOBILENET_V2_TABLE]
+    head = HeadSpec("pre_pool", max(1280, make_divisible(1280 * width)))
+    return MobileNet(scale_stages(stages, width), stem_chs=make_divisible(32 * width), head=head, act="relu6",
+                     **kwargs)
+
+
+# MobileNetV3: paper Tables 1 (Large) and 2 (Small), rows (kernel, exp size, out, SE, NL, stride), grouped
+# into timm's stages. "RE" ReLU, "HS" h-swish. A row whose exp size equals its input has no expansion conv.
+@dataclass(frozen=True)
+class Bneck:
+    k: int
+    exp: int
+    out: int
+    se: bool
+    nl: str
+    s: int
+
+
+_RE, _HS = "relu", "hard_swish"
+MOBILENET_V3_LARGE: tuple[tuple[Bneck, ...], ...] = (
+    (Bneck(3, 16, 16, False, _RE, 1),),
+    (Bneck(3, 64, 24, False, _RE, 2), Bneck(3, 72, 24, False, _RE, 1)),
+    (Bneck(5, 72, 40, True, _RE, 2), Bneck(5, 120, 40, True, _RE, 1), Bneck(5, 120, 40, True, _RE, 1)),
+    (Bneck(3, 240, 80, False, _HS, 2), Bneck(3, 200, 80, False, _HS, 1), Bneck(3, 184, 80, False, _HS, 1),
+     Bneck(3, 184, 80, False, _HS, 1)),
+    (Bneck(3, 480, 112, True, _HS, 1), Bneck(3, 672, 112, True, _HS, 1)),
+    (Bneck(5, 672, 160, True, _HS, 2), Bneck(5, 960, 160, True, _HS, 1), Bneck(5, 960, 160, True, _HS, 1)),
+)
+MOBILENET_V3_SMALL: tuple[tuple[Bneck, ...], ...] = (
+    (Bneck(3, 16, 16, True, _RE, 2),),
+    (Bneck(3, 72, 24, False, _RE, 2), Bneck(3, 88, 24, False, _RE, 1)),
+    (Bneck(5, 96, 40, True, _HS, 2), Bneck(5, 240, 40, True, _HS, 1), Bneck(5, 240, 40, True, _HS, 1)),
+    (Bneck(5, 120, 48, True, _HS, 1), Bneck(5, 144, 48, True, _HS, 1)),
+    (Bneck(5, 288, 96, True, _HS, 2), Bneck(5, 576, 96, True, _HS, 1), Bneck(5, 576, 96, True, _HS, 1)),
+)
+# (stem, last 1x1 conv, head conv after pooling) at width 1.0; the head is never scaled.
+MOBILENET_V3_ENDS = {"large": (16, 960, 1280), "small": (16, 576, 1024)}
+
+
+def _bneck_specs(table: Sequence[Sequence[Bneck]], stem: int, minimal: bool) -> list[list[BlockSpec]]:
+    """Paper rows -> BlockSpecs; exp sizes become ratios of the row's input width so they scale.
+
+    Minimalistic: every kernel 3x3, no SE, ReLU everywhere.
+    """
+    stages, in_chs = [], stem
+    for stage in table:
+        specs = []
+        for r in stage:
+            kind = "ds" if r.exp == in_chs else "ir"
+            specs.append(BlockSpec(kind, 3 if minimal else r.k, r.s, r.out, exp=r.exp / in_chs,
+                                   act="relu" if minimal else r.nl, se=0.0 if minimal or not r.se else 0.25))
+            in_chs = r.out
+        stages.append(specs)
+    return stages
+
+
+def mobilenet_v3(*, size: str = "large", width: float = 1.0, minimal: bool = False, **kwargs) -> MobileNet:
+    """MobileNetV3-Large/Small; SE make_divisible(hidden/4, 8) with ReLU and h-sigmoid; head unscaled."""
+    if size not in MOBILENET_V3_ENDS:
+        raise ValueError(f"MobileNetV3 size {size!r} not accepted; use one of {sorted(MOBILENET_V3_ENDS)}")
+    stem, last, head = MOBILENET_V3_ENDS[size]
+    table = MOBILENET_V3_LARGE if size == "large" else MOBILENET_V3_SMALL
+    act = "relu" if minimal else "hard_swish"
+    stages = _bneck_specs(table, stem, minimal) + [[BlockSpec("cn", 1, 1, last)]]
+    stem_chs = stem if width < 0.75 else make_divisible(stem * width)  # timm keeps the stem below 0.75
+    return MobileNet(scale_stages(stages, width), stem_chs=stem_chs, head=HeadSpec("post_pool", head, bias=True),
+                     act=act, se_rule=SERule("divisible", act="relu", gate="hard_sigmoid"), **kwargs)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    kwargs: dict
+    hf_hub_id: str | None = None  # timm's default tag; None where timm has no trained weights
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bicubic"
+
+
+_NO_V1 = "timm publishes MobileNetV1 weights only at width 1.0 (mobilenetv1_100)"
+_UNTRAINED = "timm registers {} without trained weights"
+_MINIMAL = ("the published minimalistic weights are TF ports (timm tf_mobilenetv3_*_minimal_100) with TF 'same' "
+            "padding and BN eps 1e-3; they do not fit this PyTorch-padded model")
+
+V1_VARIANTS = [Variant("mobilenetv1_100", dict(width=1.0), "timm/mobilenetv1_100.ra4_e3600_r224_in1k",
+                       INCEPTION_MEAN, INCEPTION_STD)] + [
+    Variant(f"mobilenetv1_{w}", dict(width=int(w) / 100), None, INCEPTION_MEAN, INCEPTION_STD)
+    for w in ("075", "050", "025")
+]
+V2_VARIANTS = [
+    Variant("mobilenetv2_140", dict(width=1.4), "timm/mobilenetv2_140.ra_in1k"),
+    Variant("mobilenetv2_100", dict(width=1.0), "timm/mobilenetv2_100.ra_in1k"),
+    Variant("mobilenetv2_075", dict(width=0.75)),
+    Variant("mobilenetv2_050", dict(width=0.5), "timm/mobilenetv2_050.lamb_in1k"),
+    Variant("mobilenetv2_035", dict(width=0.35)),
+]
+V3_VARIANTS = [
+    Variant("mobilenetv3_large_100", dict(size="large", width=1.0), "timm/mobilenetv3_large_100.ra_in1k"),
+    Variant("mobilenetv3_large_075", dict(size="large", width=0.75), interpolation="bilinear"),
+    Variant("mobilenetv3_small_100", dict(size="small", width=1.0), "timm/mobilenetv3_small_100.lamb_in1k"),
+    Variant("mobilenetv3_small_075", dict(size="small", width=0.75), "timm/mobilenetv3_small_075.lamb_in1k"),
+    Variant("mobilenetv3_large_minimal_100", dict(size="large", width=1.0, minimal=True)),
+    Variant("mobilenetv3_small_minimal_100", dict(size="small", width=1.0, minimal=True)),
+]
+
+
+def _weights(v: Variant) -> WeightSource:
+    if v.hf_hub_id:
+        return WeightSource(hf_hub_id=v.hf_hub_id)
+    if v.kwargs.get("minimal"):
+        return WeightSource(note=_MINIMAL)
+    if v.name.startswith("mobilenetv1"):
+        return WeightSource(note=_NO_V1)
+    return WeightSource(note=_UNTRAINED.format(v.name))
+
+
+for _family, _builder, _variants in (("mobilenetv1", mobilenet_v1, V1_VARIANTS),
+                                     ("mobilenetv2", mobilenet_v2, V2_VARIANTS),
+                                     ("mobilenetv3", mobilenet_v3, V3_VARIANTS)):
+    for _v in _variants:
+        # timm's layout is ours, so timm checkpoints need no filter.
+        register_model(ModelConfig(
+            _v.name, _family, _builder, kwargs=_v.kwargs, input_size=(3, 224, 224), mean=_v.mean, std=_v.std,
+            crop_pct=0.875, interpolation=_v.interpolation, weights=_weights(_v),
+        ))
