@@ -32,7 +32,7 @@ class DropPath(nn.Module):
 def drop_path_rates(drop_path_rate: float, depths: list[int] | tuple[int, ...]) -> list[list[float]]:
     """Linearly increasing per-block rates from 0 to `drop_path_rate`, split by stage (ConvNeXt, MetaFormer)."""
     total = sum(depths)
-    rates = torch.linspace(0, drop_path_rate, total).tolist() if total > 0 else []
+    rates = torch.linspace(0, drop_path_rate, total, device="cpu").tolist() if total > 0 else []
     out, start = [], 0
     for depth in depths:
         out.append(rates[start:start + depth])

@@ -1,0 +1,246 @@
+"""ConvNeXt (Liu et al., CVPR 2022) and ConvNeXt V2 (Woo et al., CVPR 2023).
+
+Stem: conv 4x4 s4 -> LayerNorm. Before stages 2-4: LayerNorm -> conv 2x2 s2. Block: dw 7x7 -> LayerNorm ->
+Linear(C, 4C) -> GELU -> [GRN, V2] -> Linear(4C, C) -> [layer-scale gamma, V1] -> drop-path -> + input.
+Head: global mean -> LayerNorm -> Linear, whose weight and bias are multiplied by `head_init_scale`.
+Drop-path rates grow linearly over all blocks (0 .. drop_path_rate).
+
+Module names follow timm (`stem.0/1`, `stages.i.downsample.0/1`, `stages.i.blocks.j.{conv_dw,norm,mlp.fc1,
+mlp.grn,mlp.fc2,gamma}`, `head.norm`, `head.fc`). timm builds convnextv2_atto..nano with 1x1 convs instead of
+Linear layers; `checkpoint_filter` reshapes those weights, and remaps the official facebookresearch layouts.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from mobilevision.features import Classifier
+from mobilevision.layers.drop_path import DropPath
+from mobilevision.layers.mlp import Mlp
+from mobilevision.layers.norms import LayerNorm2d
+from mobilevision.registry import ModelConfig, WeightSource, register_model
+
+
+class ConvNeXtBlock(nn.Module):
+    """One ConvNeXt (V1: layer-scale) or ConvNeXt V2 (GRN, no layer-scale) block. (B, C, H, W) -> same."""
+
+    def __init__(self, dim: int, kernel_size: int = 7, mlp_ratio: float = 4.0, ls_init_value: float | None = 1e-6,
+                 use_grn: bool = False, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.conv_dw = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(mlp_ratio * dim), act="gelu", grn=use_grn)
+        self.gamma = nn.Parameter(torch.full((dim,), float(ls_init_value))) if ls_init_value is not None else None
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv_dw(x).permute(0, 2, 3, 1)  # (B, H, W, C)
+        y = self.mlp(self.norm(y))
+        if self.gamma is not None:
+            y = y * self.gamma
+        return x + self.drop_path(y.permute(0, 3, 1, 2))  # (B, C, H, W)
+
+
+class ConvNeXtStage(nn.Module):
+    """downsample (Identity in stage 1, else LayerNorm -> conv 2x2 s2) then `depth` blocks."""
+
+    def __init__(self, in_chs: int, out_chs: int, depth: int, rates: Sequence[float], downsample: bool = True,
+                 **block_kwargs) -> None:
+        super().__init__()
+        if not downsample:
+            self.downsample = nn.Identity()
+        else:
+            self.downsample = nn.Sequential(LayerNorm2d(in_chs, eps=1e-6), nn.Conv2d(in_chs, out_chs, 2, stride=2))
+        self.blocks = nn.Sequential(*[ConvNeXtBlock(out_chs, drop_path=rates[j], **block_kwargs) for j in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.downsample(x))
+
+
+class ConvNeXtHead(nn.Module):
+    """global mean -> LayerNorm (eps 1e-6) -> dropout -> Linear. (B, C, H, W) -> (B, classes)."""
+
+    def __init__(self, dim: int, num_classes: int, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(self.norm(x.mean((2, 3))))  # (B, C)
+        return x if pre_logits else self.fc(x)
+
+
+class ConvNeXt(Classifier):
+    """ConvNeXt V1 (`ls_init_value=1e-6`, `use_grn=False`) and V2 (`ls_init_value=None`, `use_grn=True`).
+
+    Four stages at reductions 4, 8, 16, 32 with widths `dims` and `depths` blocks.
+    """
+
+    def __init__(
+        self,
+        depths: Sequence[int] = (3, 3, 9, 3),
+        dims: Sequence[int] = (96, 192, 384, 768),
+        ls_init_value: float | None = 1e-6,
+        use_grn: bool = False,
+        kernel_size: int = 7,
+        head_init_scale: float = 1.0,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if len(depths) != len(dims) or not depths:
+            raise ValueError(f"depths {tuple(depths)} and dims {tuple(dims)} must be non-empty and of equal length")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be an odd positive int, got {kernel_size}")
+        self.num_classes = num_classes
+        self.num_features = dims[-1]
+        self.stem = nn.Sequential(nn.Conv2d(in_chans, dims[0], 4, stride=4), LayerNorm2d(dims[0], eps=1e-6))
+        total = sum(depths)
+        flat = [drop_path_rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
+        stages, self.feature_info, start, prev = [], [], 0, dims[0]
+        for i, (depth, dim) in enumerate(zip(depths, dims)):
+            stages.append(ConvNeXtStage(prev, dim, depth, flat[start:start + depth], downsample=i > 0,
+                                        kernel_size=kernel_size,
+                                        ls_init_value=ls_init_value, use_grn=use_grn))
+            self.feature_info.append({"num_chs": dim, "reduction": 4 * 2 ** i, "module": f"stages.{i}"})
+            start, prev = start + depth, dim
+        self.stages = nn.Sequential(*stages)
+        self.head = ConvNeXtHead(dims[-1], num_classes, drop_rate)
+        self.apply(_init_weights)
+        if isinstance(self.head.fc, nn.Linear):
+            with torch.no_grad():
+                self.head.fc.weight.mul_(head_init_scale)
+                self.head.fc.bias.mul_(head_init_scale)
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)  # (B, dims[0], H/4, W/4)
+        out = []
+        for stage in self.stages:
+            x = stage(x)
+            out.append(x)
+        return out
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) -> (B, dims[-1], H/32, W/32)."""
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head.fc.apply(_init_weights)
+
+    def no_weight_decay(self) -> set[str]:
+        return {n for n, _ in self.named_parameters() if n.endswith(".gamma")}
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, (nn.Conv2d, nn.Linear)):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+def checkpoint_filter(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Our / timm's layout (reshaping timm's 1x1-conv MLP weights) and the official layouts.
+
+    Official facebookresearch/ConvNeXt and ConvNeXt-V2 keys: `downsample_layers.0.{0,1}` (stem conv, LN),
+    `downsample_layers.{i}.{0,1}` (LN, conv), `stages.{i}.{j}.{dwconv,norm,pwconv1,pwconv2,gamma}`,
+    V2 `stages.{i}.{j}.grn.{gamma,beta}` of shape (1, 1, 1, C), `norm.*`, `head.*`.
+    """
+    if "downsample_layers.0.0.weight" in state_dict:
+        out = {}
+        for k, v in state_dict.items():
+            k = k.replace("downsample_layers.0.", "stem.")
+            k = re.sub(r"^downsample_layers\.(\d+)\.", r"stages.\1.downsample.", k)
+            k = re.sub(r"^stages\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2.", k)
+            k = k.replace(".dwconv.", ".conv_dw.").replace(".pwconv1.", ".mlp.fc1.").replace(".pwconv2.", ".mlp.fc2.")
+            if ".grn." in k:
+                k = k.replace(".grn.gamma", ".mlp.grn.weight").replace(".grn.beta", ".mlp.grn.bias")
+                v = v.reshape(-1)
+            if k.startswith("norm."):
+                k = "head." + k
+            elif k.startswith("head."):
+                k = "head.fc." + k[len("head."):]
+            out[k] = v
+        return out
+    # timm's convnextv2_atto..nano (conv_mlp=True): (out, in, 1, 1) MLP weights -> Linear (out, in)
+    own = model.state_dict()
+    return {
+        k: (v.reshape(own[k].shape) if k in own and ".mlp.fc" in k and v.ndim == 4 and own[k].ndim == 2 else v)
+        for k, v in state_dict.items()
+    }
+
+
+# ---------------------------------------------------------------------------------------------- variants
+
+@dataclass(frozen=True)
+class ConvNeXtVariant:
+    name: str
+    depths: tuple[int, ...]
+    dims: tuple[int, ...]
+    v2: bool
+    hf_tag: str
+    url: str
+
+
+_V1_URL = "https://dl.fbaipublicfiles.com/convnext/"
+_V2_URL = "https://dl.fbaipublicfiles.com/convnext/convnextv2/im1k/"
+_DEEP = (3, 3, 27, 3)
+
+VARIANTS = (
+    ConvNeXtVariant("convnext_tiny", (3, 3, 9, 3), (96, 192, 384, 768), False, "fb_in1k",
+                    _V1_URL + "convnext_tiny_1k_224_ema.pth"),
+    ConvNeXtVariant("convnext_small", _DEEP, (96, 192, 384, 768), False, "fb_in1k",
+                    _V1_URL + "convnext_small_1k_224_ema.pth"),
+    ConvNeXtVariant("convnext_base", _DEEP, (128, 256, 512, 1024), False, "fb_in1k",
+                    _V1_URL + "convnext_base_1k_224_ema.pth"),
+    ConvNeXtVariant("convnext_large", _DEEP, (192, 384, 768, 1536), False, "fb_in1k",
+                    _V1_URL + "convnext_large_1k_224_ema.pth"),
+    ConvNeXtVariant("convnext_xlarge", _DEEP, (256, 512, 1024, 2048), False, "fb_in22k_ft_in1k",
+                    _V1_URL + "convnext_xlarge_22k_1k_224_ema.pth"),
+    ConvNeXtVariant("convnextv2_atto", (2, 2, 6, 2), (40, 80, 160, 320), True, "fcmae_ft_in1k",
+                    _V2_URL + "convnextv2_atto_1k_224_ema.pt"),
+    ConvNeXtVariant("convnextv2_femto", (2, 2, 6, 2), (48, 96, 192, 384), True, "fcmae_ft_in1k",
+                    _V2_URL + "convnextv2_femto_1k_224_ema.pt"),
+    ConvNeXtVariant("convnextv2_pico", (2, 2, 6, 2), (64, 128, 256, 512), True, "fcmae_ft_in1k",
+                    _V2_URL + "convnextv2_pico_1k_224_ema.pt"),
+    ConvNeXtVariant("convnextv2_nano", (2, 2, 8, 2), (80, 160, 320, 640), True, "fcmae_ft_in1k",
+                    _V2_URL + "convnextv2_nano_1k_224_ema.pt"),
+    ConvNeXtVariant("convnextv2_tiny", (3, 3, 9, 3), (96, 192, 384, 768), True, "fcmae_ft_in1k",
+                    _V2_URL + "convnextv2_tiny_1k_224_ema.pt"),
+    ConvNeXtVariant("convnextv2_base", _DEEP, (128, 256, 512, 1024), True, "fcmae_ft_in1k",
+                    _V2_URL + "convnextv2_base_1k_224_ema.pt"),
+    ConvNeXtVariant("convnextv2_large", _DEEP, (192, 384, 768, 1536), True, "fcmae_ft_in1k",
+                    _V2_URL + "convnextv2_large_1k_224_ema.pt"),
+    ConvNeXtVariant("convnextv2_huge", _DEEP, (352, 704, 1408, 2816), True, "fcmae_ft_in1k",
+                    _V2_URL + "convnextv2_huge_1k_224_ema.pt"),
+)
+
+for _v in VARIANTS:
+    register_model(ModelConfig(
+        name=_v.name,
+        family="convnextv2" if _v.v2 else "convnext",
+        builder=ConvNeXt,
+        kwargs={"depths": _v.depths, "dims": _v.dims, "ls_init_value": None if _v.v2 else 1e-6, "use_grn": _v.v2},
+        input_size=(3, 224, 224),
+        crop_pct=0.875,
+        interpolation="bicubic",
+        # The official release files (`note`) load too, through checkpoint_filter; their sha256 is not recorded.
+        weights=WeightSource(hf_hub_id=f"timm/{_v.name}.{_v.hf_tag}", note=f"official release: {_v.url}"),
+        checkpoint_filter=checkpoint_filter,
+    ))

@@ -1,0 +1,340 @@
+"""MetaFormer: PoolFormer v1 (Yu et al., CVPR 2022) and the MetaFormer baselines PoolFormerV2, ConvFormer and
+CAFormer (Yu et al., TPAMI 2024), all from one block with the token mixer as a per-stage argument.
+
+Block: x = res_scale(x) + layer_scale(drop_path(mixer(norm1(x)))), then the same with the channel MLP.
+Module names follow timm (`stem`, `stages.i.downsample`, `stages.i.blocks.j.{norm1,token_mixer,...}`, `head`),
+so timm checkpoints load unchanged; the official sail-sg/poolformer layout is remapped by `checkpoint_filter`.
+
+PoolFormer v1 follows the official code: its head normalises the whole final map (GroupNorm over C, H, W) and
+then pools. timm pools first and then applies a channel LayerNorm, which is not the same function, so with timm's
+weights `forward_features` (stem + stages) is identical and the logits differ slightly.
+
+ConvFormer / CAFormer: the MLP head's LayerNorm uses eps 1e-6 as in timm (whose weights `pretrained=True` fetches);
+the official code uses 1e-5 (pass `head_mlp_norm_eps=1e-5` to reproduce it; logits move by ~1e-4 at random init).
+
+Hybrid stages (PoolFormer paper, Table 6): `create_model("poolformer_s12",
+token_mixers=("pool", "pool", "attention", "attention"))`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from mobilevision.features import Classifier
+from mobilevision.layers.drop_path import DropPath
+from mobilevision.layers.layer_scale import LayerScale
+from mobilevision.layers.mlp import Mlp, MlpHead
+from mobilevision.layers.norms import GroupNorm1, channel_layer_norm
+from mobilevision.layers.token_mixers import TOKEN_MIXERS, create_token_mixer
+from mobilevision.registry import ModelConfig, WeightSource, register_model
+
+NORMS = ("groupnorm1", "groupnorm1_nobias", "layernorm_nobias")
+HEADS = ("norm_pool_linear", "pool_norm_linear", "pool_norm_mlp")
+
+
+def make_norm(kind: str, dim: int, eps: float, channels_last: bool) -> nn.Module:
+    """'groupnorm1' (PoolFormer) | 'groupnorm1_nobias' (PoolFormerV2) | 'layernorm_nobias' (ConvFormer/CAFormer)."""
+    if kind == "groupnorm1":
+        return GroupNorm1(dim, eps=eps, channels_last=channels_last)
+    if kind == "groupnorm1_nobias":
+        return GroupNorm1(dim, eps=eps, bias=False, channels_last=channels_last)
+    if kind == "layernorm_nobias":
+        return channel_layer_norm(dim, eps=eps, bias=False, channels_last=channels_last)
+    raise ValueError(f"unknown MetaFormer norm {kind!r}; accepted: {', '.join(NORMS)}")
+
+
+class MetaFormerBlock(nn.Module):
+    """norm -> token mixer -> residual, norm -> MLP -> residual, with optional layer-scale and res-scale.
+
+    Runs channels-first (B, C, H, W) or, for mixers with `channels_last` (attention), (B, H, W, C); the MLP is
+    1x1 convs or Linear layers accordingly (the same maths, timm's parameter shapes).
+    """
+
+    def __init__(self, dim: int, mixer: nn.Module, norm: str = "layernorm_nobias", norm_eps: float = 1e-6,
+                 mlp_ratio: float = 4.0, mlp_act: str = "star_relu", mlp_bias: bool = False,
+                 drop: float = 0.0, drop_path: float = 0.0, layer_scale_init: float | None = None,
+                 res_scale_init: float | None = None) -> None:
+        super().__init__()
+        cl = bool(getattr(mixer, "channels_last", False))
+        self.channels_last = cl
+
+        def scale(init: float | None) -> nn.Module:
+            return LayerScale(dim, init, channels_last=cl) if init is not None else nn.Identity()
+
+        self.norm1 = make_norm(norm, dim, norm_eps, cl)
+        self.token_mixer = mixer
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.layer_scale1 = scale(layer_scale_init)
+        self.res_scale1 = scale(res_scale_init)
+        self.norm2 = make_norm(norm, dim, norm_eps, cl)
+        self.mlp = Mlp(dim, int(mlp_ratio * dim), act=mlp_act, bias=mlp_bias, drop=drop, use_conv=not cl)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.layer_scale2 = scale(layer_scale_init)
+        self.res_scale2 = scale(res_scale_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.res_scale1(x) + self.layer_scale1(self.drop_path1(self.token_mixer(self.norm1(x))))
+        return self.res_scale2(x) + self.layer_scale2(self.drop_path2(self.mlp(self.norm2(x))))
+
+
+class Downsampling(nn.Module):
+    """(optional norm) -> conv; the stem (7x7 s4 p2, norm after) and stage transitions (norm before, 3x3 s2 p1)."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int, padding: int,
+                 pre_norm: nn.Module | None = None, post_norm: nn.Module | None = None) -> None:
+        super().__init__()
+        if pre_norm is not None and post_norm is not None:
+            raise ValueError("Downsampling takes a pre_norm or a post_norm, not both")
+        self.pre = pre_norm is not None
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding)
+        norm = pre_norm if pre_norm is not None else post_norm
+        self.norm = norm if norm is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pre:
+            return self.conv(self.norm(x))
+        return self.norm(self.conv(x))
+
+
+class MetaFormerStage(nn.Module):
+    """Downsampling (Identity in the first stage; the stem does it) then `depth` blocks; NCHW in and out."""
+
+    def __init__(self, downsample: nn.Module, blocks: list[MetaFormerBlock]) -> None:
+        super().__init__()
+        self.downsample = downsample
+        self.blocks = nn.Sequential(*blocks)
+        self.channels_last = blocks[0].channels_last if blocks else False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)  # (B, C, H, W)
+        if self.channels_last:
+            return self.blocks(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # via (B, H, W, C)
+        return self.blocks(x)
+
+
+class MetaFormerHead(nn.Module):
+    """'norm_pool_linear' (PoolFormer v1: GroupNorm on the map, mean, Linear), 'pool_norm_linear' (mean,
+    LayerNorm, Linear) or 'pool_norm_mlp' (mean, LayerNorm, MlpHead). (B, C, H, W) -> (B, classes)."""
+
+    def __init__(self, kind: str, dim: int, num_classes: int, drop_rate: float, mlp_norm_eps: float) -> None:
+        super().__init__()
+        self.kind, self.dim, self.mlp_norm_eps = kind, dim, mlp_norm_eps
+        self.norm = GroupNorm1(dim, eps=1e-5) if kind == "norm_pool_linear" else nn.LayerNorm(dim, eps=1e-6)
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = self.make_fc(num_classes, drop_rate)
+
+    def make_fc(self, num_classes: int, drop_rate: float = 0.0) -> nn.Module:
+        if num_classes == 0:
+            return nn.Identity()
+        if self.kind == "pool_norm_mlp":
+            return MlpHead(self.dim, num_classes, norm_eps=self.mlp_norm_eps, drop=drop_rate)
+        return nn.Linear(self.dim, num_classes)
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.kind == "norm_pool_linear":
+            x = self.norm(x).mean((2, 3))  # (B, C)
+        else:
+            x = self.norm(x.mean((2, 3)))  # (B, C)
+        x = self.drop(x)
+        return x if pre_logits else self.fc(x)
+
+
+class MetaFormer(Classifier):
+    """Four MetaFormer stages at reductions 4, 8, 16, 32 plus a classifier head.
+
+    Args: `depths`, `dims` per stage; `token_mixers` a name or one name per stage ('identity', 'pool',
+    'sepconv', 'attention', 'random'); `norm` one of NORMS; `mlp_act` 'gelu' | 'star_relu';
+    `layer_scale_init` (None = off); `res_scale_init` per stage (None = off); `conv_norms` adds the bias-free
+    LayerNorm after the stem conv and before each downsampling conv (MetaFormer baselines); `head` one of HEADS;
+    `img_size` only sizes RandomMixing's token matrices.
+    """
+
+    def __init__(
+        self,
+        depths: Sequence[int] = (2, 2, 6, 2),
+        dims: Sequence[int] = (64, 128, 320, 512),
+        token_mixers: str | Sequence[str] = "pool",
+        norm: str = "groupnorm1",
+        norm_eps: float = 1e-5,
+        mlp_act: str = "gelu",
+        mlp_bias: bool = True,
+        layer_scale_init: float | None = 1e-5,
+        res_scale_init: Sequence[float | None] = (None, None, None, None),
+        conv_norms: bool = False,
+        head: str = "norm_pool_linear",
+        head_mlp_norm_eps: float = 1e-5,
+        img_size: int = 224,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        n = len(depths)
+        if len(dims) != n or n == 0:
+            raise ValueError(f"depths {tuple(depths)} and dims {tuple(dims)} must be non-empty and of equal length")
+        mixers = [token_mixers] * n if isinstance(token_mixers, str) else list(token_mixers)
+        if len(mixers) != n:
+            raise ValueError(f"token_mixers {tuple(mixers)} must name one mixer per stage ({n} stages)")
+        bad = [m for m in mixers if m not in TOKEN_MIXERS]
+        if bad:
+            raise ValueError(f"unknown token mixer {bad[0]!r}; accepted: {', '.join(TOKEN_MIXERS)}")
+        if head not in HEADS:
+            raise ValueError(f"unknown MetaFormer head {head!r}; accepted: {', '.join(HEADS)}")
+        res_scale_init = list(res_scale_init)
+        if len(res_scale_init) != n:
+            raise ValueError(f"res_scale_init {tuple(res_scale_init)} must have one entry per stage ({n})")
+        self.num_classes = num_classes
+        self.num_features = dims[-1]
+        self.token_mixers = tuple(mixers)
+
+        def conv_norm(dim: int) -> nn.Module | None:
+            return channel_layer_norm(dim, eps=1e-6, bias=False) if conv_norms else None
+
+        self.stem = Downsampling(in_chans, dims[0], 7, 4, 2, post_norm=conv_norm(dims[0]))
+        rates = stage_drop_path_rates(drop_path_rate, depths)
+        stages, self.feature_info = [], []
+        for i in range(n):
+            down = nn.Identity() if i == 0 else Downsampling(dims[i - 1], dims[i], 3, 2, 1, pre_norm=conv_norm(dims[i - 1]))
+            mixer_kwargs = {"num_tokens": (img_size // 2 ** (i + 2)) ** 2} if mixers[i] == "random" else {}
+            blocks = [
+                MetaFormerBlock(
+                    dims[i], create_token_mixer(mixers[i], dims[i], **mixer_kwargs), norm=norm, norm_eps=norm_eps,
+                    mlp_act=mlp_act, mlp_bias=mlp_bias, drop=proj_drop_rate, drop_path=rates[i][j],
+                    layer_scale_init=layer_scale_init, res_scale_init=res_scale_init[i],
+                )
+                for j in range(depths[i])
+            ]
+            stages.append(MetaFormerStage(down, blocks))
+            self.feature_info.append({"num_chs": dims[i], "reduction": 2 ** (i + 2), "module": f"stages.{i}"})
+        self.stages = nn.Sequential(*stages)
+        self.head = MetaFormerHead(head, dims[-1], num_classes, drop_rate, head_mlp_norm_eps)
+        self.apply(_init_weights)
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)  # (B, dims[0], H/4, W/4)
+        out = []
+        for stage in self.stages:
+            x = stage(x)
+            out.append(x)
+        return out
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) -> last stage map (B, dims[-1], H/32, W/32), before any head norm."""
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head.fc = self.head.make_fc(num_classes)
+        self.head.fc.apply(_init_weights)
+
+    def no_weight_decay(self) -> set[str]:
+        return {n for n, _ in self.named_parameters() if n.endswith(".scale")}
+
+
+def stage_drop_path_rates(rate: float, depths: Sequence[int]) -> list[list[float]]:
+    """linspace(0, rate, sum(depths)) split by stage, in plain Python so it also runs under torch.device('meta')."""
+    total = sum(depths)
+    flat = [rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
+    out, start = [], 0
+    for d in depths:
+        out.append(flat[start:start + d])
+        start += d
+    return out
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, (nn.Conv2d, nn.Linear)):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+def checkpoint_filter(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Our layout and timm's pass unchanged; the official sail-sg/poolformer layout is remapped.
+
+    Official keys: `patch_embed.proj.*`, `network.{2i}.{j}.{norm1,norm2,mlp.fc1,mlp.fc2,layer_scale_1,
+    layer_scale_2}`, `network.{2i+1}.proj.*` (downsampling before stage i+1), `norm.*`, `head.*`.
+    """
+    if "patch_embed.proj.weight" not in state_dict:
+        return state_dict
+    out = {}
+    for k, v in state_dict.items():
+        k = k.replace("patch_embed.proj.", "stem.conv.")
+        m = re.match(r"network\.(\d+)\.(.*)", k)
+        if m:
+            idx, rest = int(m.group(1)), m.group(2)
+            if idx % 2 == 1:  # downsampling PatchEmbed between stages
+                k = f"stages.{idx // 2 + 1}.downsample.{rest.replace('proj.', 'conv.')}"
+            else:
+                rest = re.sub(r"layer_scale_(\d)$", r"layer_scale\1.scale", rest)
+                k = f"stages.{idx // 2}.blocks.{rest}"
+        elif k.startswith("norm."):
+            k = "head." + k
+        elif k.startswith("head."):
+            k = "head.fc." + k[len("head."):]
+        out[k] = v
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- variants
+
+V1 = dict(norm="groupnorm1", norm_eps=1e-5, mlp_act="gelu", mlp_bias=True, conv_norms=False,
+          res_scale_init=(None,) * 4, head="norm_pool_linear")
+BASELINE = dict(mlp_act="star_relu", mlp_bias=False, layer_scale_init=None, conv_norms=True,
+                res_scale_init=(None, None, 1.0, 1.0))
+
+
+@dataclass(frozen=True)
+class MetaFormerVariant:
+    name: str
+    depths: tuple[int, ...]
+    dims: tuple[int, ...]
+    arch: dict = field(default_factory=dict)
+    crop_pct: float = 1.0
+    hf_tag: str = "sail_in1k"
+
+
+VARIANTS = (
+    MetaFormerVariant("poolformer_s12", (2, 2, 6, 2), (64, 128, 320, 512), {**V1, "layer_scale_init": 1e-5}, 0.9),
+    MetaFormerVariant("poolformer_s24", (4, 4, 12, 4), (64, 128, 320, 512), {**V1, "layer_scale_init": 1e-5}, 0.9),
+    MetaFormerVariant("poolformer_s36", (6, 6, 18, 6), (64, 128, 320, 512), {**V1, "layer_scale_init": 1e-6}, 0.9),
+    MetaFormerVariant("poolformer_m36", (6, 6, 18, 6), (96, 192, 384, 768), {**V1, "layer_scale_init": 1e-6}, 0.95),
+    MetaFormerVariant("poolformer_m48", (8, 8, 24, 8), (96, 192, 384, 768), {**V1, "layer_scale_init": 1e-6}, 0.95),
+    MetaFormerVariant("poolformerv2_s12", (2, 2, 6, 2), (64, 128, 320, 512),
+                      {**BASELINE, "token_mixers": "pool", "norm": "groupnorm1_nobias", "norm_eps": 1e-6,
+                       "head": "pool_norm_linear"}),
+    MetaFormerVariant("convformer_s18", (3, 3, 9, 3), (64, 128, 320, 512),
+                      {**BASELINE, "token_mixers": "sepconv", "norm": "layernorm_nobias", "norm_eps": 1e-6,
+                       "head": "pool_norm_mlp", "head_mlp_norm_eps": 1e-6}),
+    MetaFormerVariant("caformer_s18", (3, 3, 9, 3), (64, 128, 320, 512),
+                      {**BASELINE, "token_mixers": ("sepconv", "sepconv", "attention", "attention"),
+                       "norm": "layernorm_nobias", "norm_eps": 1e-6, "head": "pool_norm_mlp",
+                       "head_mlp_norm_eps": 1e-6}),
+)
+
+for _v in VARIANTS:
+    register_model(ModelConfig(
+        name=_v.name,
+        family="poolformer" if _v.name.startswith("poolformer_") else "metaformer",
+        builder=MetaFormer,
+        kwargs={"depths": _v.depths, "dims": _v.dims, **_v.arch},
+        input_size=(3, 224, 224),
+        crop_pct=_v.crop_pct,
+        interpolation="bicubic",
+        weights=WeightSource(hf_hub_id=f"timm/{_v.name}.{_v.hf_tag}"),
+        checkpoint_filter=checkpoint_filter,
+    ))
