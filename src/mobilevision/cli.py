@@ -13,6 +13,9 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("mobilevision.zoo_cli", "list registered models with measured and published params / MACs"),
     "info": ("mobilevision.zoo_cli", "show a model's config and per-stage table"),
+    "train": ("mobilevision.train_cli", "train a model on an ImageFolder directory or the built-in digits set"),
+    "eval": ("mobilevision.train_cli", "top-1 / top-5 of a checkpoint on a data set, written as JSON"),
+    "pretrain": ("mobilevision.ssl_cli", "FCMAE masked-autoencoder pre-training of a ConvNeXt V2 encoder"),
 }
 
 
