@@ -11,11 +11,11 @@ from torch import nn
 
 import mobilevision
 from mobilevision.checkpoint import download_url, read_state_dict
-from mobilevision.features import Classifier
 from mobilevision.registry import ModelConfig, WeightSource, register_model
+from zoo_checks import PooledTestClassifier
 
 
-class TinyNet(Classifier):
+class TinyNet(PooledTestClassifier):
     def __init__(self, num_classes=1000, in_chans=3, drop_rate=0.0, drop_path_rate=0.0, width=8):
         super().__init__()
         self.num_classes, self.num_features = num_classes, width * 2
@@ -28,20 +28,6 @@ class TinyNet(Classifier):
     def forward_stages(self, x):
         a = self.stem(x)
         return [a, self.stage(a)]
-
-    def forward_features(self, x):
-        return self.forward_stages(x)[-1]
-
-    def forward_head(self, x, pre_logits=False):
-        x = x.mean((2, 3))
-        return x if pre_logits else self.classifier(x)
-
-    def get_classifier(self):
-        return self.classifier
-
-    def reset_classifier(self, num_classes):
-        self.num_classes = num_classes
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
 
 def _rename_foreign(state, model):

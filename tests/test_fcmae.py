@@ -116,7 +116,6 @@ def test_pretraining_loss_decreases_on_digits():
 
 def test_pretrain_run_saves_an_encoder_that_create_model_and_fit_load(tmp_path):
     from mobilevision.ssl.pretrain import apply_pretrain_overrides, load_pretrain_recipe, pretrain
-    from mobilevision.train import apply_overrides, fit, load_recipe
 
     recipe = apply_pretrain_overrides(load_pretrain_recipe("fcmae_digits"), ["decoder_dim=16", "vis_images=2"],
                                       epochs=1, batch_size=256)
@@ -136,7 +135,15 @@ def test_pretrain_run_saves_an_encoder_that_create_model_and_fit_load(tmp_path):
         if not k.startswith("head.fc."):
             assert torch.equal(v, state["encoder." + k]), k
 
-    ft = apply_overrides(load_recipe("digits"), input_size=64, epochs=1, batch_size=256,
-                         model_kwargs={"checkpoint_path": str(enc)})
-    out = fit(TINY, "digits", tmp_path / "ft", ft, device="cpu")
-    assert out["steps"] == 5 and out["final_top1"] is not None
+    # `mobilevision train --init` fine-tunes from the encoder: with a vanishing lr the trained weights stay the encoder's
+    from mobilevision.cli import main
+
+    assert main(["train", "--model", TINY, "--data", "digits", "--init", str(enc), "--epochs", "1",
+                 "--batch-size", "256", "--lr", "1e-12", "--set", "input_size=64", "--output", str(tmp_path / "ft")]) == 0
+    tuned = mobilevision.create_model(TINY, checkpoint_path=tmp_path / "ft" / "last")
+    for k, v in tuned.state_dict().items():
+        if not k.startswith("head.fc."):
+            torch.testing.assert_close(v, state["encoder." + k], rtol=0, atol=1e-8, msg=k)
+    assert json.loads((tmp_path / "ft" / "summary.json").read_text())["final_top1"] is not None
+    assert main(["train", "--model", TINY, "--data", "digits", "--init", str(tmp_path / "none"),
+                 "--output", str(tmp_path / "ft2")]) == 2

@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
+import mobilevision
 from mobilevision.data import train_transform
 from mobilevision.train import Recipe, apply_overrides, load_recipe, recipe_names
-from mobilevision.train.optim import build_optimizer, param_groups
+from mobilevision.train.optim import build_optimizer, layer_depths, param_groups
 from mobilevision.train.schedule import LrFactor, build_scheduler
 
 PAPERS = ["mobilenetv2", "mobilenetv3", "efficientnet", "moga", "mobilevit", "mobileformer", "poolformer",
@@ -33,7 +34,8 @@ def test_every_paper_has_a_recipe_that_builds():
     for name in recipe_names():
         r = load_recipe(name)
         assert r.name == name and (r.source or name == "digits"), name
-        opt = build_optimizer(Net(), r, r.lr)
+        model = mobilevision.create_model("convnextv2_atto", num_classes=2) if r.layer_decay else Net()
+        opt = build_optimizer(model, r, r.lr)
         sched = build_scheduler(opt, r, total_steps=1000, steps_per_epoch=10)
         for _ in range(3):
             opt.step()
@@ -95,6 +97,34 @@ def test_no_weight_decay_groups():
     for opt in ("adamw", "sgd", "rmsprop", "rmsproptf"):
         o = build_optimizer(net, Recipe(optimizer=opt), 0.1)
         assert o.param_groups[0]["weight_decay"] == 0.05 and o.param_groups[1]["weight_decay"] == 0.0
+
+
+def test_layer_decay_follows_the_convnextv2_rule():
+    model = mobilevision.create_model("convnextv2_atto", num_classes=10)  # depths 2, 2, 6, 2: 12 blocks
+    depth = layer_depths(model)
+    assert depth["stem.0.weight"] == 1 and depth["stages.0.blocks.0.conv_dw.weight"] == 1
+    assert depth["stages.1.downsample.1.weight"] == 3 == depth["stages.1.blocks.0.conv_dw.weight"]
+    assert depth["stages.2.blocks.5.conv_dw.weight"] == 10 and depth["stages.3.blocks.1.conv_dw.weight"] == 12
+    assert depth["head.fc.weight"] == 13 == depth["head.norm.weight"]
+    opt = build_optimizer(model, Recipe(layer_decay=0.9, weight_decay=0.05), 1e-3)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    wd_of = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    params = dict(model.named_parameters())
+    assert lr_of[id(params["head.fc.weight"])] == pytest.approx(1e-3) == opt.param_groups[0]["lr"]
+    assert lr_of[id(params["stem.0.weight"])] == pytest.approx(1e-3 * 0.9 ** 12)
+    assert lr_of[id(params["stages.2.blocks.5.conv_dw.weight"])] == pytest.approx(1e-3 * 0.9 ** 3)
+    assert wd_of[id(params["stages.2.blocks.5.conv_dw.weight"])] == 0.05
+    assert wd_of[id(params["stages.2.blocks.5.conv_dw.bias"])] == 0.0
+    sched = build_scheduler(opt, Recipe(warmup_epochs=0, schedule="cosine"), total_steps=10, steps_per_epoch=5)
+    opt.step()
+    sched.step()
+    ratio = lr_of[id(params["stem.0.weight"])] / lr_of[id(params["head.fc.weight"])]
+    now = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert now[id(params["stem.0.weight"])] / now[id(params["head.fc.weight"])] == pytest.approx(ratio)
+    with pytest.raises(ValueError, match="stages.<i>.blocks.<j>"):
+        build_optimizer(mobilevision.create_model("mobilenetv3_small_100"), Recipe(layer_decay=0.9), 1e-3)
+    with pytest.raises(ValueError, match="layer_decay"):
+        Recipe(layer_decay=1.5).validate()
 
 
 def test_warmup_cosine_and_step_schedules():

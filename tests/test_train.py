@@ -17,13 +17,13 @@ import torch
 from torch import nn
 
 import mobilevision
-from mobilevision.features import Classifier
 from mobilevision.registry import ModelConfig, WeightSource, register_model
+from zoo_checks import PooledTestClassifier
 
 HERE = Path(__file__).resolve()
 
 
-class TrainTiny(Classifier):
+class TrainTiny(PooledTestClassifier):
     """conv-BN-ReLU x2 -> pool -> dropout -> linear: BN buffers and dropout make resume bugs visible."""
 
     def __init__(self, num_classes=1000, in_chans=3, drop_rate=0.0, drop_path_rate=0.0, width=8):
@@ -40,19 +40,8 @@ class TrainTiny(Classifier):
         a = self.stem(x)
         return [a, self.stage(a)]
 
-    def forward_features(self, x):
-        return self.forward_stages(x)[-1]
-
-    def forward_head(self, x, pre_logits=False):
-        x = self.drop(x.mean((2, 3)))
-        return x if pre_logits else self.classifier(x)
-
-    def get_classifier(self):
-        return self.classifier
-
-    def reset_classifier(self, num_classes):
-        self.num_classes = num_classes
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+    def pool_and_drop(self, x):
+        return self.drop(x.mean((2, 3)))
 
 
 if "test_train_tiny" not in mobilevision.registry._REGISTRY:

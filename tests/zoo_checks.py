@@ -4,9 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 
 import mobilevision
 from mobilevision.deploy.profile import count_on_meta
+from mobilevision.features import Classifier
 from mobilevision.registry import get_config, published_figures
 
 
@@ -85,3 +87,28 @@ def assert_classifier_protocol(name: str, size: int = 64, reductions: list[int] 
     if reductions is not None:
         assert fx.reductions() == reductions
 
+
+
+class PooledTestClassifier(Classifier):
+    """Base of the small models the tests register: last stage map -> global average pool -> `classifier`.
+
+    Subclasses build `classifier` (nn.Linear, or nn.Identity for num_classes == 0), set `num_features`
+    and implement `forward_stages`; `pool_and_drop` may add dropout after the pool.
+    """
+
+    def pool_and_drop(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3))  # (B, C)
+
+    def forward_features(self, x):
+        return self.forward_stages(x)[-1]
+
+    def forward_head(self, x, pre_logits=False):
+        x = self.pool_and_drop(x)
+        return x if pre_logits else self.classifier(x)
+
+    def get_classifier(self):
+        return self.classifier
+
+    def reset_classifier(self, num_classes):
+        self.num_classes = num_classes
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()

@@ -80,6 +80,8 @@ def create_model(
     model.creation_overrides = dict(overrides)
     model.checkpoint_filter = cfg.checkpoint_filter
     model.default_cfg = {**cfg.data_config(), "input_size": (in_chans, *cfg.input_size[1:])}
+    if saved and saved.get("default_cfg"):  # the preprocessing the weights were trained / evaluated with
+        model.default_cfg.update({k: tuple(v) if isinstance(v, list) else v for k, v in saved["default_cfg"].items()})
     if saved and saved.get("labels"):
         model.labels = list(saved["labels"])
 

@@ -13,6 +13,11 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("mobilevision.zoo_cli", "list registered models with measured and published params / MACs"),
     "info": ("mobilevision.zoo_cli", "show a model's config and per-stage table"),
+    "profile": ("mobilevision.deploy_cli", "params, MACs, activation memory and per-stage table of a model"),
+    "bench": ("mobilevision.deploy_cli", "latency / throughput on this machine (eager, compile, onnxruntime)"),
+    "export": ("mobilevision.deploy_cli", "export the fused model to ONNX and verify it with onnxruntime"),
+    "quantize": ("mobilevision.deploy_cli", "INT8 static quantization of an exported ONNX graph"),
+    "predict": ("mobilevision.deploy_cli", "top-5 classes of images with a trained checkpoint"),
     "train": ("mobilevision.train_cli", "train a model on an ImageFolder directory or the built-in digits set"),
     "eval": ("mobilevision.train_cli", "top-1 / top-5 of a checkpoint on a data set, written as JSON"),
     "pretrain": ("mobilevision.ssl_cli", "FCMAE masked-autoencoder pre-training of a ConvNeXt V2 encoder"),
@@ -54,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(code or 0)
     except _ArgumentError as err:
         print(f"mobilevision: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        print(f"mobilevision: error: this command needs the package {err.name!r}; install the extras with "
+              "pip install 'mobilevision[deploy]'", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError, RuntimeError, NotADirectoryError, IsADirectoryError) as err:
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -15,6 +15,9 @@ def configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="learning rate (at lr_base_batch if the recipe sets it)")
     p.add_argument("--output", help="run directory (default: runs/<model>-<data name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from last/")
+    p.add_argument("--init", metavar="CHECKPOINT",
+                   help="start from these weights (fine-tuning), e.g. an FCMAE encoder or a run's best/; a "
+                        "classifier of another class count is re-initialised")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-exact resume)")
     p.add_argument("--seed", type=int, help="seed for weights, data order and augmentation")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
@@ -30,6 +33,10 @@ def run_train(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     recipe = apply_overrides(recipe, args.overrides, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              seed=args.seed, deterministic=True if args.deterministic else None)
+    if args.init:
+        if not Path(args.init).expanduser().exists():
+            raise FileNotFoundError(f"--init {args.init}: checkpoint not found")
+        recipe = apply_overrides(recipe, model_kwargs={**recipe.model_kwargs, "checkpoint_path": str(args.init)})
     if args.data != "digits" and not Path(args.data).is_dir():
         raise FileNotFoundError(f"--data {args.data!r}: not 'digits' and not a directory")
     out = Path(args.output) if args.output else Path("runs") / f"{args.model}-{Path(args.data).name or 'data'}"

@@ -34,3 +34,106 @@ def count_on_meta(build: Callable[[], nn.Module], input_size: tuple[int, int, in
     with torch.device("meta"):
         model = build()
     return count_params(model), count_macs(model, input_size)
+
+
+def activation_memory(model: nn.Module, input_size: tuple[int, int, int], batch: int = 1) -> dict[str, int]:
+    """Bytes of the tensors the leaf modules return in one eval forward (input (batch, C, H, W)).
+
+    `total` sums every leaf output (what a training step keeps for backward, roughly); `peak_single` is the
+    largest one. Runs on the model's device: on the meta device it costs nothing.
+    """
+    device = next(model.parameters()).device
+    sizes: list[int] = []
+
+    def hook(_mod, _inp, out):
+        for t in (out if isinstance(out, (list, tuple)) else [out]):
+            if isinstance(t, torch.Tensor):
+                sizes.append(t.numel() * t.element_size())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros((batch, *input_size), device=device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {"total": sum(sizes), "peak_single": max(sizes, default=0)}
+
+
+def stage_table(model: nn.Module, input_size: tuple[int, int, int]) -> list[dict]:
+    """One row per `feature_info` stage: module, channels, reduction, output shape, params of the stage module,
+    and MACs (batch 1) spent from the previous stage's output to this one's (`macs`) and in total (`cum_macs`)."""
+    device = next(model.parameters()).device
+    counter = FlopCounterMode(display=False)
+    infos = list(getattr(model, "feature_info", []))
+    done: dict[int, int] = {}
+    handles = []
+    for i, info in enumerate(infos):
+        try:
+            sub = model.get_submodule(info.get("module", "")) if info.get("module") else None
+        except AttributeError:
+            sub = None
+        if sub is not None:  # live flop total when the stage module returns
+            def hook(*_args, i=i) -> None:
+                done.setdefault(i, counter.get_total_flops())
+
+            handles.append(sub.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with counter, torch.no_grad():
+            fn = getattr(model, "forward_stages", None)
+            maps = fn(torch.zeros((1, *input_size), device=device)) if fn is not None else []
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    rows, prev = [], 0
+    for i, info in enumerate(infos):
+        name = info.get("module", "")
+        try:
+            sub = model.get_submodule(name) if name else None
+        except AttributeError:
+            sub = None
+        cum = done.get(i)
+        rows.append({
+            "stage": i,
+            "module": name,
+            "num_chs": info["num_chs"],
+            "reduction": info["reduction"],
+            "shape": tuple(maps[i].shape[1:]) if i < len(maps) else None,
+            "params": count_params(sub) if sub is not None else None,
+            "macs": (cum - prev) // 2 if cum is not None else None,
+            "cum_macs": cum // 2 if cum is not None else None,
+        })
+        prev = cum if cum is not None else prev
+    return rows
+
+
+def profile(name: str, size: tuple[int, int] | None = None) -> dict:
+    """Params, MACs, activation memory and per-stage table of a registered model, counted on the meta device.
+
+    `size` is (H, W); default: the model's default input size. ValueError when the model cannot take it.
+    """
+    import mobilevision
+    from mobilevision.registry import get_config
+
+    cfg = get_config(name)
+    c = cfg.input_size[0]
+    h, w = (cfg.input_size[1], cfg.input_size[2]) if size is None else (int(size[0]), int(size[1]))
+    if h < 1 or w < 1:
+        raise ValueError(f"size must be positive, got {h}x{w}")
+    with torch.device("meta"):
+        model = mobilevision.create_model(name)
+    try:
+        params, macs = count_params(model), count_macs(model, (c, h, w))
+        act = activation_memory(model, (c, h, w))
+        stages = stage_table(model, (c, h, w))
+    except Exception as err:  # noqa: BLE001 - a model that cannot take the size may raise anything
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"model {name!r} cannot take input size {h}x{w}: {msg[:200]}") from None
+    return {"model": name, "input_size": (c, h, w), "params": params, "macs": macs,
+            "activation_bytes": act["total"], "peak_activation_bytes": act["peak_single"], "stages": stages}

@@ -135,6 +135,9 @@ def _fit(model_name: str, data: str, out: Path, recipe: Recipe, resume: bool, in
     torch.manual_seed(recipe.seed)  # same initial weights on every rank
     model = mobilevision.create_model(model_name, num_classes=len(classes), drop_rate=recipe.drop_rate,
                                       drop_path_rate=recipe.drop_path_rate, **recipe.model_kwargs)
+    # saved with the weights, so eval / predict / export preprocess as this run evaluated
+    model.default_cfg = {**model.default_cfg, "input_size": (model.in_chans, size, size), "mean": dcfg["mean"],
+                         "std": dcfg["std"], "crop_pct": dcfg["crop_pct"], "interpolation": dcfg["interpolation"]}
     model.to(device)
 
     interp = recipe.train_interpolation or dcfg["interpolation"]

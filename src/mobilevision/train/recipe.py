@@ -62,6 +62,7 @@ class Recipe:
     lr_base_batch: int | None = None
     weight_decay: float = 0.05
     filter_bias_and_bn: bool = True  # no decay on 1-D params and model.no_weight_decay() names
+    layer_decay: float | None = None  # layer-wise lr decay (BEiT / ConvNeXt fine-tuning): lr x decay^(depth from top)
     momentum: float = 0.9
     nesterov: bool = False
     betas: list = field(default_factory=lambda: [0.9, 0.999])
@@ -131,6 +132,8 @@ class Recipe:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.input_size is not None and self.input_size < 8:
             raise ValueError(f"input_size must be >= 8 pixels, got {self.input_size}")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise ValueError(f"layer_decay must be in (0, 1] (or null), got {self.layer_decay}")
         if self.ema and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.amp_dtype not in (None, "bfloat16", "float16"):

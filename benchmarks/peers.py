@@ -1,0 +1,47 @@
+"""What the peer benchmarks share: our models paired with timm's twin, loaded with the same weights."""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import timm
+import torch
+from safetensors.torch import save_file
+
+import mobilevision
+from mobilevision.registry import published_figures
+
+# A representative set: every family with a timm twin, small and mid sizes ('*' for all).
+DEFAULT_SET = ("mobilenetv1_100,mobilenetv2_100,mobilenetv3_large_100,mobilenetv3_small_100,efficientnet_b0,"
+               "mobilevit_xxs,mobilevit_s,poolformer_s12,convformer_s18,caformer_s18,convnext_tiny,convnextv2_atto")
+
+
+def timm_pairs(patterns: str, max_params_m: float) -> list[tuple[str, str]]:
+    """(our name, timm name) for models matching comma-separated globs whose published.csv row names a timm
+    model that timm has, up to `max_params_m` M params."""
+    timm_names, pub = set(timm.list_models()), published_figures()
+    names = sorted({n for pat in patterns.split(",") for n in mobilevision.list_models(pat)})
+    return [(n, pub[n]["parity_with"]) for n in names
+            if n in pub and pub[n]["params_m"] <= max_params_m and pub[n]["parity_with"] in timm_names]
+
+
+def twins(ours_name: str, timm_name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(ours, timm's) in eval mode with timm's random-init weights loaded into ours."""
+    ref = timm.create_model(timm_name, pretrained=False).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "w.safetensors"
+        save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
+        ours = mobilevision.create_model(ours_name, checkpoint_path=path).eval()
+    return ours, ref
+
+
+def parse_args(doc: str, out: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--models", default=DEFAULT_SET, help="comma-separated globs over our model names ('*': all)")
+    p.add_argument("--max-params", type=float, default=100.0, help="skip models above this many M params")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--out", default=out, help="CSV file")
+    return p.parse_args()

@@ -1,0 +1,303 @@
+"""ONNX export of the fused inference form, graph portability checks, and onnxruntime verification."""
+from __future__ import annotations
+
+import collections
+import io
+import json
+import os
+import warnings
+from contextlib import redirect_stdout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .fuse import fuse
+from .predict import preprocess, sample_photos
+
+OPSET = 18
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+METADATA_KEY = "mobilevision"
+# Ops that would make an exported graph non-deterministic.
+RANDOM_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli", "Multinomial",
+              "Dropout"}
+
+
+@dataclass
+class ExportResult:
+    """Where the graph went, which exporter made it, which input dims are dynamic, and why a fallback happened."""
+
+    path: Path
+    exporter: str  # "dynamo" | "legacy"
+    dynamic_dims: list[str]
+    input_size: tuple[int, int, int]
+    fallback_reason: str | None = None
+    graph: dict = field(default_factory=dict)
+
+
+def _quiet_export(fn, *args, **kwargs):
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:300]
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: tuple[int, int, int] | None = None,
+                dynamic: bool = False, opset: int = OPSET, fuse_first: bool = True, exporter: str = "auto",
+                metadata: dict | None = None) -> ExportResult:
+    """Export `model` (fused first unless `fuse_first=False`) to a single-file ONNX graph at `path`.
+
+    The input is (B, C, H, W) named "input", the output "logits". With `dynamic`, the batch is dynamic and so
+    are H / W where the model allows (otherwise they stay at `input_size`). `exporter="auto"` uses
+    torch.onnx's dynamo exporter and falls back to the TorchScript ("legacy") exporter only if it fails;
+    the result says which and why. The graph is checked with onnx.checker and for portability
+    (`graph_report`); RuntimeError if it is not portable.
+    """
+    import onnx
+
+    if exporter not in ("auto", "dynamo", "legacy"):
+        raise ValueError(f"exporter must be auto, dynamo or legacy, got {exporter!r}")
+    cfg = dict(getattr(model, "default_cfg", {}) or {})
+    if input_size is None:
+        input_size = tuple(cfg.get("input_size", (3, 224, 224)))
+    c, h, w = input_size
+    model = fuse(model) if fuse_first else model.eval()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.randn(1, c, h, w, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        try:
+            model(example)
+        except Exception as err:  # noqa: BLE001 - any failure here means the size does not fit
+            raise ValueError(f"model cannot take input size {h}x{w}: {_first_line(err)}") from None
+
+    used, reason = None, None
+    if dynamic:
+        # torch.export fixes every dim that is 1 at trace time and gives equal dims one symbol, so a dynamic
+        # graph is traced at batch 2 and at a size where no feature map (or patch count) is 1 and H != W
+        used, reason = _export(model, _dynamic_example(c, h, w), path, True, opset, exporter)
+        if "height" not in _dynamic_dims(path):  # the model needs a fixed size: export at the one asked for
+            used, reason = _export(model, example.expand(2, -1, -1, -1), path, True, opset, exporter)
+    else:
+        used, reason = _export(model, example, path, False, opset, exporter)
+
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    # the graph's own input size, so quantize / benchmarks feed it what it was exported for
+    meta = {"default_cfg": _jsonable({**cfg, "input_size": (c, h, w)}), "exporter": used, "model": getattr(model, "model_name", None),
+            "num_classes": getattr(model, "num_classes", None), "labels": getattr(model, "labels", None)}
+    meta.update(metadata or {})
+    del proto.metadata_props[:]
+    proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta))
+    onnx.save(proto, str(path))
+    report = graph_report(proto)
+    problems = portability_problems(report)
+    if problems:
+        raise RuntimeError(f"exported graph {path} is not portable: {'; '.join(problems)}")
+    return ExportResult(path, used, _dynamic_dims(proto), (c, h, w), reason, report)
+
+
+def _dynamic_example(c: int, h: int, w: int) -> torch.Tensor:
+    th, tw = max(h, 128), max(w, 128)
+    return torch.randn(2, c, th, tw + 32 if tw == th else tw, generator=torch.Generator().manual_seed(0))
+
+
+def _export(model: nn.Module, x: torch.Tensor, path: Path, dynamic: bool, opset: int, exporter: str
+            ) -> tuple[str, str | None]:
+    """Export with the dynamo exporter, or the legacy one as asked / as a fallback: (exporter used, why fallback)."""
+    reason = None
+    if exporter in ("auto", "dynamo"):
+        try:
+            _export_dynamo(model, x, path, dynamic, opset)
+            return "dynamo", None
+        except Exception as err:  # noqa: BLE001 - the dynamo exporter raises many types
+            if exporter == "dynamo":
+                raise RuntimeError(f"dynamo ONNX export failed: {_first_line(err)}") from None
+            reason = f"dynamo exporter failed: {type(err).__name__}: {_first_line(err)}"
+    _export_legacy(model, x, path, dynamic, min(opset, 18))
+    return "legacy", reason
+
+
+def _dynamic_dims(path_or_proto) -> list[str]:
+    """Names of the graph input's dims without a fixed value, among batch, channels, height, width."""
+    import onnx
+
+    proto = path_or_proto if isinstance(path_or_proto, onnx.ModelProto) else onnx.load(str(path_or_proto))
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    names = ("batch", "channels", "height", "width")
+    return [n for n, d in zip(names, dims) if not d.HasField("dim_value")]
+
+
+def _export_dynamo(model: nn.Module, x: torch.Tensor, path: Path, dynamic: bool, opset: int) -> None:
+    from torch.export import Dim
+
+    shapes = None
+    if dynamic:
+        # AUTO lets torch.export keep H / W static where the model's code needs them fixed
+        shapes = ({0: Dim("batch", min=1, max=4096), 2: Dim.AUTO, 3: Dim.AUTO},)
+    _quiet_export(torch.onnx.export, model, (x,), str(path), dynamo=True, external_data=False,
+                  opset_version=opset, dynamic_shapes=shapes, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                  verbose=False, report=False)
+
+
+def _export_legacy(model: nn.Module, x: torch.Tensor, path: Path, dynamic: bool, opset: int) -> None:
+    axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch"}} if dynamic else None
+    _quiet_export(torch.onnx.export, model, (x,), str(path), dynamo=False, opset_version=opset,
+                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes)
+
+
+def _jsonable(v):
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def read_metadata(path_or_proto) -> dict:
+    """The mobilevision metadata (default_cfg, labels, model name, exporter) stored in an exported graph."""
+    import onnx
+
+    proto = path_or_proto if isinstance(path_or_proto, onnx.ModelProto) else onnx.load(str(path_or_proto),
+                                                                                      load_external_data=False)
+    for p in proto.metadata_props:
+        if p.key == METADATA_KEY:
+            return json.loads(p.value)
+    return {}
+
+
+def _graphs(graph):
+    """A graph and every subgraph inside its nodes' attributes (If / Loop / Scan bodies)."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == attr.GRAPH:
+                yield from _graphs(attr.g)
+            for g in attr.graphs:
+                yield from _graphs(g)
+
+
+def graph_report(proto) -> dict:
+    """Op counts, tensor ranks and portability facts of an ONNX graph, after onnx shape inference.
+
+    Keys: ops (op_type -> count), max_rank, high_rank (names of tensors with rank > 5, with their rank),
+    nonstandard_ops (ops outside the default ONNX domain), random_ops, functions (local functions left).
+    """
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+    ops: collections.Counter = collections.Counter()
+    ranks: dict[str, int] = {}
+    nonstandard, random_ops = set(), set()
+    for g in _graphs(inferred.graph):
+        for vi in list(g.input) + list(g.output) + list(g.value_info):
+            t = vi.type.tensor_type
+            if t.HasField("shape"):
+                ranks[vi.name] = len(t.shape.dim)
+        for init in g.initializer:
+            ranks[init.name] = len(init.dims)
+        consts = {init.name: init for init in g.initializer}
+        for node in g.node:
+            ops[node.op_type] += 1
+            if node.domain not in ("", "ai.onnx"):
+                nonstandard.add(f"{node.domain}::{node.op_type}")
+            if node.op_type in RANDOM_OPS:
+                random_ops.add(node.op_type)
+            if node.op_type == "Constant":
+                for attr in node.attribute:
+                    if attr.name == "value":
+                        consts[node.output[0]] = attr.t
+            # A Reshape / Expand to a target shape of length > 5 makes a rank > 5 tensor even when
+            # shape inference could not follow the data.
+            if node.op_type in ("Reshape", "Expand", "ConstantOfShape") and len(node.input) >= 1:
+                shape_in = node.input[1] if node.op_type != "ConstantOfShape" else node.input[0]
+                if shape_in in consts and consts[shape_in].dims:
+                    ranks[node.output[0]] = max(ranks.get(node.output[0], 0), int(consts[shape_in].dims[0]))
+    high = {n: r for n, r in ranks.items() if r > 5}
+    return {
+        "ops": dict(sorted(ops.items())),
+        "num_nodes": sum(ops.values()),
+        "max_rank": max(ranks.values(), default=0),
+        "high_rank": high,
+        "nonstandard_ops": sorted(nonstandard),
+        "random_ops": sorted(random_ops),
+        "functions": [f.name for f in inferred.functions],
+    }
+
+
+def portability_problems(report: dict, max_rank: int = 5) -> list[str]:
+    """Human-readable reasons a graph is not portable (empty list when it is)."""
+    out = []
+    if report["max_rank"] > max_rank:
+        first = ", ".join(f"{n} (rank {r})" for n, r in list(report["high_rank"].items())[:3])
+        out.append(f"{len(report['high_rank'])} tensors of rank > {max_rank}: {first}")
+    if report["nonstandard_ops"]:
+        out.append(f"non-standard ops: {', '.join(report['nonstandard_ops'][:5])}")
+    if report["random_ops"]:
+        out.append(f"random ops: {', '.join(report['random_ops'])}")
+    return out
+
+
+def other_size(h: int, w: int) -> tuple[int, int]:
+    """A second test size: 64 px smaller (at least 64), kept a multiple of 32 so every family can take it."""
+    return max(64, (h - 64) // 32 * 32), max(64, (w - 64) // 32 * 32)
+
+
+def ort_session(path: str | os.PathLike, threads: int = 0, spin: bool = True):
+    """An onnxruntime CPU session with all graph optimisations and `threads` intra-op threads (0 = ORT default).
+
+    `spin=False` stops idle worker threads from busy-waiting (kinder to a shared machine; slower latency).
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def verify_onnx(model: nn.Module, path: str | os.PathLike, sizes: Sequence[tuple[int, int]] | None = None,
+                batch: int = 2, photos: bool = True, fuse_first: bool = True, session=None) -> list[dict]:
+    """Max abs difference between PyTorch and onnxruntime on the same inputs, per size and input kind.
+
+    For each (H, W) in `sizes` (default: the model's default size): a random batch of `batch` inputs and,
+    with `photos`, scikit-image's sample photos preprocessed with the model's `default_cfg` at that size.
+    Returns rows {"size", "inputs", "max_abs_diff", "max_abs_logit", "top1_agree"}.
+    """
+    cfg = dict(getattr(model, "default_cfg", {}) or {})
+    c, h0, w0 = cfg.get("input_size", (3, 224, 224))
+    sizes = list(sizes or [(h0, w0)])
+    model = fuse(model) if fuse_first else model.eval()
+    sess = session or ort_session(path, spin=False)
+    pics = sample_photos() if photos else {}
+    rows = []
+    for h, w in sizes:
+        parts = {"random": torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(h * 1000 + w))}
+        if pics:
+            parts["photos"] = torch.stack([preprocess(p, cfg, size=(h, w)) for p in pics.values()])
+        x = torch.cat(list(parts.values()))  # one forward per size on both kinds of input
+        with torch.no_grad():
+            ref_all = model(x).numpy()
+        got_all = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+        if got_all.shape != ref_all.shape:
+            raise RuntimeError(f"onnxruntime output shape {got_all.shape} != PyTorch {ref_all.shape} at {h}x{w}")
+        start = 0
+        for kind, part in parts.items():
+            ref, got = ref_all[start:start + len(part)], got_all[start:start + len(part)]
+            start += len(part)
+            rows.append({"size": (h, w), "inputs": kind, "max_abs_diff": float(np.abs(got - ref).max()),
+                         "max_abs_logit": float(np.abs(ref).max()),
+                         "top1_agree": float((got.argmax(-1) == ref.argmax(-1)).mean())})
+    return rows

@@ -1,0 +1,185 @@
+"""`mobilevision profile | bench | export | quantize | predict`: thin layers over `mobilevision.deploy`."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+
+def _size_arg(p: argparse.ArgumentParser, help_text: str) -> None:
+    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), default=None, help=help_text)
+
+
+def _fmt_bytes(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+# ---------------------------------------------------------------- profile
+def configure_profile(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="model name")
+    _size_arg(p, "input height and width (default: the model's default size)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    from .deploy.profile import profile
+
+    info = profile(args.name, args.size)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    c, h, w = info["input_size"]
+    print(f"{info['model']}  input {c}x{h}x{w}, batch 1")
+    print(f"  params        {info['params'] / 1e6:.3f} M")
+    print(f"  MACs          {info['macs'] / 1e9:.4f} G")
+    print(f"  activations   {_fmt_bytes(info['activation_bytes'])} (sum of layer outputs, fp32), "
+          f"largest {_fmt_bytes(info['peak_activation_bytes'])}")
+    print(f"\n  {'stage':<6}{'module':<24}{'out shape':>18}{'reduction':>10}{'params(M)':>11}{'GMACs':>9}{'cum.GMACs':>11}")
+    for r in info["stages"]:
+        shape = "x".join(map(str, r["shape"])) if r["shape"] else "-"
+        params = f"{r['params'] / 1e6:.3f}" if r["params"] is not None else "-"
+        macs = f"{r['macs'] / 1e9:.4f}" if r["macs"] is not None else "-"
+        cum = f"{r['cum_macs'] / 1e9:.4f}" if r["cum_macs"] is not None else "-"
+        print(f"  {r['stage']:<6}{r['module']:<24}{shape:>18}{r['reduction']:>10}{params:>11}{macs:>9}{cum:>11}")
+    return 0
+
+
+# ---------------------------------------------------------------- bench
+def configure_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="+", metavar="NAME", help="model names")
+    p.add_argument("--backend", default="eager", choices=("eager", "compile", "onnxruntime"))
+    p.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,8")
+    p.add_argument("--size", default=None, help="comma-separated square sizes, e.g. 224,256 (default: each model's)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch / onnxruntime (default 2)")
+    p.add_argument("--runs", type=int, default=30, help="timed runs per point (default 30)")
+    p.add_argument("--warmup", type=int, default=5, help="warm-up runs per point (default 5)")
+    p.add_argument("--out", default="bench_results", help="directory for CSV / JSON / PNG (default bench_results)")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from .deploy.benchmark import benchmark, format_table, write_results
+
+    if args.runs < 1 or args.warmup < 0:
+        raise ValueError(f"--runs must be >= 1 and --warmup >= 0, got {args.runs} / {args.warmup}")
+    rows = benchmark(args.names, args.backend, args.batch, args.size, args.threads, args.warmup, args.runs)
+    print(format_table(rows))
+    paths = write_results(rows, args.out, stem=f"bench_{args.backend}")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+# ---------------------------------------------------------------- export
+def configure_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="model name")
+    p.add_argument("--checkpoint", default=None, help="weights file or directory (default: random init)")
+    p.add_argument("--format", default="onnx", choices=("onnx",))
+    p.add_argument("--out", required=True, help="output .onnx file")
+    p.add_argument("--dynamic", action="store_true", help="dynamic batch (and height / width where the model allows)")
+    _size_arg(p, "export height and width (default: the model's default size)")
+    p.add_argument("--exporter", default="auto", choices=("auto", "dynamo", "legacy"),
+                   help="torch.onnx exporter (auto: dynamo, legacy only if dynamo fails)")
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--atol", type=float, default=1e-4, help="verification tolerance, relative to max(1, |logit|)")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import mobilevision
+
+    from .deploy.export import export_onnx, other_size, verify_onnx
+
+    model = mobilevision.create_model(args.name, checkpoint_path=args.checkpoint).eval()
+    c, h, w = model.default_cfg["input_size"]
+    if args.size:
+        h, w = args.size
+        if h < 1 or w < 1:
+            raise ValueError(f"--size must be positive, got {h} {w}")
+    res = export_onnx(model, args.out, input_size=(c, h, w), dynamic=args.dynamic, opset=args.opset,
+                      exporter=args.exporter)
+    print(f"exported {args.name} -> {res.path} ({res.path.stat().st_size / 2**20:.1f} MiB) with the "
+          f"{res.exporter} exporter, opset {args.opset}; dynamic dims: {', '.join(res.dynamic_dims) or 'none'}")
+    if res.fallback_reason:
+        print(f"  fell back to the legacy exporter: {res.fallback_reason}")
+    g = res.graph
+    print(f"  graph: {g['num_nodes']} nodes, max tensor rank {g['max_rank']}, ops: "
+          + ", ".join(f"{k} {v}" for k, v in g["ops"].items()))
+    sizes = [(h, w)]
+    if "height" in res.dynamic_dims and "width" in res.dynamic_dims:
+        sizes.append(other_size(h, w))
+    rows = verify_onnx(model, res.path, sizes=sizes, fuse_first=False)  # against the unfused model
+    worst = 0.0
+    for r in rows:
+        rel = r["max_abs_diff"] / max(1.0, r["max_abs_logit"])
+        worst = max(worst, rel)
+        print(f"  onnxruntime vs PyTorch at {r['size'][0]}x{r['size'][1]} on {r['inputs']:<7}: max abs diff "
+              f"{r['max_abs_diff']:.2e} (max |logit| {r['max_abs_logit']:.2f}), top-1 agreement {r['top1_agree']:.2f}")
+    if worst > args.atol:
+        raise RuntimeError(f"onnxruntime outputs differ from PyTorch by {worst:.2e} (> --atol {args.atol})")
+    return 0
+
+
+# ---------------------------------------------------------------- quantize
+def configure_quantize(p: argparse.ArgumentParser) -> None:
+    p.add_argument("onnx_file", help="FP32 graph written by `mobilevision export`")
+    p.add_argument("--calibration", required=True, help="'digits' or a directory of images (class subdirs for accuracy)")
+    p.add_argument("--out", required=True, help="output INT8 .onnx file")
+    p.add_argument("--num-calibration", type=int, default=128, help="calibration images (default 128)")
+    p.add_argument("--threads", type=int, default=2, help="onnxruntime threads for the latency measurement")
+    p.add_argument("--per-tensor", action="store_true", help="per-tensor instead of per-channel weights")
+    p.add_argument("--full-range", action="store_true",
+                   help="8-bit weights (default 7-bit: avoids u8s8 saturation on x86 CPUs without VNNI)")
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    from .deploy.quantize import quantize_onnx
+
+    if args.num_calibration < 1 or args.threads < 1:
+        raise ValueError("--num-calibration and --threads must be >= 1")
+    rep = quantize_onnx(args.onnx_file, args.out, args.calibration, args.num_calibration, args.threads,
+                        per_channel=not args.per_tensor, reduce_range=not args.full_range)
+    print(f"INT8 (QDQ, {'per-tensor' if args.per_tensor else 'per-channel'} weights) -> {rep.int8_path}, "
+          f"calibrated on {rep.calibration_images} images")
+    print(f"  size     {rep.fp32_bytes / 2**20:8.2f} MiB -> {rep.int8_bytes / 2**20:8.2f} MiB "
+          f"({rep.int8_bytes / rep.fp32_bytes:.2f}x)")
+    print(f"  latency  {rep.fp32_ms:8.2f} ms -> {rep.int8_ms:8.2f} ms ({rep.latency_ratio:.2f}x, batch 1, "
+          f"{args.threads} threads)")
+    if rep.fp32_top1 is not None:
+        print(f"  top-1    {rep.fp32_top1 * 100:7.2f} % -> {rep.int8_top1 * 100:7.2f} % "
+              f"({(rep.int8_top1 - rep.fp32_top1) * 100:+.2f} points) on {rep.eval_images} labelled images")
+    else:
+        print(f"  top-1    no labels matching the model's classes; INT8 agrees with FP32 on "
+              f"{rep.top1_agreement * 100:.1f} % of {rep.eval_images} images")
+    return 0
+
+
+# ---------------------------------------------------------------- predict
+def configure_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="model name")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--checkpoint", required=True, help="weights file or directory (its config.json gives labels "
+                   "and preprocessing)")
+    p.add_argument("--labels", default=None, help="class names: text file (one per line) or JSON list")
+    p.add_argument("--topk", type=int, default=5)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import mobilevision
+    from mobilevision.checkpoint import read_config
+
+    from .deploy.predict import load_image, predict, read_labels
+
+    if args.topk < 1:
+        raise ValueError(f"--topk must be >= 1, got {args.topk}")
+    if not Path(args.checkpoint).expanduser().exists():
+        raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
+    images = [load_image(p) for p in args.images]  # bad images fail before the model is built
+    model = mobilevision.create_model(args.name, checkpoint_path=args.checkpoint).eval()
+    saved = read_config(args.checkpoint) or {}
+    cfg = {**model.default_cfg, **(saved.get("default_cfg") or {})}
+    labels = read_labels(args.labels) if args.labels else getattr(model, "labels", None)
+    results = predict(model, images, topk=args.topk, labels=labels, cfg=cfg)
+    for path, top in zip(args.images, results):
+        print(path)
+        for label, prob in top:
+            print(f"  {prob * 100:6.2f} %  {label}")
+    return 0
