@@ -6,9 +6,11 @@
 3. Fine-tune the pre-trained encoder on that 10%, and train the same model from scratch on the same 10%, with the
    same recipe, resolution, epochs and seed. Report val top-1 (360 images) of both.
 
-    python benchmarks/low_label_digits.py --output runs/low_label_digits
+    python benchmarks/low_label_digits.py --output runs/low_label_digits [--seeds 0,1,2]
+    python benchmarks/low_label_digits.py --output runs/more --encoder runs/low_label_digits/pretrain/encoder --seeds 1,2
 
-Runs on CPU (2 threads); the default budget is about 10 minutes on 2 idle cores. Results: OUTPUT/results.json and
+Runs on CPU (2 threads): 30 pre-training epochs take about 8 minutes on 2 idle cores, each fine-tuning run
+(30 epochs of 143 images) under 2 minutes. Results: OUTPUT/results.json and
 a Markdown table on stdout. The pre-training cost is not charged to the pre-trained arm's fine-tuning budget.
 """
 from __future__ import annotations
@@ -48,10 +50,11 @@ def main() -> None:
     ap.add_argument("--output", default="runs/low_label_digits")
     ap.add_argument("--model", default="convnextv2_atto")
     ap.add_argument("--input-size", type=int, default=64, help="multiple of 32 (64 -> a 2x2 patch grid)")
-    ap.add_argument("--pretrain-epochs", type=int, default=4)
-    ap.add_argument("--finetune-epochs", type=int, default=12)
+    ap.add_argument("--pretrain-epochs", type=int, default=30)
+    ap.add_argument("--finetune-epochs", type=int, default=30)
+    ap.add_argument("--encoder", default=None, help="reuse this pre-trained encoder (a pretrain run's encoder/)")
     ap.add_argument("--fraction", type=float, default=0.1)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0", help="comma-separated fine-tuning seeds; each runs both arms")
     ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -63,42 +66,49 @@ def main() -> None:
     out = Path(args.output)
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"{out} is not empty; choose another --output")
-    times = {}
-
-    t = time.perf_counter()
-    pre_recipe = apply_pretrain_overrides(load_pretrain_recipe("fcmae_digits"), epochs=args.pretrain_epochs,
-                                          input_size=args.input_size, seed=args.seed)
-    pre = pretrain(args.model, "digits", out / "pretrain", pre_recipe, device="cpu")
-    times["pretrain_s"] = time.perf_counter() - t
+    seeds = [int(v) for v in args.seeds.split(",")]
+    times: dict[str, float] = {}
+    pre = {}
+    encoder = Path(args.encoder) if args.encoder else out / "pretrain" / "encoder"
+    if not args.encoder:
+        t = time.perf_counter()
+        pre_recipe = apply_pretrain_overrides(load_pretrain_recipe("fcmae_digits"), epochs=args.pretrain_epochs,
+                                              input_size=args.input_size, seed=seeds[0])
+        pre = pretrain(args.model, "digits", out / "pretrain", pre_recipe, device="cpu")
+        times["pretrain_s"] = time.perf_counter() - t
 
     data = out / "digits_10pct"
     counts = write_subset(data, args.input_size, args.fraction, args.split_seed)
 
-    # the shipped digits recipe, at the pre-training resolution; identical for both arms
-    ft_recipe = apply_overrides(load_recipe("digits"), input_size=args.input_size, epochs=args.finetune_epochs,
-                                seed=args.seed)
-    results = {}
-    for arm, kwargs in (("scratch", {}), ("fcmae", {"checkpoint_path": str(out / "pretrain" / "encoder")})):
-        t = time.perf_counter()
-        recipe = apply_overrides(ft_recipe, model_kwargs=kwargs)
-        s = fit(args.model, str(data), out / f"finetune_{arm}", recipe, device="cpu")
-        times[f"{arm}_s"] = time.perf_counter() - t
-        results[arm] = {"best_top1": s["best_top1"], "final_top1": s["final_top1"], "best_epoch": s["best_epoch"]}
+    # the shipped digits recipe at the pre-training resolution; identical for both arms
+    results: dict[str, list[dict]] = {"scratch": [], "fcmae": []}
+    for seed in seeds:
+        ft_recipe = apply_overrides(load_recipe("digits"), input_size=args.input_size, epochs=args.finetune_epochs,
+                                    seed=seed)
+        for arm, kwargs in (("scratch", {}), ("fcmae", {"checkpoint_path": str(encoder)})):
+            t = time.perf_counter()
+            recipe = apply_overrides(ft_recipe, model_kwargs=kwargs)
+            s = fit(args.model, str(data), out / f"finetune_{arm}_seed{seed}", recipe, device="cpu")
+            results[arm].append({"seed": seed, "best_top1": s["best_top1"], "final_top1": s["final_top1"],
+                                 "best_epoch": s["best_epoch"], "seconds": time.perf_counter() - t})
 
     report = {"model": args.model, "input_size": args.input_size, "labelled_train_images": counts["train"],
-              "unlabelled_pretrain_images": pre["train_images"], "val_images": counts["val"],
-              "pretrain_epochs": args.pretrain_epochs, "pretrain_final_loss": pre["final_train_loss"],
-              "pretrain_final_val_loss": pre["final_val_loss"], "finetune_epochs": args.finetune_epochs,
-              "seed": args.seed, "results": results, "seconds": times, "threads": args.threads}
+              "val_images": counts["val"], "encoder": str(encoder), "pretrain_epochs": args.pretrain_epochs,
+              "pretrain_final_loss": pre.get("final_train_loss"), "finetune_epochs": args.finetune_epochs,
+              "seeds": seeds, "results": results, "seconds": times, "threads": args.threads}
     (out / "results.json").write_text(json.dumps(report, indent=2))
-    print(f"\n{args.model} on digits, {counts['train']} labelled / {pre['train_images']} unlabelled train images, "
-          f"{counts['val']} val, {args.input_size} px, seed {args.seed}\n")
-    print("| init | val top-1 final | val top-1 best | wall s |")
+    print(f"\n{args.model} on digits, {counts['train']} labelled train images (of 1437, all used unlabelled by "
+          f"the pre-training), {counts['val']} val, {args.input_size} px, fine-tuning seeds {seeds}\n")
+    print("| init | val top-1 final, per seed | mean final | mean best |")
     print("|---|---|---|---|")
     for arm, name in (("scratch", "from scratch"), ("fcmae", f"FCMAE ({args.pretrain_epochs} ep)")):
-        r = results[arm]
-        print(f"| {name} | {r['final_top1']:.2f} | {r['best_top1']:.2f} | {times[arm + '_s']:.0f} |")
-    print(f"\npre-training: {times['pretrain_s']:.0f} s, final masked-patch loss {pre['final_train_loss']:.4f}")
+        rows = results[arm]
+        finals = ", ".join(f"{r['final_top1']:.2f}" for r in rows)
+        mean_final = float(np.mean([r["final_top1"] for r in rows]))
+        mean_best = float(np.mean([r["best_top1"] for r in rows]))
+        print(f"| {name} | {finals} | {mean_final:.2f} | {mean_best:.2f} |")
+    if pre:
+        print(f"\npre-training: {times['pretrain_s']:.0f} s, final masked-patch loss {pre['final_train_loss']:.4f}")
 
 
 if __name__ == "__main__":

@@ -102,3 +102,12 @@ def test_dynamic_export_from_a_size_with_1x1_maps_runs_at_every_size(tmp_path):
     assert res.dynamic_dims == ["batch", "height", "width"] and res.input_size == (3, 32, 32)
     rows = verify_onnx(model, res.path, sizes=[(32, 32), (224, 224), (96, 160)], photos=False, fuse_first=False)
     assert max(r["max_abs_diff"] for r in rows) <= 1e-4, rows
+
+
+def test_mobilevit_export_serves_sizes_the_patches_do_not_divide(tmp_path):
+    """MobileViT resizes maps the 2x2 patches do not divide; the exported graph must do so at any size."""
+    model = randomize(mobilevision.create_model("mobilevit_xxs", num_classes=10)).eval()
+    res = export_onnx(model, tmp_path / "mvit.onnx", input_size=(3, 48, 48), dynamic=True)
+    assert "height" in res.dynamic_dims and not portability_problems(res.graph)
+    rows = verify_onnx(model, res.path, sizes=[(48, 48), (256, 256), (100, 130)], photos=False, fuse_first=False)
+    assert max(r["max_abs_diff"] for r in rows) <= 1e-4, rows

@@ -26,11 +26,13 @@ class GRN(nn.Module):
             raise ValueError(
                 f"GRN expects channels-last input (B, H, W, {self.weight.shape[0]}), got shape {tuple(x.shape)}"
             )
-        xf = x.float()
+        low = x.dtype != torch.float32  # no casts at all in a float32 (e.g. exported) graph
+        xf = x.float() if low else x
         g = torch.linalg.vector_norm(xf, ord=2, dim=(1, 2), keepdim=True)  # (B, 1, 1, C)
         n = g / (g.mean(dim=-1, keepdim=True) + self.eps)  # (B, 1, 1, C)
-        out = xf + torch.addcmul(self.bias.float(), self.weight.float(), xf * n)
-        return out.to(x.dtype)
+        w, b = (self.weight.float(), self.bias.float()) if low else (self.weight, self.bias)
+        out = xf + torch.addcmul(b, w, xf * n)
+        return out.to(x.dtype) if low else out
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"

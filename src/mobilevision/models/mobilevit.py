@@ -9,7 +9,6 @@ dicts load as they are; `checkpoint_filter` also maps the apple/ml-cvnets layout
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
@@ -101,8 +100,9 @@ class MobileViTBlock(nn.Module):
         y = self.conv_1x1(self.conv_kxk(x))  # (B, d, H, W)
         b, _, h, w = y.shape
         ph, pw = self.patch
-        new_h, new_w = math.ceil(h / ph) * ph, math.ceil(w / pw) * pw
-        resized = (new_h, new_w) != (h, w)
+        new_h, new_w = (h + ph - 1) // ph * ph, (w + pw - 1) // pw * pw  # integer maths: symbolic under export
+        # An exported graph must serve every size, so it always resizes (an identity when the patches divide).
+        resized = (new_h, new_w) != (h, w) or torch.compiler.is_exporting() or torch.jit.is_tracing()
         if resized:
             y = F.interpolate(y, size=(new_h, new_w), mode="bilinear", align_corners=False)
         t = self.norm(self.transformer(unfold_patches(y, self.patch)))  # (B*P, N, d)
