@@ -15,6 +15,9 @@ from .benchmark import time_onnxruntime
 from .export import ort_session, read_metadata
 from .predict import load_image, preprocess
 
+COMPUTE_OPS = ("Conv", "MatMul", "Gemm")
+
+
 def digits_arrays(cfg: dict, split: str = "val") -> tuple[np.ndarray, np.ndarray]:
     """The built-in digits set as `mobilevision train --data digits` splits and evaluates it.
 
@@ -173,13 +176,23 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
             prepped = src
         finally:
             os.chdir(cwd)
-        quantize_static(
-            str(prepped), str(out), ArrayCalibrationReader(input_name, calib),
-            quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-        )
+        def run(op_types: list[str] | None) -> None:
+            quantize_static(
+                str(prepped), str(out), ArrayCalibrationReader(input_name, calib),
+                quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=op_types,
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            )
+
+        try:
+            run(None)
+        except ValueError as err:
+            # onnxruntime cannot quantize a weight that two ops share (PoolFormer's graphs have one): fall
+            # back to the ops that carry the compute
+            if "shared mode" not in str(err):
+                raise
+            run(list(COMPUTE_OPS))
     _copy_metadata(src, out)
 
     logits32 = _predict(src, x_eval)

@@ -101,8 +101,10 @@ class MobileViTBlock(nn.Module):
         b, _, h, w = y.shape
         ph, pw = self.patch
         new_h, new_w = (h + ph - 1) // ph * ph, (w + pw - 1) // pw * pw  # integer maths: symbolic under export
-        # An exported graph must serve every size, so it always resizes (an identity when the patches divide).
-        resized = (new_h, new_w) != (h, w) or torch.compiler.is_exporting() or torch.jit.is_tracing()
+        # A graph exported with symbolic H / W must serve every size, so it always resizes (an identity when
+        # the patches divide); eager runs and fixed-size exports resize only when needed.
+        symbolic = isinstance(h, torch.SymInt) or isinstance(w, torch.SymInt) or torch.jit.is_tracing()
+        resized = (new_h, new_w) != (h, w) or symbolic
         if resized:
             y = F.interpolate(y, size=(new_h, new_w), mode="bilinear", align_corners=False)
         t = self.norm(self.transformer(unfold_patches(y, self.patch)))  # (B*P, N, d)
