@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from peers import parse_args, timm_pairs, twins
+from peers import parse_args, ratio_row, report, timm_pairs, twins
 
-from mobilevision.deploy.benchmark import paired_times, print_rows, write_csv
+from mobilevision.deploy.benchmark import paired_times
 from mobilevision.deploy.fuse import fuse
 
 
@@ -33,17 +33,8 @@ def main() -> None:
             diff = (ours(x) - ref(x)).abs().max().item()
         with torch.no_grad():
             t_ours, t_timm = paired_times(lambda: ours(x), lambda: ref(x), args.runs, args.warmup)
-        row = {"model": ours_name, "timm": timm_name, "size": h, "threads": args.threads,
-               "ours_ms": t_ours["median_ms"], "timm_ms": t_timm["median_ms"],
-               "ours_p90_ms": t_ours["p90_ms"], "timm_p90_ms": t_timm["p90_ms"],
-               "ratio": t_ours["median_ms"] / t_timm["median_ms"], "max_abs_diff": diff}
-        rows.append(row)
-        print(f"{ours_name:<26} ours {row['ours_ms']:8.2f} ms  timm {row['timm_ms']:8.2f} ms  ratio {row['ratio']:.3f}",
-              flush=True)
-    print()
-    print_rows(rows, ["model", "size", "ours_ms", "timm_ms", "ratio", "max_abs_diff"])
-    write_csv(rows, args.out)
-    print(f"wrote {args.out}")
+        rows.append(ratio_row(ours_name, timm_name, h, args.threads, t_ours, t_timm, max_abs_diff=diff))
+    report(rows, ["max_abs_diff"], args.out)
 
 
 if __name__ == "__main__":

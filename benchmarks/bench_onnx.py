@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from peers import parse_args, timm_pairs, twins
+from peers import parse_args, ratio_row, report, timm_pairs, twins
 
-from mobilevision.deploy.benchmark import paired_times, print_rows, write_csv
+from mobilevision.deploy.benchmark import paired_times
 from mobilevision.deploy.export import export_onnx, ort_session
 
 
@@ -44,17 +44,9 @@ def main() -> None:
             t_ours, t_timm = paired_times(lambda: s_ours.run(None, {"input": x}),
                                           lambda: s_timm.run(None, {s_timm.get_inputs()[0].name: x}),
                                           args.runs, args.warmup)
-        row = {"model": ours_name, "timm": timm_name, "size": h, "threads": args.threads,
-               "ours_ms": t_ours["median_ms"], "timm_ms": t_timm["median_ms"],
-               "ratio": t_ours["median_ms"] / t_timm["median_ms"], "exporter": res.exporter,
-               "nodes": res.graph["num_nodes"]}
-        rows.append(row)
-        print(f"{ours_name:<26} ours {row['ours_ms']:8.2f} ms  timm {row['timm_ms']:8.2f} ms  ratio {row['ratio']:.3f}",
-              flush=True)
-    print()
-    print_rows(rows, ["model", "size", "ours_ms", "timm_ms", "ratio", "nodes"])
-    write_csv(rows, args.out)
-    print(f"wrote {args.out}")
+        rows.append(ratio_row(ours_name, timm_name, h, args.threads, t_ours, t_timm, exporter=res.exporter,
+                              nodes=res.graph["num_nodes"]))
+    report(rows, ["nodes"], args.out)
 
 
 if __name__ == "__main__":

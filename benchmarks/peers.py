@@ -45,3 +45,24 @@ def parse_args(doc: str, out: str) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--out", default=out, help="CSV file")
     return p.parse_args()
+
+
+def ratio_row(ours_name: str, timm_name: str, size: int, threads: int, t_ours: dict, t_timm: dict, **extra) -> dict:
+    """One result row (ours / timm median latency) and its progress line."""
+    row = {"model": ours_name, "timm": timm_name, "size": size, "threads": threads,
+           "ours_ms": t_ours["median_ms"], "timm_ms": t_timm["median_ms"],
+           "ours_p90_ms": t_ours["p90_ms"], "timm_p90_ms": t_timm["p90_ms"],
+           "ratio": t_ours["median_ms"] / t_timm["median_ms"], **extra}
+    print(f"{ours_name:<26} ours {row['ours_ms']:8.2f} ms  timm {row['timm_ms']:8.2f} ms  ratio {row['ratio']:.3f}",
+          flush=True)
+    return row
+
+
+def report(rows: list[dict], extra_cols: list[str], out: str) -> None:
+    """Print the table and write the CSV."""
+    from mobilevision.deploy.benchmark import print_rows, write_csv
+
+    print()
+    print_rows(rows, ["model", "size", "ours_ms", "timm_ms", "ratio", *extra_cols])
+    write_csv(rows, out)
+    print(f"wrote {out}")
