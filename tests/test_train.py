@@ -91,6 +91,9 @@ def test_train_outputs_and_eval(tmp_path):
     # best/ is a save_pretrained directory: create_model restores it without code changes
     model = mobilevision.create_model("test_train_tiny", checkpoint_path=run / "best")
     assert model.num_classes == 10 and model.labels == [str(i) for i in range(10)]
+    # ... with the preprocessing the run evaluated with (the recipe's crop_pct 1.0, not the registry's default)
+    assert mobilevision.registry.get_config("test_train_tiny").data_config()["crop_pct"] != 1.0
+    assert model.default_cfg["crop_pct"] == 1.0 and tuple(model.default_cfg["input_size"]) == (3, 16, 16)
     state = torch.load(run / "last" / "train_state.pt", weights_only=True)
     assert state["step"] == summary["steps"] and state["sampler"]["epoch"] == 2
     out = tmp_path / "eval.json"

@@ -45,6 +45,15 @@ class Classifier(nn.Module):
         return set()
 
 
+def stage_outputs(x: torch.Tensor, stages: Sequence[nn.Module]) -> list[torch.Tensor]:
+    """Run `x` through `stages` in turn and keep every stage's output (the usual `forward_stages` body)."""
+    out = []
+    for stage in stages:
+        x = stage(x)
+        out.append(x)
+    return out
+
+
 class FeatureExtractor(nn.Module):
     """Wraps a classifier so that `forward(x)` returns the stage maps selected by `out_indices`.
 

@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mobilevision.features import Classifier
+from mobilevision.features import Classifier, stage_outputs
 from mobilevision.layers.drop_path import DropPath
 from mobilevision.layers.mlp import Mlp
 from mobilevision.layers.norms import LayerNorm2d
@@ -120,12 +120,7 @@ class ConvNeXt(Classifier):
                 self.head.fc.bias.mul_(head_init_scale)
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)  # (B, dims[0], H/4, W/4)
-        out = []
-        for stage in self.stages:
-            x = stage(x)
-            out.append(x)
-        return out
+        return stage_outputs(self.stem(x), self.stages)  # stem: (B, dims[0], H/4, W/4)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) -> (B, dims[-1], H/32, W/32)."""

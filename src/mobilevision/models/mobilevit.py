@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobilevision.features import Classifier
+from mobilevision.features import Classifier, stage_outputs
 from mobilevision.layers.attention import TransformerEncoderLayer
 from mobilevision.layers.conv_norm_act import ConvNormAct
 from mobilevision.layers.drop_path import DropPath
@@ -219,12 +219,8 @@ class MobileViT(Classifier):
                     nn.init.zeros_(m.bias)
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)  # (B, 16, H/2, W/2)
-        maps = []
-        for stage in self.stages:
-            x = stage(x)
-            maps.append(x)
-        maps[-1] = self.final_conv(x)  # (B, num_features, H/32, W/32)
+        maps = stage_outputs(self.stem(x), self.stages)  # stem: (B, 16, H/2, W/2)
+        maps[-1] = self.final_conv(maps[-1])  # (B, num_features, H/32, W/32)
         return maps
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
