@@ -364,16 +364,9 @@ def _pretrain(model_name: str, data: str, out: Path, recipe: PretrainRecipe, res
 
     start_epoch, start_batch, step, elapsed, loss_sum, loss_n = 0, 0, 0, 0.0, 0.0, 0.0
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"])
-        start_epoch, start_batch = state["sampler"]["epoch"], state["sampler"]["start_batch"]
-        step, elapsed = state["step"], state["elapsed"]
+        start_epoch, start_batch, step, elapsed, loss_sum, loss_n = ckpt.restore_train_state(
+            state, model, optimizer, scheduler, scaler, keep_loss=info.is_main)
         if info.is_main:
-            loss_sum, loss_n = state["loss_sum"], state["loss_n"]
             logger.info("resuming %s at epoch %d batch %d (step %d)", out, start_epoch, start_batch, step)
 
     writer = None

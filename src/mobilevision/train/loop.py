@@ -183,18 +183,10 @@ def _fit(model_name: str, data: str, out: Path, recipe: Recipe, resume: bool, in
     loss_sum = loss_n = 0.0
     best = {"top1": -1.0, "epoch": -1, "source": "model"}
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"])
-        start_epoch, start_batch = state["sampler"]["epoch"], state["sampler"]["start_batch"]
-        step, elapsed, best = state["step"], state["elapsed"], dict(state["best"])
+        start_epoch, start_batch, step, elapsed, loss_sum, loss_n = ckpt.restore_train_state(
+            state, model, optimizer, scheduler, scaler, ema, keep_loss=info.is_main)
+        best = dict(state["best"])
         if info.is_main:
-            loss_sum, loss_n = state["loss_sum"], state["loss_n"]
             logger.info("resuming %s at epoch %d batch %d (step %d)", out, start_epoch, start_batch, step)
 
     writer = None
