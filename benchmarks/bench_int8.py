@@ -21,7 +21,7 @@ import mobilevision
 from mobilevision.deploy.benchmark import paired_times, print_rows, write_csv
 from mobilevision.deploy.export import export_onnx, ort_session
 from mobilevision.deploy.quantize import quantize_onnx
-from mobilevision.registry import get_config
+from mobilevision.models.registry import get_config
 
 DEFAULT_MODELS = "mobilenetv3_small_100,mobilevit_xxs,convnextv2_atto,poolformer_s12"
 

@@ -63,7 +63,7 @@ def main() -> None:
     import timm
 
     import mobilevision
-    from mobilevision.registry import published_figures
+    from mobilevision.models.registry import published_figures
 
     torch.set_num_threads(args.threads)
     timm_name = args.timm_model or (published_figures().get(args.model, {}).get("parity_with") or args.model)

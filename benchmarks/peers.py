@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 import mobilevision
-from mobilevision.registry import published_figures
+from mobilevision.models.registry import published_figures
 
 # A representative set: every family with a timm twin, small and mid sizes ('*' for all).
 DEFAULT_SET = ("mobilenetv1_100,mobilenetv2_100,mobilenetv3_large_100,mobilenetv3_small_100,efficientnet_b0,"

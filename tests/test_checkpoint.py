@@ -10,8 +10,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 import mobilevision
-from mobilevision.checkpoint import download_url, read_state_dict
-from mobilevision.registry import ModelConfig, WeightSource, register_model
+from mobilevision.models.checkpoint import download_url, read_state_dict
+from mobilevision.models.registry import ModelConfig, WeightSource, register_model
 from zoo_checks import PooledTestClassifier
 
 

@@ -16,5 +16,5 @@ def test_bad_flag_exit_2(capsys):
 
 
 def test_console_script_runs():
-    out = subprocess.run([sys.executable, "-m", "mobilevision.cli", "models", "zzz_none*"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "mobilevision", "models", "zzz_none*"], capture_output=True, text=True)
     assert out.returncode == 2 and "no model matches" in out.stderr

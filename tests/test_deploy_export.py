@@ -9,7 +9,7 @@ import mobilevision
 from mobilevision.deploy.export import (export_onnx, graph_report, other_size, portability_problems, read_metadata,
                                         verify_onnx)
 from mobilevision.deploy.profile import count_on_meta
-from mobilevision.registry import get_config
+from mobilevision.models.registry import get_config
 
 from test_deploy_fuse import randomize  # noqa: F401  (also registers test_deploynet)
 

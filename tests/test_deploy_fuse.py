@@ -11,7 +11,7 @@ from mobilevision.deploy.fuse import count_norms, fuse
 from mobilevision.deploy.predict import preprocess, sample_photos
 from mobilevision.layers.drop_path import DropPath
 from mobilevision.layers.layer_scale import LayerScale
-from mobilevision.registry import ModelConfig, WeightSource, register_model
+from mobilevision.models.registry import ModelConfig, WeightSource, register_model
 from zoo_checks import PooledTestClassifier
 
 

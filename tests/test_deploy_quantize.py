@@ -11,7 +11,7 @@ from mobilevision.deploy.export import export_onnx, read_metadata
 from mobilevision.deploy.quantize import digits_arrays, folder_arrays, quantize_onnx
 
 import test_deploy_fuse  # noqa: F401  (registers test_deploynet)
-from mobilevision.registry import ModelConfig, WeightSource, register_model
+from mobilevision.models.registry import ModelConfig, WeightSource, register_model
 from zoo_checks import PooledTestClassifier
 
 

@@ -8,11 +8,11 @@ import torch
 
 import mobilevision
 from mobilevision.models.convnext import ConvNeXt
-from mobilevision.registry import ModelConfig, WeightSource, register_model
+from mobilevision.models.registry import ModelConfig, WeightSource, register_model
 from mobilevision.ssl import FCMAE, random_mask, upsample_mask
 
 TINY = "test_fcmae_convnextv2"
-if TINY not in mobilevision.registry._REGISTRY:
+if TINY not in mobilevision.models.registry._REGISTRY:
     register_model(ModelConfig(TINY, "convnextv2", ConvNeXt, input_size=(3, 64, 64),
                                kwargs={"depths": (1, 1, 1, 1), "dims": (8, 16, 24, 32), "ls_init_value": None,
                                        "use_grn": True}, weights=WeightSource(note="test model")))

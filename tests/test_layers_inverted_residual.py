@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mobilevision.layers.drop_path import DropPath
-from mobilevision.layers.inverted_residual import (
+from mobilevision.models.inverted_residual import (
     BlockSpec, DepthwiseSeparable, InvertedResidual, SERule, build_stages, make_block,
 )
 

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 import mobilevision
-from mobilevision.registry import get_config
+from mobilevision.models.registry import get_config
 from zoo_checks import assert_classifier_protocol, assert_matches_published
 
 V1 = ["convnext_tiny", "convnext_small", "convnext_base", "convnext_large", "convnext_xlarge"]

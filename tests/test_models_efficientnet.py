@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import mobilevision
-from mobilevision.layers.inverted_residual import DepthwiseSeparable, InvertedResidual
+from mobilevision.models.inverted_residual import DepthwiseSeparable, InvertedResidual
 from mobilevision.models.efficientnet import SCALING
-from mobilevision.registry import get_config, published_figures
+from mobilevision.models.registry import get_config, published_figures
 from zoo_checks import assert_classifier_protocol, assert_matches_published, assert_timm_parity
 
 MODELS = [f"efficientnet_b{i}" for i in range(8)]

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import mobilevision
-from mobilevision.layers.inverted_residual import InvertedResidual
-from mobilevision.registry import get_config, published_figures
+from mobilevision.models.inverted_residual import InvertedResidual
+from mobilevision.models.registry import get_config, published_figures
 from zoo_checks import assert_classifier_protocol, assert_matches_published, assert_timm_parity
 
 MODELS = [n for n, row in published_figures().items() if row["family"].startswith("mobilenet")]

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import mobilevision
-from mobilevision.registry import ModelConfig, WeightSource, register_model
+from mobilevision.models.registry import ModelConfig, WeightSource, register_model
 from zoo_checks import PooledTestClassifier
 
 HERE = Path(__file__).resolve()
@@ -44,7 +44,7 @@ class TrainTiny(PooledTestClassifier):
         return self.drop(x.mean((2, 3)))
 
 
-if "test_train_tiny" not in mobilevision.registry._REGISTRY:
+if "test_train_tiny" not in mobilevision.models.registry._REGISTRY:
     register_model(ModelConfig("test_train_tiny", "test", TrainTiny, input_size=(3, 16, 16),
                                weights=WeightSource(note="test model")))
 
@@ -92,7 +92,7 @@ def test_train_outputs_and_eval(tmp_path):
     model = mobilevision.create_model("test_train_tiny", checkpoint_path=run / "best")
     assert model.num_classes == 10 and model.labels == [str(i) for i in range(10)]
     # ... with the preprocessing the run evaluated with (the recipe's crop_pct 1.0, not the registry's default)
-    assert mobilevision.registry.get_config("test_train_tiny").data_config()["crop_pct"] != 1.0
+    assert mobilevision.models.registry.get_config("test_train_tiny").data_config().crop_pct != 1.0
     assert model.default_cfg["crop_pct"] == 1.0 and tuple(model.default_cfg["input_size"]) == (3, 16, 16)
     state = torch.load(run / "last" / "train_state.pt", weights_only=True)
     assert state["step"] == summary["steps"] and state["sampler"]["epoch"] == 2

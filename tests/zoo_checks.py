@@ -8,8 +8,8 @@ from torch import nn
 
 import mobilevision
 from mobilevision.deploy.profile import count_on_meta
-from mobilevision.features import Classifier
-from mobilevision.registry import get_config, published_figures
+from mobilevision.models.features import Classifier
+from mobilevision.models.registry import get_config, published_figures
 
 
 def assert_matches_published(name: str) -> None:

@@ -76,7 +76,7 @@ def benchmark(names: Sequence[str], backend: str = "eager", batches: Sequence[in
     ValueError for an unknown backend / model or a size a model cannot take.
     """
     import mobilevision
-    from mobilevision.registry import get_config
+    from mobilevision.models.registry import get_config
 
     from .export import export_onnx
     from .fuse import fuse

@@ -119,7 +119,7 @@ def profile(name: str, size: tuple[int, int] | None = None) -> dict:
     `size` is (H, W); default: the model's default input size. ValueError when the model cannot take it.
     """
     import mobilevision
-    from mobilevision.registry import get_config
+    from mobilevision.models.registry import get_config
 
     cfg = get_config(name)
     c = cfg.input_size[0]

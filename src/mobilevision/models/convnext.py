@@ -18,11 +18,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mobilevision.features import Classifier, stage_outputs
+from mobilevision.models.features import Classifier, stage_outputs
 from mobilevision.layers.drop_path import DropPath
 from mobilevision.layers.mlp import Mlp
 from mobilevision.layers.norms import LayerNorm2d
-from mobilevision.registry import ModelConfig, WeightSource, register_model
+from mobilevision.models.registry import ModelConfig, WeightSource, register_model
 
 
 class ConvNeXtBlock(nn.Module):

@@ -12,9 +12,9 @@ import math
 from dataclasses import dataclass
 
 from mobilevision.layers.helpers import make_divisible
-from mobilevision.layers.inverted_residual import BlockSpec, SERule
+from mobilevision.models.inverted_residual import BlockSpec, SERule
 from mobilevision.models.mobilenet import HeadSpec, MobileNet
-from mobilevision.registry import INCEPTION_MEAN, INCEPTION_STD, ModelConfig, WeightSource, register_model
+from mobilevision.models.registry import INCEPTION_MEAN, INCEPTION_STD, ModelConfig, WeightSource, register_model
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,13 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mobilevision.features import Classifier, stage_outputs
+from mobilevision.models.features import Classifier, stage_outputs
 from mobilevision.layers.drop_path import DropPath
 from mobilevision.layers.layer_scale import LayerScale
 from mobilevision.layers.mlp import Mlp, MlpHead
 from mobilevision.layers.norms import GroupNorm1, channel_layer_norm
 from mobilevision.layers.token_mixers import TOKEN_MIXERS, create_token_mixer
-from mobilevision.registry import ModelConfig, WeightSource, register_model
+from mobilevision.models.registry import ModelConfig, WeightSource, register_model
 
 NORMS = ("groupnorm1", "groupnorm1_nobias", "layernorm_nobias")
 HEADS = ("norm_pool_linear", "pool_norm_linear", "pool_norm_mlp")

@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobilevision.features import Classifier
+from mobilevision.models.features import Classifier
 from mobilevision.layers.attention import FeedForward
 from mobilevision.layers.conv_norm_act import ConvNormAct
 from mobilevision.layers.drop_path import DropPath
 from mobilevision.layers.dynamic_relu import TokenDynamicReLU
-from mobilevision.registry import ModelConfig, WeightSource, register_model
+from mobilevision.models.registry import ModelConfig, WeightSource, register_model
 
 
 class ChannelShuffle(nn.Module):

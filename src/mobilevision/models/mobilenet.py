@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobilevision.features import Classifier
+from mobilevision.models.features import Classifier
 from mobilevision.layers.conv_norm_act import create_act
 from mobilevision.layers.helpers import make_divisible
-from mobilevision.layers.inverted_residual import BlockSpec, SERule, build_stages
-from mobilevision.registry import (
+from mobilevision.models.inverted_residual import BlockSpec, SERule, build_stages
+from mobilevision.models.registry import (
     IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD, ModelConfig, WeightSource, register_model,
 )
 

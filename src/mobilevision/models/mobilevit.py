@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobilevision.features import Classifier, stage_outputs
+from mobilevision.models.features import Classifier, stage_outputs
 from mobilevision.layers.attention import TransformerEncoderLayer
 from mobilevision.layers.conv_norm_act import ConvNormAct
 from mobilevision.layers.drop_path import DropPath
 from mobilevision.layers.helpers import make_divisible
-from mobilevision.registry import ModelConfig, WeightSource, register_model
+from mobilevision.models.registry import ModelConfig, WeightSource, register_model
 
 
 class InvertedResidual(nn.Module):

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from mobilevision.layers.inverted_residual import BlockSpec, SERule
+from mobilevision.models.inverted_residual import BlockSpec, SERule
 from mobilevision.models.mobilenet import HeadSpec, MobileNet
-from mobilevision.registry import ModelConfig, WeightSource, register_model
+from mobilevision.models.registry import ModelConfig, WeightSource, register_model
 
 
 @dataclass(frozen=True)

@@ -28,17 +28,17 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from ..checkpoint import atomic_write_bytes, save_pretrained
+from ..models.checkpoint import atomic_write_bytes, save_pretrained
 from ..data import EvalView, TrainView, VariableBatchSampler, eval_transform, open_split
 from ..data.datasets import CheckedImageFolder
 from ..data.transforms import train_transform
-from ..registry import get_config
+from ..models.registry import get_config
 from ..train import checkpoint as ckpt
 from ..train.distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from ..train.log import Progress, RunWriter, logger, setup_logging
 from ..train.optim import param_groups
 from ..train.schedule import LrFactor
-from .fcmae import FCMAE, PATCH, random_mask
+from ..tasks.fcmae import FCMAE, PATCH, random_mask
 
 
 @dataclass
@@ -320,7 +320,7 @@ def _pretrain(model_name: str, data: str, out: Path, recipe: PretrainRecipe, res
     device, size = info.device, recipe.input_size
 
     cfg = get_config(model_name).data_config()
-    mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
+    mean, std = cfg.mean, cfg.std
     train_src = _open_images(data, "train", size, recipe.verify_images, required=True)
     val_src = _open_images(data, "val", size, recipe.verify_images, required=False)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import atomic_write_bytes, save_pretrained
+from ..models.checkpoint import atomic_write_bytes, save_pretrained
 
 STATE_NAME = "train_state.pt"
 

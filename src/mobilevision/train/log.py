@@ -6,7 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ..checkpoint import atomic_write_bytes
+from ..models.checkpoint import atomic_write_bytes
 
 logger = logging.getLogger("mobilevision.train")
 

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 import mobilevision
-from ..registry import get_config
+from ..models.registry import get_config
 from ..data import EvalView, TrainView, VariableBatchSampler, build_mixing, eval_transform, open_datasets
 from ..data.transforms import train_transform
 from . import checkpoint as ckpt
@@ -74,13 +74,12 @@ def evaluate(model: nn.Module, loader, device: torch.device, autocast, info: Dis
 
 def _data_cfg(model_name: str, recipe: Recipe) -> dict:
     cfg = get_config(model_name).data_config()
-    size = recipe.input_size or int(cfg.get("input_size", (3, 224, 224))[-1])
     return {
-        "input_size": size,
-        "mean": tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
-        "std": tuple(cfg.get("std", (0.229, 0.224, 0.225))),
-        "crop_pct": recipe.crop_pct if recipe.crop_pct is not None else float(cfg.get("crop_pct", 0.875)),
-        "interpolation": cfg.get("interpolation", "bicubic"),
+        "input_size": recipe.input_size or cfg.input_size[-1],
+        "mean": cfg.mean,
+        "std": cfg.std,
+        "crop_pct": recipe.crop_pct if recipe.crop_pct is not None else cfg.crop_pct,
+        "interpolation": cfg.interpolation,
     }
 
 

@@ -6,9 +6,9 @@ import json
 
 import torch
 
-from . import create_model
-from .deploy.profile import count_on_meta
-from .registry import get_config, list_models, model_info, published_figures
+from mobilevision import create_model
+from mobilevision.deploy.profile import count_on_meta
+from mobilevision.models.registry import get_config, list_models, model_info, published_figures
 
 
 def configure_models(p: argparse.ArgumentParser) -> None:

@@ -11,16 +11,16 @@ import sys
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "models": ("mobilevision.zoo_cli", "list registered models with measured and published params / MACs"),
-    "info": ("mobilevision.zoo_cli", "show a model's config and per-stage table"),
-    "profile": ("mobilevision.deploy_cli", "params, MACs, activation memory and per-stage table of a model"),
-    "bench": ("mobilevision.deploy_cli", "latency / throughput on this machine (eager, compile, onnxruntime)"),
-    "export": ("mobilevision.deploy_cli", "export the fused model to ONNX and verify it with onnxruntime"),
-    "quantize": ("mobilevision.deploy_cli", "INT8 static quantization of an exported ONNX graph"),
-    "predict": ("mobilevision.deploy_cli", "top-5 classes of images with a trained checkpoint"),
-    "train": ("mobilevision.train_cli", "train a model on an ImageFolder directory or the built-in digits set"),
-    "eval": ("mobilevision.train_cli", "top-1 / top-5 of a checkpoint on a data set, written as JSON"),
-    "pretrain": ("mobilevision.ssl_cli", "FCMAE masked-autoencoder pre-training of a ConvNeXt V2 encoder"),
+    "models": ("mobilevision.cli.zoo", "list registered models with measured and published params / MACs"),
+    "info": ("mobilevision.cli.zoo", "show a model's config and per-stage table"),
+    "profile": ("mobilevision.cli.deploy", "params, MACs, activation memory and per-stage table of a model"),
+    "bench": ("mobilevision.cli.deploy", "latency / throughput on this machine (eager, compile, onnxruntime)"),
+    "export": ("mobilevision.cli.deploy", "export the fused model to ONNX and verify it with onnxruntime"),
+    "quantize": ("mobilevision.cli.deploy", "INT8 static quantization of an exported ONNX graph"),
+    "predict": ("mobilevision.cli.deploy", "top-5 classes of images with a trained checkpoint"),
+    "train": ("mobilevision.cli.train", "train a model on an ImageFolder directory or the built-in digits set"),
+    "eval": ("mobilevision.cli.train", "top-1 / top-5 of a checkpoint on a data set, written as JSON"),
+    "pretrain": ("mobilevision.cli.pretrain", "FCMAE masked-autoencoder pre-training of a ConvNeXt V2 encoder"),
 }
 
 

@@ -26,8 +26,8 @@ def configure_train(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .registry import get_config
-    from .train import apply_overrides, fit, load_recipe
+    from mobilevision.models.registry import get_config
+    from mobilevision.train import apply_overrides, fit, load_recipe
 
     get_config(args.model)  # unknown model -> error before any work
     recipe = load_recipe(args.recipe)
@@ -71,11 +71,11 @@ def run_eval(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     import mobilevision
-    from .checkpoint import read_config
-    from .data import EvalView, eval_transform, open_split
-    from .data.datasets import CheckedImageFolder
-    from .train.distributed import DistInfo
-    from .train.loop import evaluate
+    from mobilevision.models.checkpoint import read_config
+    from mobilevision.data import EvalView, eval_transform, open_split
+    from mobilevision.data.datasets import CheckedImageFolder
+    from mobilevision.train.distributed import DistInfo
+    from mobilevision.train.loop import evaluate
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import difflib
 import fnmatch
 import importlib
@@ -10,10 +11,7 @@ from dataclasses import dataclass, field, asdict
 from importlib import resources
 from typing import Any, Callable
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-INCEPTION_MEAN = (0.5, 0.5, 0.5)
-INCEPTION_STD = (0.5, 0.5, 0.5)
+from mobilevision.data.config import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD, DataConfig
 
 
 @dataclass(frozen=True)
@@ -48,15 +46,9 @@ class ModelConfig:
     # Remaps a foreign (timm / official) state dict into this library's key layout.
     checkpoint_filter: Callable[[dict, Any], dict] | None = None
 
-    def data_config(self) -> dict:
+    def data_config(self) -> DataConfig:
         """The preprocessing a user needs: input size (C, H, W), mean, std, crop_pct, interpolation."""
-        return {
-            "input_size": tuple(self.input_size),
-            "mean": tuple(self.mean),
-            "std": tuple(self.std),
-            "crop_pct": self.crop_pct,
-            "interpolation": self.interpolation,
-        }
+        return DataConfig(self.input_size, self.mean, self.std, self.crop_pct, self.interpolation)
 
 
 _REGISTRY: dict[str, ModelConfig] = {}
@@ -105,7 +97,7 @@ def get_config(name: str) -> ModelConfig:
 def published_figures() -> dict[str, dict]:
     """Rows of the shipped `published.csv` keyed by model name (numbers parsed)."""
     rows = {}
-    with resources.files("mobilevision").joinpath("published.csv").open() as f:
+    with resources.files("mobilevision.models").joinpath("published.csv").open() as f:
         for row in csv.DictReader(f):
             for key in ("params_m", "gmacs", "params_tol_pct", "gmacs_tol_pct"):
                 row[key] = float(row[key])
@@ -121,7 +113,7 @@ def model_info(name: str) -> dict:
         "name": cfg.name,
         "family": cfg.family,
         "arch": {k: _plain(v) for k, v in cfg.kwargs.items()},
-        **cfg.data_config(),
+        **dataclasses.asdict(cfg.data_config()),
         "weights": asdict(cfg.weights),
     }
     pub = published_figures().get(name)

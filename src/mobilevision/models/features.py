@@ -6,8 +6,25 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from mobilevision.data.config import DataConfig, resolve_data_config
 
-class Classifier(nn.Module):
+
+class CarriesDataConfig:
+    """A model's preprocessing lives once, in `data_config` (a DataConfig); `default_cfg` is timm's dict
+    view of it (tuples), and assigning a dict to `default_cfg` re-resolves `data_config`."""
+
+    data_config: DataConfig = DataConfig()
+
+    @property
+    def default_cfg(self) -> dict:
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in self.data_config.to_dict().items()}
+
+    @default_cfg.setter
+    def default_cfg(self, value: dict) -> None:
+        self.data_config = resolve_data_config(value)
+
+
+class Classifier(CarriesDataConfig, nn.Module):
     """Base of every model in the zoo (timm's protocol).
 
     Subclasses set `num_classes`, `num_features`, `feature_info` (one `{"num_chs", "reduction", "module"}`
@@ -18,7 +35,6 @@ class Classifier(nn.Module):
     num_classes: int
     num_features: int
     feature_info: list[dict]
-    default_cfg: dict
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """One feature map per `feature_info` entry, in order: (B, C_i, H / r_i, W / r_i)."""
@@ -54,7 +70,7 @@ def stage_outputs(x: torch.Tensor, stages: Sequence[nn.Module]) -> list[torch.Te
     return out
 
 
-class FeatureExtractor(nn.Module):
+class FeatureExtractor(CarriesDataConfig, nn.Module):
     """Wraps a classifier so that `forward(x)` returns the stage maps selected by `out_indices`.
 
     `feature_info` keeps the selected entries; `channels()` and `reductions()` read them.
@@ -71,7 +87,7 @@ class FeatureExtractor(nn.Module):
         model.reset_classifier(0)
         self.model = model
         self.feature_info = [model.feature_info[i] for i in self.out_indices]
-        self.default_cfg = getattr(model, "default_cfg", {})
+        self.data_config = resolve_data_config(model)
 
     def channels(self) -> list[int]:
         return [f["num_chs"] for f in self.feature_info]

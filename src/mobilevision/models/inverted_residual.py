@@ -15,10 +15,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .conv_norm_act import create_act, get_padding
-from .drop_path import DropPath
-from .helpers import make_divisible
-from .squeeze_excite import SqueezeExcite
+from mobilevision.layers.conv_norm_act import create_act, get_padding
+from mobilevision.layers.drop_path import DropPath
+from mobilevision.layers.helpers import make_divisible
+from mobilevision.layers.squeeze_excite import SqueezeExcite
 
 BLOCK_KINDS = ("ds", "ir", "cn")
 SE_WIDTH_RULES = ("divisible", "block_in", "floor")

@@ -23,7 +23,7 @@ def configure_profile(p: argparse.ArgumentParser) -> None:
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    from .deploy.profile import profile
+    from mobilevision.deploy.profile import profile
 
     info = profile(args.name, args.size)
     if args.json:
@@ -58,7 +58,7 @@ def configure_bench(p: argparse.ArgumentParser) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from .deploy.benchmark import benchmark, format_table, write_results
+    from mobilevision.deploy.benchmark import benchmark, format_table, write_results
 
     if args.runs < 1 or args.warmup < 0:
         raise ValueError(f"--runs must be >= 1 and --warmup >= 0, got {args.runs} / {args.warmup}")
@@ -86,7 +86,7 @@ def configure_export(p: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> int:
     import mobilevision
 
-    from .deploy.export import export_onnx, other_size, verify_onnx
+    from mobilevision.deploy.export import export_onnx, other_size, verify_onnx
 
     model = mobilevision.create_model(args.name, checkpoint_path=args.checkpoint).eval()
     c, h, w = model.default_cfg["input_size"]
@@ -131,7 +131,7 @@ def configure_quantize(p: argparse.ArgumentParser) -> None:
 
 
 def run_quantize(args: argparse.Namespace) -> int:
-    from .deploy.quantize import quantize_onnx
+    from mobilevision.deploy.quantize import quantize_onnx
 
     if args.num_calibration < 1 or args.threads < 1:
         raise ValueError("--num-calibration and --threads must be >= 1")
@@ -164,9 +164,9 @@ def configure_predict(p: argparse.ArgumentParser) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     import mobilevision
-    from mobilevision.checkpoint import read_config
+    from mobilevision.models.checkpoint import read_config
 
-    from .deploy.predict import load_image, predict, read_labels
+    from mobilevision.deploy.predict import load_image, predict, read_labels
 
     if args.topk < 1:
         raise ValueError(f"--topk must be >= 1, got {args.topk}")

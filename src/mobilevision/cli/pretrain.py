@@ -29,8 +29,8 @@ def configure_pretrain(p: argparse.ArgumentParser) -> None:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    from .registry import get_config
-    from .ssl.pretrain import apply_pretrain_overrides, load_pretrain_recipe, pretrain
+    from mobilevision.models.registry import get_config
+    from mobilevision.ssl.pretrain import apply_pretrain_overrides, load_pretrain_recipe, pretrain
 
     get_config(args.model)
     if args.data != "digits" and not Path(args.data).is_dir():
