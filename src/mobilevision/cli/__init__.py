@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("mobilevision.cli.deploy", "top-5 classes of images with a trained checkpoint"),
     "train": ("mobilevision.cli.train", "train a model on an ImageFolder directory or the built-in digits set"),
     "eval": ("mobilevision.cli.train", "top-1 / top-5 of a checkpoint on a data set, written as JSON"),
-    "pretrain": ("mobilevision.cli.pretrain", "FCMAE masked-autoencoder pre-training of a ConvNeXt V2 encoder"),
+    "pretrain": ("mobilevision.cli.train", "FCMAE masked-autoencoder pre-training of a ConvNeXt V2 encoder"),
 }
 
 

@@ -78,6 +78,9 @@ def resolve_data_config(source: Any = None, saved: Mapping | None = None, **over
     unknown = set(wanted) - _FIELDS
     if unknown:
         raise ValueError(f"unknown data config field(s) {sorted(unknown)}; known: {', '.join(sorted(_FIELDS))}")
+    size = wanted.get("input_size")
+    if in_chans is None and (isinstance(size, int) or (size is not None and len(tuple(size)) < 3)):
+        in_chans = tuple(merged.get("input_size", DataConfig.input_size))[0]  # N or (H, W): keep the channels
     merged.update(wanted)
     c = int(in_chans) if in_chans is not None else int(tuple(merged.get("input_size", (3,)))[0])
     merged["input_size"] = _chw(merged.get("input_size", DataConfig.input_size), c)
