@@ -100,8 +100,8 @@ def run_train(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"--init {args.init}: checkpoint not found")
         recipe = apply_overrides(recipe, model_kwargs={**recipe.model_kwargs, "checkpoint_path": str(args.init)})
     if recipe.task != args.task:
-        raise ValueError(f"recipe {recipe.name!r} is for task {recipe.task!r}; `mobilevision "
-                         f"{'pretrain' if args.task == 'fcmae' else 'train'}` runs {args.task!r} recipes")
+        command = "pretrain" if recipe.task == "fcmae" else "train"
+        raise ValueError(f"recipe {recipe.name!r} is for task {recipe.task!r}: run it with `mobilevision {command}`")
     task = create_task(recipe.task, args.model, recipe.task_options)
     rank0 = os.environ.get("RANK", "0") == "0"
     setup_logging(rank0)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mobilevision.models.convnext import ConvNeXt, ConvNeXtBlock
+from mobilevision.models.convnext import ConvNeXt, ConvNeXtBlock, _init_weights
 
 from ..data import EvalView, TrainView, open_split
 from ..data.config import create_transform, resolve_data_config
@@ -125,7 +125,7 @@ class FCMAE(nn.Module):
                                        for _ in range(decoder_depth)])
         self.pred = nn.Conv2d(decoder_dim, PATCH * PATCH * self.in_chans, 1)
         for m in (self.proj, self.decoder, self.pred):
-            m.apply(_init_decoder)
+            m.apply(_init_weights)  # ConvNeXt's: trunc-normal 0.02; LayerNorms keep their (1, 0) init
         nn.init.normal_(self.mask_token, std=0.02)
 
     def no_weight_decay(self) -> set[str]:
@@ -199,16 +199,6 @@ class FCMAE(nn.Module):
         masked = self.unpatchify(target * (1 - m), grid)
         recon = self.unpatchify(target * (1 - m) + p * m, grid)
         return masked, recon
-
-
-def _init_decoder(m: nn.Module) -> None:
-    if isinstance(m, (nn.Conv2d, nn.Linear)):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
 
 
 # ---------------------------------------------------------------------------------------------- the task
