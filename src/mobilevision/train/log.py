@@ -117,10 +117,6 @@ class RunWriter:
             self.tb.flush()
         self.plot()
 
-    def scalar(self, key: str, value: float, step: int) -> None:
-        if self.tb is not None:
-            self.tb.add_scalar(key, value, step)
-
     def plot(self) -> None:
         import matplotlib
 
