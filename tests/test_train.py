@@ -176,6 +176,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert summary["steps"] == 2 * (719 // 32)
     assert summary["final_top1"] > 30.0
     assert len(_metrics(run)) == 2 and done.stdout.count("best top-1") == 1  # only rank 0 reports
+    assert "global batch 64, lr 0.02," in done.stderr  # the digits recipe's lr holds at 32 images per step
 
 
 def _bad_folder(root: Path) -> None:
