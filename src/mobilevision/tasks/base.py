@@ -83,7 +83,10 @@ class Task:
                 close = difflib.get_close_matches(key, names, n=3)
                 hint = f" (did you mean {', '.join(close)}?)" if close else f"; known: {', '.join(names)}"
                 raise ValueError(f"unknown task_options key {key!r} for task {cls.name!r}{hint}")
+        from mobilevision.train.recipe import check_types
+
         opts = cls.Options(**options)
+        check_types(opts, "task_options field")
         check = getattr(opts, "validate", None)
         if callable(check):
             check()

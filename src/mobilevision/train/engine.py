@@ -1,19 +1,15 @@
 """`fit(task, recipe, data, output)`: the one training loop, for every task (single process or torchrun DDP).
 
-What a task provides is in `tasks/base.py`; everything else is here: seeding, threads, AMP, DDP (gloo on CPU,
-nccl on GPU), gradient accumulation and clipping, the lr schedule, EMA, atomic checkpoints, exact resume,
-progress lines, metrics.jsonl, TensorBoard and curves.png.
+A task provides model, data, loss, metrics and export (`tasks/base.py`); the engine does the rest: seeding,
+threads, AMP, DDP (gloo on CPU, nccl on GPU), gradient accumulation and clipping, the lr schedule, EMA, atomic
+checkpoints, exact resume, progress lines, metrics.jsonl (`epoch` 1-based), TensorBoard, curves.png and
+summary.json. `last/` holds the task's export + `train_state.pt` (every epoch and every `checkpoint_every`
+optimizer steps), `best/` the export when the task's metric improves.
 
-Run directory (rank 0 writes, every file atomically): `last/` (the task's export + `train_state.pt`, after
-every epoch and every `checkpoint_every` optimizer steps), `best/` (when the task's metric improves),
-`recipe.yaml`, `metrics.jsonl` (one row per epoch, `epoch` 1-based), `tensorboard/`, `curves.png`,
-`summary.json`.
-
-Determinism: batches and their augmentation are functions of (seed, epoch, step) (see VariableBatchSampler /
+Determinism: batches and their augmentation are functions of (seed, epoch, step) (VariableBatchSampler with
 TrainView / SeededView), the global RNG is re-seeded from (seed, step, rank) before each batch (MixUp/CutMix,
-masks, dropout, drop-path), and `last/train_state.pt` stores the position inside the epoch, so a run killed at
-any moment and resumed with `resume=True` ends with the same weights and metrics. Resuming a finished run with
-more `epochs` extends it (the schedule is stretched to the new length).
+masks, dropout, drop-path) and the state stores the position inside the epoch, so a run killed at any moment
+and resumed ends with the same weights and metrics. Resuming a finished run with more `epochs` extends it.
 """
 from __future__ import annotations
 

@@ -96,30 +96,7 @@ class Recipe:
 
     def validate(self) -> "Recipe":
         """Type and range checks; returns self."""
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            want = f.type if isinstance(f.type, str) else str(f.type)
-            if v is None:
-                if "None" not in want:
-                    raise ValueError(f"recipe field {f.name!r} cannot be null")
-                continue
-            if want.startswith("float") and isinstance(v, int) and not isinstance(v, bool):
-                setattr(self, f.name, float(v))
-                continue
-            base = want.split("|")[0].strip()
-            if base == "float" and isinstance(v, str):  # YAML 1.1 reads "3e-3" (no dot) as a string
-                try:
-                    v = float(v)
-                    setattr(self, f.name, v)
-                except ValueError:
-                    pass
-            kinds = {"int": int, "float": float, "str": str, "bool": bool, "list": (list, tuple), "dict": dict}
-            kind = kinds.get(base)
-            ok = isinstance(v, kind) if kind is not None else True
-            if base in ("int", "float") and isinstance(v, bool):
-                ok = False
-            if not ok:
-                raise ValueError(f"recipe field {f.name!r} must be {want}, got {v!r}")
+        check_types(self, "recipe field")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
@@ -161,6 +138,31 @@ class Recipe:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def check_types(obj: Any, what: str) -> None:
+    """Check (and coerce int -> float) every field of a dataclass instance against its annotation; ValueError
+    naming the field otherwise. `what` starts the message ("recipe field", "task_options field")."""
+    kinds = {"int": int, "float": float, "str": str, "bool": bool, "list": (list, tuple), "dict": dict}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        want = f.type if isinstance(f.type, str) else str(f.type)
+        if v is None:
+            if "None" not in want:
+                raise ValueError(f"{what} {f.name!r} cannot be null")
+            continue
+        base = want.split("|")[0].strip()
+        if base == "float" and isinstance(v, str):  # YAML 1.1 reads "3e-3" (no dot) as a string
+            try:
+                v = float(v)
+            except ValueError:
+                pass
+        if base == "float" and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        setattr(obj, f.name, v)
+        kind = kinds.get(base)
+        if (kind is not None and not isinstance(v, kind)) or (base in ("int", "float") and isinstance(v, bool)):
+            raise ValueError(f"{what} {f.name!r} must be {want}, got {v!r}")
 
 
 def _check_numbers(name: str, values: list, whole: bool = False, low: float | None = None) -> None:
