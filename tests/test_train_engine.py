@@ -37,7 +37,7 @@ def test_photo_folder_uses_the_models_paper_or_generic_recipe_at_its_own_size(tm
     data = _photos(tmp_path / "photos")
     assert main(["train", *TINY, "--data", str(data), "--output", str(tmp_path / "a"), *QUICK]) == 0
     err = "\n".join(_err_lines(capsys))
-    assert "using recipe generic" in err and "16 px (the model's input size)" in err
+    assert "(recipe generic: no paper recipe" in err and "16 px (the model's input size)" in err
     s = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert s["recipe"]["name"] == "generic" and s["input_size"] == 16  # not digits' 48 px
     assert main(["train", *TINY, "--data", str(data), "--output", str(tmp_path / "b"), "--input-size", "24",

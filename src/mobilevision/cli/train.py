@@ -72,14 +72,13 @@ def _choose_recipe(args: argparse.Namespace, out: Path):
         from mobilevision.train import apply_overrides
 
         recipe = apply_overrides(recipe, ["input_size=null"])  # the model's own resolution
-    return recipe, f"recipe {name} ({why})"
+    return recipe, f"recipe {name}: {why}"
 
 
 def run_train(args: argparse.Namespace) -> int:
     from mobilevision.models.registry import get_config
     from mobilevision.tasks import create_task
     from mobilevision.train import apply_overrides, fit
-    from mobilevision.train.log import logger, setup_logging
 
     get_config(args.model)  # unknown model -> error before any work
     if args.data != "digits" and not Path(args.data).expanduser().is_dir():
@@ -104,12 +103,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError(f"recipe {recipe.name!r} is for task {recipe.task!r}: run it with `mobilevision {command}`")
     task = create_task(recipe.task, args.model, recipe.task_options)
     rank0 = os.environ.get("RANK", "0") == "0"
-    setup_logging(rank0)
-    if rank0:
-        size = f"{recipe.input_size} px" if recipe.input_size else \
-            f"{get_config(args.model).input_size[-1]} px (the model's input size)"
-        logger.info("using %s at %s", origin, size)
-    summary = fit(task, recipe, args.data, out, resume=args.resume, device=args.device)
+    summary = fit(task, recipe, args.data, out, resume=args.resume, device=args.device, origin=origin)
     if rank0:
         print(_result_line(summary, out))
     return 0

@@ -77,21 +77,23 @@ class _Run:
 
 
 def fit(task: Task, recipe: Recipe, data: str | os.PathLike, output: str | os.PathLike, resume: bool = False, *,
-        device: str | None = None) -> dict:
+        device: str | None = None, origin: str | None = None) -> dict:
     """Train `task`'s model on `data` with `recipe`, writing the run to `output`; returns the summary
-    (also `output/summary.json`). `resume=True` continues the run in `output` from `last/`."""
+    (also `output/summary.json`). `resume=True` continues the run in `output` from `last/`. `origin` says
+    in the first log line why this recipe was chosen (default: its name)."""
     recipe.validate()
     info = init_distributed(device)
     threads = torch.get_num_threads()
     try:
         with warnings_to_log():
-            return _fit(task, recipe, str(data), Path(output), resume, info)
+            return _fit(task, recipe, str(data), Path(output), resume, info, origin)
     finally:
         torch.set_num_threads(threads)
         cleanup(info)
 
 
-def _fit(task: Task, recipe: Recipe, data: str, out: Path, resume: bool, info: DistInfo) -> dict:
+def _fit(task: Task, recipe: Recipe, data: str, out: Path, resume: bool, info: DistInfo,
+         origin: str | None) -> dict:
     setup_logging(info.is_main)
     state, recipe, finished = _prepare_output(task, recipe, out, resume, info)
     if finished is not None:
@@ -100,7 +102,7 @@ def _fit(task: Task, recipe: Recipe, data: str, out: Path, resume: bool, info: D
     run = _build(task, recipe, data, out, info)
     if state is not None:
         _restore(run, state)
-    writer = _start_writer(run) if info.is_main else None
+    writer = _start_writer(run, origin or f"recipe {recipe.name}") if info.is_main else None
     for epoch in range(run.start_epoch, recipe.epochs):
         images, train_seconds, t0 = _train_epoch(run, epoch)
         _end_epoch(run, epoch, writer, images, train_seconds, t0)
@@ -240,15 +242,17 @@ def _restore(run: _Run, state: dict) -> None:
                     run.step)
 
 
-def _start_writer(run: _Run) -> RunWriter:
+def _start_writer(run: _Run, origin: str) -> RunWriter:
     run.out.mkdir(parents=True, exist_ok=True)
     writer = RunWriter(run.out, resume_epoch=run.start_epoch, metric=run.task.metric)
     text = yaml.safe_dump(run.recipe.to_dict(), sort_keys=False)
     atomic_write_bytes(run.out / "recipe.yaml", lambda tmp: Path(tmp).write_text(text))
     r, d = run.recipe, run.data
     size = f"{d.sizes[0]} px" if d.sizes and len(d.sizes) == 1 else f"sizes {d.sizes}" if d.sizes else "native size"
-    logger.info("%s %s on %s (recipe %s): %d train / %d val images, %s, global batch %d, lr %.3g, %d epochs, "
-                "%d rank(s) x %d thread(s) on %s", run.task.name, run.task.model_name, run.data_name, r.name,
+    if r.input_size is None and d.sizes:
+        size += " (the model's input size)"
+    logger.info("%s %s on %s (%s): %d train / %d val images, %s, global batch %d, lr %.3g, %d epochs, "
+                "%d rank(s) x %d thread(s) on %s", run.task.name, run.task.model_name, run.data_name, origin,
                 len(d.train), len(d.val) if d.val is not None else 0, size, run.global_batch, run.lr, r.epochs,
                 run.info.world_size, torch.get_num_threads(), run.info.device)
     return writer
