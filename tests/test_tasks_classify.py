@@ -47,4 +47,4 @@ def test_classify_data_and_step_on_digits():
     assert model.data_config.crop_pct == 1.0 and model.data_config.size == (16, 16)
     batch = (torch.stack([data.train[(16, 16, i, i)][0] for i in range(4)]), torch.tensor([0, 1, 2, 3]))
     loss = task.train_step(model.train(), batch, torch.device("cpu"))["loss"]
-    assert loss.ndim == 0 and np.isfinite(float(loss))
+    assert loss.ndim == 0 and np.isfinite(float(loss.detach()))
