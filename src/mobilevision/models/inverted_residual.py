@@ -15,8 +15,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mobilevision.layers.conv_norm_act import create_act, get_padding
-from mobilevision.layers.drop_path import DropPath
+from mobilevision.layers.activations import create_act
+from mobilevision.layers.conv_norm_act import ConvNormAct, get_padding
+from mobilevision.layers.drop_path import DropPath, drop_path_rates
 from mobilevision.layers.helpers import make_divisible
 from mobilevision.layers.squeeze_excite import SqueezeExcite
 
@@ -163,29 +164,14 @@ class InvertedResidual(nn.Module):
         return x
 
 
-class ConvBnAct(nn.Module):
-    """conv kxk -> BN -> act, named `conv`, `bn1` as timm's ConvBnAct block (no shortcut).
-
-    Shapes: (B, in_chs, H, W) -> (B, out_chs, H / stride, W / stride).
-    """
-
-    def __init__(self, in_chs: int, out_chs: int, kernel: int = 1, stride: int = 1, act: str = "relu",
-                 bn_eps: float = 1e-5) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel, stride, get_padding(kernel, stride), bias=False)
-        self.bn1 = nn.BatchNorm2d(out_chs, eps=bn_eps)
-        self.act1 = create_act(act)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act1(self.bn1(self.conv(x)))
-
-
 def make_block(spec: BlockSpec, in_chs: int, stride: int, *, act: str, se_rule: SERule,
                hidden_divisor: int = 8, drop_path: float = 0.0, bn_eps: float = 1e-5) -> nn.Module:
     """One block of `spec` taking `in_chs` channels (stride given separately for repeats)."""
     block_act = spec.act or act
     if spec.kind == "cn":
-        return ConvBnAct(in_chs, spec.out_chs, spec.kernel, stride, block_act, bn_eps)
+        # timm's ConvBnAct block names: `conv`, `bn1`
+        return ConvNormAct(in_chs, spec.out_chs, spec.kernel, stride, act=block_act, bn_eps=bn_eps,
+                           names=("conv", "bn1", "act1"))
     if spec.kind == "ds":
         se = se_rule.make(in_chs, in_chs, spec.se, block_act) if spec.se else None
         return DepthwiseSeparable(in_chs, spec.out_chs, spec.kernel, stride, block_act, se, spec.pw_act,
@@ -217,20 +203,19 @@ def build_stages(
     """
     if not stages or any(len(s) == 0 for s in stages):
         raise ValueError("build_stages needs a non-empty list of non-empty stages")
-    total = sum(spec.repeats for stage in stages for spec in stage)
+    rates = drop_path_rates(drop_path_rate, [sum(spec.repeats for spec in stage) for stage in stages], endpoint=False)
     reduction = stem_reduction
     feature_info: list[dict] = []
     if stages[0][0].stride > 1:
         feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=stem_module))
-    idx = 0
     out_stages = []
     for s, stage in enumerate(stages):
-        blocks = []
+        blocks, idx = [], 0
         for spec in stage:
             for r in range(spec.repeats):
                 stride = spec.stride if r == 0 else 1
                 blocks.append(make_block(spec, in_chs, stride, act=act, se_rule=se_rule,
-                                         hidden_divisor=hidden_divisor, drop_path=drop_path_rate * idx / total,
+                                         hidden_divisor=hidden_divisor, drop_path=rates[s][idx],
                                          bn_eps=bn_eps))
                 reduction *= stride
                 in_chs = spec.out_chs

@@ -24,13 +24,15 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mobilevision.models.features import Classifier, stage_outputs
-from mobilevision.layers.drop_path import DropPath
+from mobilevision.models.features import Classifier
+from mobilevision.layers.classifier import ClassifierHead
+from mobilevision.layers.drop_path import DropPath, drop_path_rates
 from mobilevision.layers.layer_scale import LayerScale
-from mobilevision.layers.mlp import Mlp, MlpHead
+from mobilevision.layers.mlp import Mlp
 from mobilevision.layers.norms import GroupNorm1, channel_layer_norm
 from mobilevision.layers.token_mixers import TOKEN_MIXERS, create_token_mixer
-from mobilevision.models.registry import ModelConfig, WeightSource, register_model
+from mobilevision.layers.weight_init import init_weights
+from mobilevision.models.registry import WeightSource, register_variants
 
 NORMS = ("groupnorm1", "groupnorm1_nobias", "layernorm_nobias")
 HEADS = ("norm_pool_linear", "pool_norm_linear", "pool_norm_mlp")
@@ -116,31 +118,14 @@ class MetaFormerStage(nn.Module):
         return self.blocks(x)
 
 
-class MetaFormerHead(nn.Module):
+def metaformer_head(kind: str, dim: int, num_classes: int, drop_rate: float, mlp_norm_eps: float) -> ClassifierHead:
     """'norm_pool_linear' (PoolFormer v1: GroupNorm on the map, mean, Linear), 'pool_norm_linear' (mean,
     LayerNorm, Linear) or 'pool_norm_mlp' (mean, LayerNorm, MlpHead). (B, C, H, W) -> (B, classes)."""
-
-    def __init__(self, kind: str, dim: int, num_classes: int, drop_rate: float, mlp_norm_eps: float) -> None:
-        super().__init__()
-        self.kind, self.dim, self.mlp_norm_eps = kind, dim, mlp_norm_eps
-        self.norm = GroupNorm1(dim, eps=1e-5) if kind == "norm_pool_linear" else nn.LayerNorm(dim, eps=1e-6)
-        self.drop = nn.Dropout(drop_rate)
-        self.fc = self.make_fc(num_classes, drop_rate)
-
-    def make_fc(self, num_classes: int, drop_rate: float = 0.0) -> nn.Module:
-        if num_classes == 0:
-            return nn.Identity()
-        if self.kind == "pool_norm_mlp":
-            return MlpHead(self.dim, num_classes, norm_eps=self.mlp_norm_eps, drop=drop_rate)
-        return nn.Linear(self.dim, num_classes)
-
-    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.kind == "norm_pool_linear":
-            x = self.norm(x).mean((2, 3))  # (B, C)
-        else:
-            x = self.norm(x.mean((2, 3)))  # (B, C)
-        x = self.drop(x)
-        return x if pre_logits else self.fc(x)
+    v1 = kind == "norm_pool_linear"
+    norm = GroupNorm1(dim, eps=1e-5) if v1 else nn.LayerNorm(dim, eps=1e-6)
+    return ClassifierHead(dim, num_classes, drop_rate, norm=norm, norm_first=v1,
+                          fc="mlp" if kind == "pool_norm_mlp" else "linear", mlp_norm_eps=mlp_norm_eps,
+                          init="trunc_normal")
 
 
 class MetaFormer(Classifier):
@@ -197,7 +182,7 @@ class MetaFormer(Classifier):
             return channel_layer_norm(dim, eps=1e-6, bias=False) if conv_norms else None
 
         self.stem = Downsampling(in_chans, dims[0], 7, 4, 2, post_norm=conv_norm(dims[0]))
-        rates = stage_drop_path_rates(drop_path_rate, depths)
+        rates = drop_path_rates(drop_path_rate, depths)
         stages, self.feature_info = [], []
         for i in range(n):
             down = nn.Identity() if i == 0 else Downsampling(dims[i - 1], dims[i], 3, 2, 1, pre_norm=conv_norm(dims[i - 1]))
@@ -213,47 +198,11 @@ class MetaFormer(Classifier):
             stages.append(MetaFormerStage(down, blocks))
             self.feature_info.append({"num_chs": dims[i], "reduction": 2 ** (i + 2), "module": f"stages.{i}"})
         self.stages = nn.Sequential(*stages)
-        self.head = MetaFormerHead(head, dims[-1], num_classes, drop_rate, head_mlp_norm_eps)
-        self.apply(_init_weights)
-
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return stage_outputs(self.stem(x), self.stages)  # stem: (B, dims[0], H/4, W/4)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, H, W) -> last stage map (B, dims[-1], H/32, W/32), before any head norm."""
-        return self.stages(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head.fc = self.head.make_fc(num_classes)
-        self.head.fc.apply(_init_weights)
+        self.head = metaformer_head(head, dims[-1], num_classes, drop_rate, head_mlp_norm_eps)
+        init_weights(self, "trunc_normal")
 
     def no_weight_decay(self) -> set[str]:
         return {n for n, _ in self.named_parameters() if n.endswith(".scale")}
-
-
-def stage_drop_path_rates(rate: float, depths: Sequence[int]) -> list[list[float]]:
-    """linspace(0, rate, sum(depths)) split by stage, in plain Python so it also runs under torch.device('meta')."""
-    total = sum(depths)
-    flat = [rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
-    out, start = [], 0
-    for d in depths:
-        out.append(flat[start:start + d])
-        start += d
-    return out
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, (nn.Conv2d, nn.Linear)):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
@@ -321,15 +270,11 @@ VARIANTS = (
                        "head_mlp_norm_eps": 1e-6}),
 )
 
-for _v in VARIANTS:
-    register_model(ModelConfig(
-        name=_v.name,
-        family="poolformer" if _v.name.startswith("poolformer_") else "metaformer",
-        builder=MetaFormer,
-        kwargs={"depths": _v.depths, "dims": _v.dims, **_v.arch},
-        input_size=(3, 224, 224),
-        crop_pct=_v.crop_pct,
-        interpolation="bicubic",
-        weights=WeightSource(hf_hub_id=f"timm/{_v.name}.{_v.hf_tag}"),
-        checkpoint_filter=checkpoint_filter,
-    ))
+register_variants(
+    "metaformer", MetaFormer,
+    {v.name: dict(family="poolformer" if v.name.startswith("poolformer_") else "metaformer",
+                  kwargs={"depths": v.depths, "dims": v.dims, **v.arch}, crop_pct=v.crop_pct,
+                  weights=WeightSource(hf_hub_id=f"timm/{v.name}.{v.hf_tag}"))
+     for v in VARIANTS},
+    input_size=(3, 224, 224), interpolation="bicubic", checkpoint_filter=checkpoint_filter,
+)

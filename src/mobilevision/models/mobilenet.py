@@ -11,7 +11,6 @@ variants.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -20,11 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from mobilevision.models.features import Classifier
-from mobilevision.layers.conv_norm_act import create_act
+from mobilevision.layers.activations import create_act
 from mobilevision.layers.helpers import make_divisible
+from mobilevision.layers.weight_init import init_weights
 from mobilevision.models.inverted_residual import BlockSpec, SERule, build_stages
 from mobilevision.models.registry import (
-    IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD, ModelConfig, WeightSource, register_model,
+    IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD, WeightSource, register_variants,
 )
 
 HEAD_KINDS = ("none", "pre_pool", "post_pool")
@@ -99,23 +99,7 @@ class MobileNet(Classifier):
             self.act2 = create_act(act)
             self.num_features = head.width
         self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # TF EfficientNet / MobileNet init: conv He-normal on fan-out, Linear uniform on fan-out.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                bound = 1.0 / math.sqrt(m.weight.shape[0])
-                nn.init.uniform_(m.weight, -bound, bound)
-                nn.init.zeros_(m.bias)
+        init_weights(self, "tf_mobilenet")
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.act1(self.bn1(self.conv_stem(x)))  # (B, stem_chs, H/2, W/2)
@@ -308,12 +292,11 @@ def _weights(v: Variant) -> WeightSource:
     return WeightSource(note=_UNTRAINED.format(v.name))
 
 
+# timm's layout is ours, so timm checkpoints need no filter.
 for _family, _builder, _variants in (("mobilenetv1", mobilenet_v1, V1_VARIANTS),
                                      ("mobilenetv2", mobilenet_v2, V2_VARIANTS),
                                      ("mobilenetv3", mobilenet_v3, V3_VARIANTS)):
-    for _v in _variants:
-        # timm's layout is ours, so timm checkpoints need no filter.
-        register_model(ModelConfig(
-            _v.name, _family, _builder, kwargs=_v.kwargs, input_size=(3, 224, 224), mean=_v.mean, std=_v.std,
-            crop_pct=0.875, interpolation=_v.interpolation, weights=_weights(_v),
-        ))
+    register_variants(_family, _builder, {v.name: dict(kwargs=v.kwargs, mean=v.mean, std=v.std,
+                                                       interpolation=v.interpolation, weights=_weights(v))
+                                          for v in _variants},
+                      input_size=(3, 224, 224), crop_pct=0.875)
