@@ -28,12 +28,15 @@ from mobilevision.models.registry import WeightSource, register_variants
 
 
 class ConvNeXtBlock(nn.Module):
-    """One ConvNeXt (V1: layer-scale) or ConvNeXt V2 (GRN, no layer-scale) block. (B, C, H, W) -> same."""
+    """One ConvNeXt (V1: layer-scale) or ConvNeXt V2 (GRN, no layer-scale) block. (B, C, H, W) -> same.
+
+    `dilation` dilates the depthwise conv (output stride below 32)."""
 
     def __init__(self, dim: int, kernel_size: int = 7, mlp_ratio: float = 4.0, ls_init_value: float | None = 1e-6,
-                 use_grn: bool = False, drop_path: float = 0.0) -> None:
+                 use_grn: bool = False, drop_path: float = 0.0, dilation: int = 1) -> None:
         super().__init__()
-        self.conv_dw = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.conv_dw = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2 * dilation, dilation=dilation,
+                                 groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(mlp_ratio * dim), act="gelu", grn=use_grn)
         self.gamma = nn.Parameter(torch.full((dim,), float(ls_init_value))) if ls_init_value is not None else None
@@ -48,16 +51,24 @@ class ConvNeXtBlock(nn.Module):
 
 
 class ConvNeXtStage(nn.Module):
-    """downsample (Identity in stage 1, else LayerNorm -> conv 2x2 s2) then `depth` blocks."""
+    """downsample (Identity in stage 1, else LayerNorm -> conv 2x2 s2) then `depth` blocks.
+
+    `dilation` (in, out) > 1 replaces the stride: the 2x2 conv runs at stride 1 with dilation `in` and 'same'
+    padding (one extra row / column at the bottom / right, as timm), the blocks' depthwise convs at `out`.
+    """
 
     def __init__(self, in_chs: int, out_chs: int, depth: int, rates: Sequence[float], downsample: bool = True,
-                 **block_kwargs) -> None:
+                 dilation: tuple[int, int] = (1, 1), **block_kwargs) -> None:
         super().__init__()
         if not downsample:
             self.downsample = nn.Identity()
-        else:
+        elif dilation[1] == 1:
             self.downsample = nn.Sequential(LayerNorm2d(in_chs, eps=1e-6), nn.Conv2d(in_chs, out_chs, 2, stride=2))
-        self.blocks = nn.Sequential(*[ConvNeXtBlock(out_chs, drop_path=rates[j], **block_kwargs) for j in range(depth)])
+        else:
+            self.downsample = nn.Sequential(LayerNorm2d(in_chs, eps=1e-6),
+                                            nn.Conv2d(in_chs, out_chs, 2, dilation=dilation[0], padding="same"))
+        self.blocks = nn.Sequential(*[ConvNeXtBlock(out_chs, drop_path=rates[j], dilation=dilation[1], **block_kwargs)
+                                      for j in range(depth)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.downsample(x))
@@ -66,7 +77,8 @@ class ConvNeXtStage(nn.Module):
 class ConvNeXt(Classifier):
     """ConvNeXt V1 (`ls_init_value=1e-6`, `use_grn=False`) and V2 (`ls_init_value=None`, `use_grn=True`).
 
-    Four stages at reductions 4, 8, 16, 32 with widths `dims` and `depths` blocks.
+    Four stages at reductions 4, 8, 16, 32 with widths `dims` and `depths` blocks; `output_stride` 16 or 8
+    dilates the last one or two stages instead (same weights).
     """
 
     def __init__(
@@ -81,8 +93,11 @@ class ConvNeXt(Classifier):
         in_chans: int = 3,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        output_stride: int = 32,
     ) -> None:
         super().__init__()
+        if output_stride not in (8, 16, 32):
+            raise ValueError(f"output_stride {output_stride} not accepted; use one of (8, 16, 32)")
         if len(depths) != len(dims) or not depths:
             raise ValueError(f"depths {tuple(depths)} and dims {tuple(dims)} must be non-empty and of equal length")
         if kernel_size < 1 or kernel_size % 2 == 0:
@@ -91,12 +106,17 @@ class ConvNeXt(Classifier):
         self.num_features = dims[-1]
         self.stem = nn.Sequential(nn.Conv2d(in_chans, dims[0], 4, stride=4), LayerNorm2d(dims[0], eps=1e-6))
         rates = drop_path_rates(drop_path_rate, depths)
-        stages, self.feature_info, prev = [], [], dims[0]
+        stages, self.feature_info, prev, reduction, dilation = [], [], dims[0], 4, 1
         for i, (depth, dim) in enumerate(zip(depths, dims)):
+            prev_dilation = dilation
+            if i > 0 and reduction * 2 > output_stride:
+                dilation *= 2
+            elif i > 0:
+                reduction *= 2
             stages.append(ConvNeXtStage(prev, dim, depth, rates[i], downsample=i > 0,
-                                        kernel_size=kernel_size,
+                                        dilation=(prev_dilation, dilation), kernel_size=kernel_size,
                                         ls_init_value=ls_init_value, use_grn=use_grn))
-            self.feature_info.append({"num_chs": dim, "reduction": 4 * 2 ** i, "module": f"stages.{i}"})
+            self.feature_info.append({"num_chs": dim, "reduction": reduction, "module": f"stages.{i}"})
             prev = dim
         self.stages = nn.Sequential(*stages)
         self.head = ClassifierHead(dims[-1], num_classes, drop_rate, norm=nn.LayerNorm(dims[-1], eps=1e-6),

@@ -158,8 +158,14 @@ class MetaFormer(Classifier):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
+        output_stride: int = 32,
     ) -> None:
         super().__init__()
+        if output_stride != 32:
+            # Dilation has no faithful form here: the pooling mixer's average pool cannot be dilated and the
+            # random mixer's token matrix fixes the map size. Dense heads (Semantic FPN) use the OS4-32 maps.
+            raise ValueError(f"output_stride {output_stride} is not supported by MetaFormer models (only 32): "
+                             "use the four stage maps at strides 4, 8, 16, 32 (features_only=True)")
         n = len(depths)
         if len(dims) != n or n == 0:
             raise ValueError(f"depths {tuple(depths)} and dims {tuple(dims)} must be non-empty and of equal length")

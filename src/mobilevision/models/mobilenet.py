@@ -71,6 +71,9 @@ class MobileNet(Classifier):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         bn_eps: float = 1e-5,
+        output_stride: int = 32,
+        dilate_first: bool = False,
+        feature_location: str = "",
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -81,10 +84,15 @@ class MobileNet(Classifier):
         self.act1 = create_act(stem_act or act)
         self.blocks, self.feature_info, chs = build_stages(
             stages, stem_chs, act=act, se_rule=se_rule, hidden_divisor=hidden_divisor,
-            drop_path_rate=drop_path_rate, bn_eps=bn_eps,
+            drop_path_rate=drop_path_rate, bn_eps=bn_eps, output_stride=output_stride, dilate_first=dilate_first,
+            feature_location=feature_location,
         )
-        self._feature_stages = {int(f["module"].split(".")[1]) for f in self.feature_info
-                                if f["module"].startswith("blocks.")}
+        if feature_location == "expansion" and not any(f["module"].endswith("conv_pw") for f in self.feature_info):
+            raise ValueError("feature_location='expansion' needs inverted-residual blocks; this model has none "
+                             "(MobileNetV1): use feature_location=''")
+        taps = [f["module"].split(".") for f in self.feature_info if f["module"].startswith("blocks.")]
+        self._feature_stages = {int(t[1]) for t in taps if len(t) == 2}
+        self._expansion_stages = {int(t[1]) for t in taps if len(t) > 2}
         self._stem_feature = any(f["module"] == "bn1" for f in self.feature_info)
         if head.kind == "none":
             self.conv_head, self.bn2, self.act2 = nn.Identity(), nn.Identity(), nn.Identity()
@@ -108,7 +116,12 @@ class MobileNet(Classifier):
         x = self.forward_stem(x)
         maps = [x] if self._stem_feature else []
         for i, stage in enumerate(self.blocks):
-            x = stage(x)
+            if i in self._expansion_stages:  # tap the first block's expansion, then finish the stage
+                expanded = stage[0].expand(x)
+                maps.append(expanded)
+                x = stage[1:](stage[0](x, expanded))
+            else:
+                x = stage(x)
             if i in self._feature_stages:
                 maps.append(x)
         return maps
@@ -232,17 +245,81 @@ def _bneck_specs(table: Sequence[Sequence[Bneck]], stem: int, minimal: bool) -> 
     return stages
 
 
-def mobilenet_v3(*, size: str = "large", width: float = 1.0, minimal: bool = False, **kwargs) -> MobileNet:
-    """MobileNetV3-Large/Small; SE make_divisible(hidden/4, 8) with ReLU and h-sigmoid; head unscaled."""
+def _reduce_tail(table: Sequence[Sequence[Bneck]]) -> tuple[tuple[Bneck, ...], ...]:
+    """MobileNetV3 paper Table 6 dagger (torchvision `reduced_tail`): the last stage's widths halved (the
+    expansion of its first block, which reads the previous stage, is kept)."""
+    last = tuple(dataclasses.replace(r, out=r.out // 2, exp=r.exp if i == 0 else r.exp // 2)
+                 for i, r in enumerate(table[-1]))
+    return tuple(table[:-1]) + (last,)
+
+
+def mobilenet_v3(*, size: str = "large", width: float = 1.0, minimal: bool = False, reduced_tail: bool = False,
+                 dilated: bool = False, **kwargs) -> MobileNet:
+    """MobileNetV3-Large/Small; SE make_divisible(hidden/4, 8) with ReLU and h-sigmoid; head unscaled.
+
+    torchvision's options (`_mobilenet_v3_conf`): `reduced_tail` halves the last stage, the last 1x1 conv and
+    the head (detection backbones); `dilated` = output stride 16 with every block of the last stage dilated
+    (torchvision's segmentation backbones). torchvision's own MobileNetV3 also uses BatchNorm eps 1e-3: pass
+    `bn_eps=1e-3` to load its state dicts (`torchvision_filter` checks it).
+    """
     if size not in MOBILENET_V3_ENDS:
         raise ValueError(f"MobileNetV3 size {size!r} not accepted; use one of {sorted(MOBILENET_V3_ENDS)}")
     stem, last, head = MOBILENET_V3_ENDS[size]
     table = MOBILENET_V3_LARGE if size == "large" else MOBILENET_V3_SMALL
+    if reduced_tail:
+        table, last, head = _reduce_tail(table), last // 2, head // 2
+    if dilated:
+        if kwargs.get("output_stride", 16) != 16:
+            raise ValueError(f"dilated=True is output stride 16; got output_stride={kwargs['output_stride']}")
+        kwargs.update(output_stride=16, dilate_first=True)
     act = "relu" if minimal else "hard_swish"
     stages = _bneck_specs(table, stem, minimal) + [[BlockSpec("cn", 1, 1, last)]]
     stem_chs = stem if width < 0.75 else make_divisible(stem * width)  # timm keeps the stem below 0.75
     return MobileNet(scale_stages(stages, width), stem_chs=stem_chs, head=HeadSpec("post_pool", head, bias=True),
                      act=act, se_rule=SERule("divisible", act="relu", gate="hard_sigmoid"), **kwargs)
+
+
+def _modules_in_order(state_dict: dict[str, torch.Tensor], natural: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+    """{module path: {parameter / buffer name: tensor}} in the state dict's order, or with `natural` in
+    torchvision's registration order (`features` by index, then `classifier`), whatever order a file kept."""
+    def order(key: str) -> tuple:
+        return (key.startswith("classifier."),) + tuple((0, int(p)) if p.isdigit() else (1, p) for p in key.split("."))
+
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for key in sorted(state_dict, key=order) if natural else state_dict:
+        value = state_dict[key]
+        module, _, leaf = key.rpartition(".")
+        out.setdefault(module, {})[leaf] = value
+    return out
+
+
+def torchvision_filter(state_dict: dict[str, torch.Tensor], model: MobileNet) -> dict[str, torch.Tensor]:
+    """Map torchvision's `mobilenet_v2` / `mobilenet_v3_*` layout onto ours; timm's and ours pass unchanged.
+
+    torchvision registers the same layers in the same order (`features.0` = stem conv + BN, `features.i.conv`
+    or `.block` = one block, the last 1x1 conv, then `classifier`), so modules are matched by position, each
+    with the same parameter names and sizes; its MobileNetV3 head Linear(960, 1280) becomes our 1x1
+    `conv_head`. torchvision's MobileNetV3 uses BatchNorm eps 1e-3: the model must be built with bn_eps=1e-3.
+    """
+    if "features.0.0.weight" not in state_dict or not any(k.startswith("classifier.") for k in state_dict):
+        return state_dict
+    if model.head_kind == "post_pool":
+        eps = {m.eps for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
+        if eps != {1e-3}:
+            raise ValueError(f"torchvision's MobileNetV3 uses BatchNorm eps 1e-3, this model {sorted(eps)}: build it "
+                             f"with create_model({getattr(model, 'model_name', 'mobilenetv3_large_100')!r}, "
+                             f"bn_eps=1e-3, checkpoint_path=...)")
+    theirs, ours = _modules_in_order(state_dict, natural=True), _modules_in_order(model.state_dict())
+    if len(theirs) != len(ours):
+        raise ValueError(f"torchvision checkpoint has {len(theirs)} layers, this model {len(ours)}: check the "
+                         f"variant, num_classes and reduced_tail")
+    out = {}
+    for (their_mod, their_p), (our_mod, our_p) in zip(theirs.items(), ours.items()):
+        if set(their_p) != set(our_p) or any(v.numel() != our_p[k].numel() for k, v in their_p.items()):
+            raise ValueError(f"torchvision layer {their_mod} {[tuple(v.shape) for v in their_p.values()]} does not "
+                             f"fit {our_mod} {[tuple(v.shape) for v in our_p.values()]}")
+        out.update({f"{our_mod}.{k}": v.reshape(our_p[k].shape) for k, v in their_p.items()})
+    return out
 
 
 @dataclass(frozen=True)
@@ -292,11 +369,12 @@ def _weights(v: Variant) -> WeightSource:
     return WeightSource(note=_UNTRAINED.format(v.name))
 
 
-# timm's layout is ours, so timm checkpoints need no filter.
+# timm's layout is ours, so timm checkpoints need no filter; torchvision's V2 / V3 are matched by position.
 for _family, _builder, _variants in (("mobilenetv1", mobilenet_v1, V1_VARIANTS),
                                      ("mobilenetv2", mobilenet_v2, V2_VARIANTS),
                                      ("mobilenetv3", mobilenet_v3, V3_VARIANTS)):
     register_variants(_family, _builder, {v.name: dict(kwargs=v.kwargs, mean=v.mean, std=v.std,
                                                        interpolation=v.interpolation, weights=_weights(v))
                                           for v in _variants},
-                      input_size=(3, 224, 224), crop_pct=0.875)
+                      input_size=(3, 224, 224), crop_pct=0.875,
+                      checkpoint_filter=None if _family == "mobilenetv1" else torchvision_filter)

@@ -33,11 +33,11 @@ class MV2Block(nn.Module):
     """
 
     def __init__(self, in_chs: int, out_chs: int, stride: int, expansion: float, act: str = "silu",
-                 drop_path: float = 0.0) -> None:
+                 drop_path: float = 0.0, dilation: int = 1) -> None:
         super().__init__()
         mid = make_divisible(in_chs * expansion)
         self.conv1_1x1 = ConvNormAct(in_chs, mid, 1, act=act)
-        self.conv2_kxk = ConvNormAct(mid, mid, 3, stride, groups=mid, act=act)
+        self.conv2_kxk = ConvNormAct(mid, mid, 3, stride, groups=mid, dilation=dilation, act=act)
         self.conv3_1x1 = ConvNormAct(mid, out_chs, 1, act=None)
         self.has_skip = stride == 1 and in_chs == out_chs
         self.drop_path = DropPath(drop_path)
@@ -83,10 +83,10 @@ class MobileViTBlock(nn.Module):
 
     def __init__(self, chs: int, transformer_dim: int, depth: int, num_heads: int = 4, mlp_ratio: float = 2.0,
                  patch_size: int = 2, act: str = "silu", drop: float = 0.0, attn_drop: float = 0.0,
-                 drop_path: float = 0.0) -> None:
+                 drop_path: float = 0.0, dilation: int = 1) -> None:
         super().__init__()
         self.patch = (patch_size, patch_size)
-        self.conv_kxk = ConvNormAct(chs, chs, 3, act=act)
+        self.conv_kxk = ConvNormAct(chs, chs, 3, dilation=dilation, act=act)  # cvnets dilates only this conv
         self.conv_1x1 = nn.Conv2d(chs, transformer_dim, 1, bias=False)
         self.transformer = nn.Sequential(*[
             TransformerEncoderLayer(transformer_dim, num_heads, mlp_ratio, qkv_bias=True, act=act, drop=drop,
@@ -164,30 +164,39 @@ class MobileViT(Classifier):
 
     `transformer_drop` / `attn_drop` are the transformer dropouts (cvnets recipe: 0.05 for XXS, 0.1 for
     XS/S, attention 0); `drop_rate` is the classifier dropout (cvnets: 0.1); timm's defaults are all 0.
+    `output_stride` 16 (the paper's DeepLabv3 setting) or 8 turns the last strides into dilation as cvnets
+    does: the stage's first MV2 block keeps the previous dilation, the MobileViT block's local 3x3 conv (and
+    later MV2 blocks) take the new one.
     """
 
     def __init__(self, cfg: MobileViTConfig, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, transformer_drop: float = 0.0, attn_drop: float = 0.0) -> None:
+                 drop_path_rate: float = 0.0, transformer_drop: float = 0.0, attn_drop: float = 0.0,
+                 output_stride: int = 32) -> None:
         super().__init__()
+        if output_stride not in (8, 16, 32):
+            raise ValueError(f"output_stride {output_stride} not accepted; use one of (8, 16, 32)")
         self.num_classes = num_classes
         self.num_features = cfg.num_features
         self.drop_rate = drop_rate
         self.stem = ConvNormAct(in_chans, cfg.stem_chs, 3, 2, act="silu")
-        stages, chs, reduction = [], cfg.stem_chs, 2
+        stages, chs, reduction, dilation = [], cfg.stem_chs, 2, 1
         self.feature_info = []
         for i, st in enumerate(cfg.stages):
             blocks: list[nn.Module] = []
+            stride, prev_dilation = st.stride, dilation
+            if stride > 1 and reduction * stride > output_stride:  # cvnets: dilate instead of striding
+                stride, dilation = 1, dilation * stride
             for j in range(st.num_mv2):
-                stride = st.stride if j == 0 else 1
-                blocks.append(MV2Block(chs, st.out_chs, stride, cfg.expansion, drop_path=drop_path_rate))
+                blocks.append(MV2Block(chs, st.out_chs, stride if j == 0 else 1, cfg.expansion,
+                                       drop_path=drop_path_rate, dilation=prev_dilation if j == 0 else dilation))
                 chs = st.out_chs
             if st.transformer_dim is not None:
                 blocks.append(MobileViTBlock(
                     chs, st.transformer_dim, st.transformer_depth, cfg.num_heads, cfg.mlp_ratio, cfg.patch_size,
-                    drop=transformer_drop, attn_drop=attn_drop, drop_path=drop_path_rate,
+                    drop=transformer_drop, attn_drop=attn_drop, drop_path=drop_path_rate, dilation=dilation,
                 ))
             stages.append(nn.Sequential(*blocks))
-            reduction *= st.stride
+            reduction *= stride
             self.feature_info.append(dict(num_chs=chs, reduction=reduction, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.final_conv = ConvNormAct(chs, cfg.num_features, 1, act="silu")
