@@ -213,3 +213,13 @@ def test_torchvision_ssdlite_taps(tmp_path):
 def test_dilated_needs_output_stride_16():
     with pytest.raises(ValueError, match="dilated=True is output stride 16"):
         mobilevision.create_model("mobilenetv3_large_100", dilated=True, output_stride=8)
+
+
+def test_output_stride_and_feature_location_are_saved(tmp_path):
+    from mobilevision.models.checkpoint import save_pretrained
+
+    model = mobilevision.create_model("mobilenetv3_small_100", output_stride=8, feature_location="expansion",
+                                      num_classes=3)
+    save_pretrained(model, tmp_path)
+    restored = mobilevision.create_model("mobilenetv3_small_100", checkpoint_path=tmp_path, features_only=True)
+    assert restored.feature_info == model.feature_info and restored.reductions() == [2, 4, 8, 8, 8]

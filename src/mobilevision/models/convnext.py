@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mobilevision.models.features import Classifier
+from mobilevision.models.features import Classifier, check_output_stride
 from mobilevision.layers.classifier import ClassifierHead
 from mobilevision.layers.drop_path import DropPath, drop_path_rates
 from mobilevision.layers.mlp import Mlp
@@ -96,8 +96,7 @@ class ConvNeXt(Classifier):
         output_stride: int = 32,
     ) -> None:
         super().__init__()
-        if output_stride not in (8, 16, 32):
-            raise ValueError(f"output_stride {output_stride} not accepted; use one of (8, 16, 32)")
+        check_output_stride(output_stride, "ConvNeXt")
         if len(depths) != len(dims) or not depths:
             raise ValueError(f"depths {tuple(depths)} and dims {tuple(dims)} must be non-empty and of equal length")
         if kernel_size < 1 or kernel_size % 2 == 0:

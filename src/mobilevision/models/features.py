@@ -70,6 +70,16 @@ class Classifier(CarriesDataConfig, nn.Module):
         return set()
 
 
+OUTPUT_STRIDES = (8, 16, 32)
+
+
+def check_output_stride(output_stride: int, family: str, supported: Sequence[int] = OUTPUT_STRIDES, why: str = "") -> None:
+    """ValueError naming the accepted strides when a family cannot give maps at `output_stride`."""
+    if output_stride not in supported:
+        raise ValueError(f"output_stride {output_stride} is not supported by {family} models (use one of "
+                         f"{tuple(supported)}){': ' + why if why else ''}")
+
+
 def stage_outputs(x: torch.Tensor, stages: Sequence[nn.Module]) -> list[torch.Tensor]:
     """Run `x` through `stages` in turn and keep every stage's output (the usual `forward_stages` body)."""
     out = []

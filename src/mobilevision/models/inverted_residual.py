@@ -21,6 +21,7 @@ from mobilevision.layers.conv_norm_act import ConvNormAct, get_padding
 from mobilevision.layers.drop_path import DropPath, drop_path_rates
 from mobilevision.layers.helpers import make_divisible
 from mobilevision.layers.squeeze_excite import SqueezeExcite
+from mobilevision.models.features import check_output_stride
 
 BLOCK_KINDS = ("ds", "ir", "cn")
 SE_WIDTH_RULES = ("divisible", "block_in", "floor")
@@ -190,7 +191,6 @@ def make_block(spec: BlockSpec, in_chs: int, stride: int, *, act: str, se_rule: 
 
 
 FEATURE_LOCATIONS = ("", "expansion")
-OUTPUT_STRIDES = (8, 16, 32)
 
 
 def build_stages(
@@ -223,8 +223,7 @@ def build_stages(
     of the MobileNetV2/V3 papers); the tap that ends the network stays the network output. Taps whose next
     block has no expansion keep the stage output. Each entry's `module` names where its map is taken.
     """
-    if output_stride not in OUTPUT_STRIDES:
-        raise ValueError(f"output_stride {output_stride} not accepted; use one of {OUTPUT_STRIDES}")
+    check_output_stride(output_stride, "inverted-residual")
     if feature_location not in FEATURE_LOCATIONS:
         raise ValueError(f"feature_location {feature_location!r} not accepted; use one of {FEATURE_LOCATIONS}")
     if not stages or any(len(s) == 0 for s in stages):

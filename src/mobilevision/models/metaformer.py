@@ -24,7 +24,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mobilevision.models.features import Classifier
+from mobilevision.models.features import Classifier, check_output_stride
 from mobilevision.layers.classifier import ClassifierHead
 from mobilevision.layers.drop_path import DropPath, drop_path_rates
 from mobilevision.layers.layer_scale import LayerScale
@@ -161,11 +161,9 @@ class MetaFormer(Classifier):
         output_stride: int = 32,
     ) -> None:
         super().__init__()
-        if output_stride != 32:
-            # Dilation has no faithful form here: the pooling mixer's average pool cannot be dilated and the
-            # random mixer's token matrix fixes the map size. Dense heads (Semantic FPN) use the OS4-32 maps.
-            raise ValueError(f"output_stride {output_stride} is not supported by MetaFormer models (only 32): "
-                             "use the four stage maps at strides 4, 8, 16, 32 (features_only=True)")
+        # No faithful dilated form: the pooling mixer's average pool cannot be dilated and the random mixer's
+        # token matrix fixes the map size. Dense heads (Semantic FPN) use the maps at strides 4..32.
+        check_output_stride(output_stride, "MetaFormer", (32,), "use the four stage maps (features_only=True)")
         n = len(depths)
         if len(dims) != n or n == 0:
             raise ValueError(f"depths {tuple(depths)} and dims {tuple(dims)} must be non-empty and of equal length")

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobilevision.models.features import Classifier
+from mobilevision.models.features import Classifier, check_output_stride
 from mobilevision.layers.conv_norm_act import ConvNormAct
 from mobilevision.layers.drop_path import DropPath
 from mobilevision.layers.dynamic_relu import TokenDynamicReLU
@@ -366,10 +366,8 @@ class MobileFormer(Classifier):
     def __init__(self, cfg: MobileFormerConfig, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0, token_id: int = 0, output_stride: int = 32) -> None:
         super().__init__()
-        if output_stride != 32:
-            # Neither the paper nor the released code defines a dilated Mobile-Former; its detector reads OS32 maps.
-            raise ValueError(f"output_stride {output_stride} is not supported by Mobile-Former (only 32): use its "
-                             "maps at strides 2..32 (features_only=True)")
+        # Neither the paper nor the released code defines a dilated Mobile-Former.
+        check_output_stride(output_stride, "Mobile-Former", (32,), "use its maps at strides 2..32 (features_only=True)")
         self.num_classes, self.num_features = num_classes, cfg.num_features
         self.tokens = nn.Parameter(torch.randn(cfg.token_num, cfg.token_dim))  # (T, d)
         self.stem = ConvNormAct(in_chans, cfg.stem_chs, 3, 2, act="relu6")

@@ -4,6 +4,13 @@ inverted-residual family shares (EfficientNet and MoGA build on it too).
 Layout is timm's: `conv_stem`, `bn1`, `blocks.<stage>.<block>...`, `conv_head`, `bn2` (V1/V2), `classifier`,
 so timm checkpoints of the same name load as they are.
 
+torchvision's form is a set of options of the same models, not another layout: its `mobilenet_v2` state dict
+loads into `mobilenetv2_100` as it is; its MobileNetV3s need `bn_eps=1e-3` (torchvision's BatchNorm eps), and
+`reduced_tail=True` / `dilated=True` are its `_mobilenet_v3_conf` options, e.g.
+`create_model("mobilenetv3_large_100", bn_eps=1e-3, reduced_tail=True, checkpoint_path="tv.pth")`.
+`torchvision_filter` detects torchvision's keys (`features.N...`, `classifier.N`) and maps them by position;
+its Linear(960, 1280) head is our 1x1 `conv_head` with bias, its SE the same hard-sigmoid SE.
+
 Papers: MobileNets (arXiv 1704.04861) Table 1, MobileNetV2 (arXiv 1801.04381) Table 2,
 Searching for MobileNetV3 (arXiv 1905.02244) Tables 1-2, TF slim `mobilenet_v3.py` for the minimalistic
 variants.
@@ -53,7 +60,8 @@ class MobileNet(Classifier):
 
     Input (B, in_chans, H, W); `forward_stages` gives the maps listed in `feature_info` (reductions 2..32);
     `forward_features` gives (B, C, H/32, W/32) (after the head conv for "pre_pool" heads); pooled features
-    have `num_features` channels.
+    have `num_features` channels. `output_stride`, `dilate_first` and `feature_location` are those of
+    `build_stages` (dense-prediction backbones: dilation instead of the last strides, SSDLite expansion taps).
     """
 
     def __init__(

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobilevision.models.features import Classifier, stage_outputs
+from mobilevision.models.features import Classifier, check_output_stride, stage_outputs
 from mobilevision.layers.attention import TransformerEncoderLayer
 from mobilevision.layers.classifier import ClassifierHead
 from mobilevision.layers.conv_norm_act import ConvNormAct
@@ -173,8 +173,7 @@ class MobileViT(Classifier):
                  drop_path_rate: float = 0.0, transformer_drop: float = 0.0, attn_drop: float = 0.0,
                  output_stride: int = 32) -> None:
         super().__init__()
-        if output_stride not in (8, 16, 32):
-            raise ValueError(f"output_stride {output_stride} not accepted; use one of (8, 16, 32)")
+        check_output_stride(output_stride, "MobileViT")
         self.num_classes = num_classes
         self.num_features = cfg.num_features
         self.drop_rate = drop_rate
