@@ -16,7 +16,8 @@ FAMILIES = [
     ("moga_c", (8, 16, 32)),
     ("convnextv2_atto", (8, 16, 32)),
     ("mobilevit_xxs", (8, 16, 32)),
-    ("poolformer_s12", (32,)),
+    ("poolformer_s12", (32,)),  # the pooling mixer has no dilated form
+    ("caformer_s18", (8, 16, 32)),
     ("mobileformer_26m", (32,)),
 ]
 IR_FAMILIES = ["mobilenetv2_035", "mobilenetv3_small_075", "efficientnet_b0", "moga_c"]
@@ -223,3 +224,22 @@ def test_output_stride_and_feature_location_are_saved(tmp_path):
     save_pretrained(model, tmp_path)
     restored = mobilevision.create_model("mobilenetv3_small_100", checkpoint_path=tmp_path, features_only=True)
     assert restored.feature_info == model.feature_info and restored.reductions() == [2, 4, 8, 8, 8]
+
+
+def test_fuse_keeps_dilated_expansion_features():
+    from mobilevision.deploy.fuse import fuse
+
+    fx = mobilevision.create_model("mobilenetv3_large_100", features_only=True, output_stride=16,
+                                   feature_location="expansion").eval()
+    with torch.no_grad():
+        for m in fx.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+        x = torch.randn(1, 3, 96, 96)
+        before = fx(x)
+        fused = fuse(fx)
+        after = fused(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    for a, b in zip(before, after):
+        assert (a - b).abs().max().item() <= 1e-4

@@ -46,17 +46,20 @@ class SepConv(nn.Module):
     """ConvFormer's mixer: 1x1 (C -> 2C) -> StarReLU -> depthwise kxk -> 1x1 (2C -> C), no biases.
 
     The official code writes the 1x1s as Linear layers on channels-last tensors; 1x1 convs are the same maths
-    and match timm's parameter shapes. (B, C, H, W) -> (B, C, H, W).
+    and match timm's parameter shapes. `dilation` dilates the depthwise conv (output stride below 32).
+    (B, C, H, W) -> (B, C, H, W).
     """
 
     channels_last = False
 
-    def __init__(self, dim: int, expansion_ratio: float = 2.0, kernel_size: int = 7, bias: bool = False) -> None:
+    def __init__(self, dim: int, expansion_ratio: float = 2.0, kernel_size: int = 7, bias: bool = False,
+                 dilation: int = 1) -> None:
         super().__init__()
         mid = int(expansion_ratio * dim)
         self.pwconv1 = nn.Conv2d(dim, mid, 1, bias=bias)
         self.act1 = StarReLU()
-        self.dwconv = nn.Conv2d(mid, mid, kernel_size, padding=kernel_size // 2, groups=mid, bias=bias)
+        self.dwconv = nn.Conv2d(mid, mid, kernel_size, padding=kernel_size // 2 * dilation, dilation=dilation,
+                                groups=mid, bias=bias)
         self.pwconv2 = nn.Conv2d(mid, dim, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

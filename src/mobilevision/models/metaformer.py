@@ -12,6 +12,10 @@ weights `forward_features` (stem + stages) is identical and the logits differ sl
 ConvFormer / CAFormer: the MLP head's LayerNorm uses eps 1e-6 as in timm (whose weights `pretrained=True` fetches);
 the official code uses 1e-5 (pass `head_mlp_norm_eps=1e-5` to reproduce it; logits move by ~1e-4 at random init).
 
+`output_stride=16 | 8` (dense backbones) runs the last downsampling convs at stride 1 with dilation and
+dilates the SepConv mixers' depthwise convs; models with the pooling or random mixer in a dilated stage raise
+ValueError (an average pool has no dilated form).
+
 Hybrid stages (PoolFormer paper, Table 6): `create_model("poolformer_s12",
 token_mixers=("pool", "pool", "attention", "attention"))`.
 """
@@ -87,12 +91,12 @@ class Downsampling(nn.Module):
     """(optional norm) -> conv; the stem (7x7 s4 p2, norm after) and stage transitions (norm before, 3x3 s2 p1)."""
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int, padding: int,
-                 pre_norm: nn.Module | None = None, post_norm: nn.Module | None = None) -> None:
+                 pre_norm: nn.Module | None = None, post_norm: nn.Module | None = None, dilation: int = 1) -> None:
         super().__init__()
         if pre_norm is not None and post_norm is not None:
             raise ValueError("Downsampling takes a pre_norm or a post_norm, not both")
         self.pre = pre_norm is not None
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding)
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation)
         norm = pre_norm if pre_norm is not None else post_norm
         self.norm = norm if norm is not None else nn.Identity()
 
@@ -161,9 +165,7 @@ class MetaFormer(Classifier):
         output_stride: int = 32,
     ) -> None:
         super().__init__()
-        # No faithful dilated form: the pooling mixer's average pool cannot be dilated and the random mixer's
-        # token matrix fixes the map size. Dense heads (Semantic FPN) use the maps at strides 4..32.
-        check_output_stride(output_stride, "MetaFormer", (32,), "use the four stage maps (features_only=True)")
+        check_output_stride(output_stride, "MetaFormer")
         n = len(depths)
         if len(dims) != n or n == 0:
             raise ValueError(f"depths {tuple(depths)} and dims {tuple(dims)} must be non-empty and of equal length")
@@ -187,10 +189,21 @@ class MetaFormer(Classifier):
 
         self.stem = Downsampling(in_chans, dims[0], 7, 4, 2, post_norm=conv_norm(dims[0]))
         rates = drop_path_rates(drop_path_rate, depths)
-        stages, self.feature_info = [], []
+        stages, self.feature_info, reduction, dilation = [], [], 4, 1
         for i in range(n):
-            down = nn.Identity() if i == 0 else Downsampling(dims[i - 1], dims[i], 3, 2, 1, pre_norm=conv_norm(dims[i - 1]))
+            stride, prev_dilation = (1 if i == 0 else 2), dilation
+            if stride > 1 and reduction * stride > output_stride:  # dilate instead (TF / timm rule)
+                stride, dilation = 1, dilation * 2
+                if mixers[i] in ("pool", "random"):
+                    # an average pool has no dilated form; the random mixer's matrix fixes the map size
+                    raise ValueError(f"output_stride {output_stride} is not supported by the {mixers[i]!r} token "
+                                     f"mixer of stage {i}: use output_stride=32 (the four maps at strides 4..32)")
+            reduction *= stride
+            down = nn.Identity() if i == 0 else Downsampling(dims[i - 1], dims[i], 3, stride, prev_dilation,
+                                                             pre_norm=conv_norm(dims[i - 1]), dilation=prev_dilation)
             mixer_kwargs = {"num_tokens": (img_size // 2 ** (i + 2)) ** 2} if mixers[i] == "random" else {}
+            if mixers[i] == "sepconv" and dilation > 1:
+                mixer_kwargs["dilation"] = dilation
             blocks = [
                 MetaFormerBlock(
                     dims[i], create_token_mixer(mixers[i], dims[i], **mixer_kwargs), norm=norm, norm_eps=norm_eps,
@@ -200,7 +213,7 @@ class MetaFormer(Classifier):
                 for j in range(depths[i])
             ]
             stages.append(MetaFormerStage(down, blocks))
-            self.feature_info.append({"num_chs": dims[i], "reduction": 2 ** (i + 2), "module": f"stages.{i}"})
+            self.feature_info.append({"num_chs": dims[i], "reduction": reduction, "module": f"stages.{i}"})
         self.stages = nn.Sequential(*stages)
         self.head = metaformer_head(head, dims[-1], num_classes, drop_rate, head_mlp_norm_eps)
         init_weights(self, "trunc_normal")
