@@ -21,6 +21,8 @@ def create_model(
     in_chans: int | None = None,
     features_only: bool = False,
     out_indices: Sequence[int] | None = None,
+    output_stride: int = 32,
+    feature_location: str = "",
     drop_rate: float = 0.0,
     drop_path_rate: float = 0.0,
     **overrides,
@@ -30,7 +32,10 @@ def create_model(
     `checkpoint_path` takes a file (.safetensors / .pth / .pt / .bin, in this library's, timm's or the
     official layout) or a directory written by `save_pretrained`; its `config.json` supplies num_classes,
     in_chans and overrides that were not given here. `features_only=True` returns a `FeatureExtractor`
-    whose forward gives the stage maps chosen by `out_indices`.
+    whose forward gives the stage maps chosen by `out_indices`. `output_stride` (8 | 16 | 32) dilates the last
+    stages instead of striding them; `feature_location="expansion"` taps the inverted-residual families'
+    expansion convs (SSDLite); both reach the family's builder only when not the default, so families
+    without them raise a clear ValueError.
     """
     cfg = get_config(name)
     saved = read_config(checkpoint_path) if checkpoint_path is not None else None
@@ -56,6 +61,10 @@ def create_model(
         if not 0.0 <= value < 1.0:
             raise ValueError(f"{arg} must be in [0, 1), got {value}")
 
+    if output_stride != 32:
+        overrides["output_stride"] = output_stride
+    if feature_location:
+        overrides["feature_location"] = feature_location
     kwargs = {**cfg.kwargs, **overrides}
     try:
         model = cfg.builder(
