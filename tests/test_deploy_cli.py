@@ -8,7 +8,7 @@ import pytest
 
 import mobilevision
 from mobilevision.cli import main
-from mobilevision.deploy.predict import sample_photos
+from mobilevision.deploy.inference import sample_photos
 
 from test_deploy_fuse import randomize
 

@@ -1,4 +1,4 @@
-"""deploy.fuse: BN / layer-scale folding, dropout and drop-path removal, same outputs, on a test model that
+"""deploy.fusion: BN / layer-scale folding, dropout and drop-path removal, same outputs, on a test model that
 holds every fold case (and the traps that must not fold) and on one real model per family."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import mobilevision
-from mobilevision.deploy.fuse import count_norms, fuse
-from mobilevision.deploy.predict import preprocess, sample_photos
+from mobilevision.deploy.fusion import count_norms, fuse
+from mobilevision.deploy.inference import preprocess, sample_photos
 from mobilevision.layers.drop_path import DropPath
 from mobilevision.layers.layer_scale import LayerScale
 from mobilevision.models.registry import ModelConfig, WeightSource, register_model

@@ -79,7 +79,7 @@ def test_int8_is_smaller_and_accuracy_is_reported(digits_onnx, tmp_path, monkeyp
     assert rep.fp32_top1 is not None and rep.fp32_top1 > 0.9  # the model did learn the real digits
     assert rep.int8_top1 is not None and rep.fp32_top1 - rep.int8_top1 <= 0.02
     assert rep.eval_images == 360 and rep.calibration_images == 128
-    assert read_metadata(tmp_path / "int8.onnx")["default_cfg"]["input_size"] == [3, 32, 32]
+    assert read_metadata(tmp_path / "int8.onnx")["data_config"]["input_size"] == [3, 32, 32]
     import onnx
 
     ops = {n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
@@ -92,7 +92,7 @@ def test_calibration_from_image_folder(digits_onnx, tmp_path):
         d = tmp_path / "imgs" / str(val.targets[i])
         d.mkdir(parents=True, exist_ok=True)
         val.images[i].save(d / f"{i}.png")
-    xs, ys, classes = folder_arrays(tmp_path / "imgs", read_metadata(digits_onnx)["default_cfg"], (32, 32))
+    xs, ys, classes = folder_arrays(tmp_path / "imgs", read_metadata(digits_onnx)["data_config"], (32, 32))
     assert xs.shape == (30, 3, 32, 32) and len(classes) == len(set(val.targets[:30]))
     rep = quantize_onnx(digits_onnx, tmp_path / "int8.onnx", calibration=str(tmp_path / "imgs"), num_calibration=16)
     assert rep.calibration_images == 16 and rep.eval_images == 30

@@ -1,14 +1,9 @@
 """mobilevision: efficient vision backbones that match their papers."""
 from __future__ import annotations
 
-from .models.checkpoint import (
-    download_hf,
-    download_url,
-    load_checkpoint,
-    read_config,
-    save_pretrained,
-)
+from .models.checkpoint import load_checkpoint, read_config, save_pretrained
 from .models.factory import create_model
+from .models.hub import download_hf, download_url
 from .models.features import Classifier, FeatureExtractor
 from .models.registry import get_config, list_models, model_info, published_figures, register_model
 
