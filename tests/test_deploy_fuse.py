@@ -184,3 +184,16 @@ def test_fuse_real_models(name):
     with torch.no_grad():
         diff = (fused(x) - model(x)).abs().max().item()
     assert diff <= 1e-4, f"{name}: fused differs by {diff:.2e}"
+
+
+def test_deploy_functions_are_importable_as_documented():
+    """README: `deploy.fuse(model)`; `mobilevision.deploy.fuse` used to be a module (TypeError when called)."""
+    import mobilevision as mv
+    from mobilevision import deploy
+
+    for name in ("fuse", "export_onnx", "verify_onnx", "quantize_onnx", "profile", "benchmark", "predict"):
+        assert callable(getattr(deploy, name)) and not isinstance(getattr(deploy, name), type(deploy)), name
+    model = randomize(mv.create_model("test_deploynet")).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(mv.deploy.fuse(model)(x), model(x), atol=1e-4, rtol=1e-4)

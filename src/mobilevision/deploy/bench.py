@@ -175,7 +175,7 @@ def write_results(rows: Sequence[dict], out_dir: str | os.PathLike, stem: str = 
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / f"{stem}.csv", "json": out / f"{stem}.json", "png": out / f"{stem}.png"}
     write_csv(rows, paths["csv"])
-    paths["json"].write_text(json.dumps(list(rows), indent=2))  # plain writes: the umask's mode
+    paths["json"].write_text(json.dumps(list(rows), indent=2))
     plot_latency(rows, paths["png"])
     return paths
 

@@ -34,7 +34,7 @@ class OnnxClassifier:
             raise ValueError(f"{self.path} is not a loadable ONNX model: {first}") from None
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
-        saved = meta.get("data_config") or meta.get("default_cfg") or {}
+        saved = meta.get("data_config") or {}
         dims = inp.shape  # (B, C, H, W) with ints for the fixed dims
         cfg = resolve_data_config(saved)
         fixed = [d if isinstance(d, int) else dflt for d, dflt in zip(dims[1:], cfg.input_size)]
