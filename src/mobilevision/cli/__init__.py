@@ -88,12 +88,23 @@ class _OneLine(logging.Formatter):
         return f"mobilevision: warning: {msg}" if record.levelno >= logging.WARNING else msg
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (it may be replaced after the handler is made)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def _setup_logging() -> None:
     log = logging.getLogger("mobilevision")
-    if not any(getattr(h, "_mobilevision_cli", False) for h in log.handlers):
-        h = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        h = _StderrHandler()
         h.setFormatter(_OneLine())
-        h._mobilevision_cli = True  # type: ignore[attr-defined]
         log.addHandler(h)
     if log.level == logging.NOTSET:
         log.setLevel(logging.INFO)
