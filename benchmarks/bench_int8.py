@@ -30,11 +30,11 @@ def digits_checkpoint(name: str, runs_dir: Path, epochs: int | None) -> Path:
     """RUNS_DIR/<name>/best, training it with the digits recipe first if it is not there."""
     best = runs_dir / name / "best"
     if not (best / "model.safetensors").is_file():
-        from mobilevision.train.loop import fit
-        from mobilevision.train.recipe import apply_overrides, load_recipe
+        from mobilevision.tasks.classify import ClassifyTask
+        from mobilevision.train import apply_overrides, fit, load_recipe
 
         print(f"training {name} on digits -> {runs_dir / name}", flush=True)
-        fit(name, "digits", runs_dir / name, apply_overrides(load_recipe("digits"), epochs=epochs))
+        fit(ClassifyTask(name), apply_overrides(load_recipe("digits"), epochs=epochs), "digits", runs_dir / name)
     return best
 
 

@@ -7,7 +7,7 @@
    same recipe, resolution, epochs and seed. Report val top-1 (360 images) of both.
 
     python benchmarks/low_label_digits.py --output runs/low_label_digits [--seeds 0,1,2]
-    python benchmarks/low_label_digits.py --output runs/more --encoder runs/low_label_digits/pretrain/encoder --seeds 1,2
+    python benchmarks/low_label_digits.py --output runs/more --encoder runs/low_label_digits/pretrain/last --seeds 1,2
 
 Runs on CPU (2 threads): 30 pre-training epochs take about 8 minutes on 2 idle cores, each fine-tuning run
 (30 epochs of 143 images) under 2 minutes. Results: OUTPUT/results.json and
@@ -52,14 +52,15 @@ def main() -> None:
     ap.add_argument("--input-size", type=int, default=64, help="multiple of 32 (64 -> a 2x2 patch grid)")
     ap.add_argument("--pretrain-epochs", type=int, default=30)
     ap.add_argument("--finetune-epochs", type=int, default=30)
-    ap.add_argument("--encoder", default=None, help="reuse this pre-trained encoder (a pretrain run's encoder/)")
+    ap.add_argument("--encoder", default=None, help="reuse this pre-trained encoder (a pretrain run's last/)")
     ap.add_argument("--fraction", type=float, default=0.1)
     ap.add_argument("--seeds", default="0", help="comma-separated fine-tuning seeds; each runs both arms")
     ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
-    from mobilevision.ssl.pretrain import apply_pretrain_overrides, load_pretrain_recipe, pretrain
+    from mobilevision.tasks.classify import ClassifyTask
+    from mobilevision.tasks.fcmae import FCMAETask
     from mobilevision.train import apply_overrides, fit, load_recipe
 
     torch.set_num_threads(args.threads)
@@ -69,12 +70,12 @@ def main() -> None:
     seeds = [int(v) for v in args.seeds.split(",")]
     times: dict[str, float] = {}
     pre = {}
-    encoder = Path(args.encoder) if args.encoder else out / "pretrain" / "encoder"
+    encoder = Path(args.encoder) if args.encoder else out / "pretrain" / "last"
     if not args.encoder:
         t = time.perf_counter()
-        pre_recipe = apply_pretrain_overrides(load_pretrain_recipe("fcmae_digits"), epochs=args.pretrain_epochs,
-                                              input_size=args.input_size, seed=seeds[0])
-        pre = pretrain(args.model, "digits", out / "pretrain", pre_recipe, device="cpu")
+        pre_recipe = apply_overrides(load_recipe("fcmae_digits"), epochs=args.pretrain_epochs,
+                                     input_size=args.input_size, seed=seeds[0])
+        pre = fit(FCMAETask(args.model, pre_recipe.task_options), pre_recipe, "digits", out / "pretrain", device="cpu")
         times["pretrain_s"] = time.perf_counter() - t
 
     data = out / "digits_10pct"
@@ -88,7 +89,7 @@ def main() -> None:
         for arm, kwargs in (("scratch", {}), ("fcmae", {"checkpoint_path": str(encoder)})):
             t = time.perf_counter()
             recipe = apply_overrides(ft_recipe, model_kwargs=kwargs)
-            s = fit(args.model, str(data), out / f"finetune_{arm}_seed{seed}", recipe, device="cpu")
+            s = fit(ClassifyTask(args.model), recipe, str(data), out / f"finetune_{arm}_seed{seed}", device="cpu")
             results[arm].append({"seed": seed, "best_top1": s["best_top1"], "final_top1": s["final_top1"],
                                  "best_epoch": s["best_epoch"], "seconds": time.perf_counter() - t})
 

@@ -9,7 +9,7 @@ import torch
 import mobilevision
 from mobilevision.models.convnext import ConvNeXt
 from mobilevision.models.registry import ModelConfig, WeightSource, register_model
-from mobilevision.ssl import FCMAE, random_mask, upsample_mask
+from mobilevision.tasks.fcmae import FCMAE, FCMAETask, random_mask, upsample_mask
 
 TINY = "test_fcmae_convnextv2"
 if TINY not in mobilevision.models.registry._REGISTRY:
@@ -114,19 +114,25 @@ def test_pretraining_loss_decreases_on_digits():
     assert losses[-1] < 0.7 * losses[0], losses
 
 
-def test_pretrain_run_saves_an_encoder_that_create_model_and_fit_load(tmp_path):
-    from mobilevision.ssl.pretrain import apply_pretrain_overrides, load_pretrain_recipe, pretrain
+def _pretrain_recipe(*pairs: str, **values):
+    from mobilevision.train import apply_overrides, load_recipe
 
-    recipe = apply_pretrain_overrides(load_pretrain_recipe("fcmae_digits"), ["decoder_dim=16", "vis_images=2"],
-                                      epochs=1, batch_size=256)
-    s = pretrain(TINY, "digits", tmp_path / "pre", recipe, device="cpu")
-    assert s["steps"] == 5 and s["final_val_loss"] is not None
+    return apply_overrides(load_recipe("fcmae_digits"), ["task_options.decoder_dim=16", "task_options.vis_images=2",
+                                                         "threads=1", *pairs], **values)
+
+
+def test_pretrain_run_saves_an_encoder_that_create_model_and_fit_load(tmp_path):
+    from mobilevision.train import fit
+
+    recipe = _pretrain_recipe(epochs=1, batch_size=256)
+    s = fit(FCMAETask(TINY, recipe.task_options), recipe, "digits", tmp_path / "pre", device="cpu")
+    assert s["steps"] == 5 and s["final_loss"] is not None and s["task"] == "fcmae"
     rows = [json.loads(r) for r in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and (tmp_path / "pre" / "reconstructions" / "epoch_001.png").stat().st_size > 0
     with pytest.raises(ValueError, match="already holds a run"):
-        pretrain(TINY, "digits", tmp_path / "pre", recipe, device="cpu")
+        fit(FCMAETask(TINY, recipe.task_options), recipe, "digits", tmp_path / "pre", device="cpu")
 
-    enc = tmp_path / "pre" / "encoder"
+    enc = tmp_path / "pre" / "last"
     state = torch.load(tmp_path / "pre" / "last" / "train_state.pt", weights_only=True)["model"]
     model = mobilevision.create_model(TINY, checkpoint_path=enc, num_classes=10)
     fresh = mobilevision.create_model(TINY, num_classes=10)
@@ -147,3 +153,62 @@ def test_pretrain_run_saves_an_encoder_that_create_model_and_fit_load(tmp_path):
     assert json.loads((tmp_path / "ft" / "summary.json").read_text())["final_top1"] is not None
     assert main(["train", "--model", TINY, "--data", "digits", "--init", str(tmp_path / "none"),
                  "--output", str(tmp_path / "ft2")]) == 2
+
+
+def test_pretrain_gains_the_engine_features(tmp_path):
+    """EMA, threads, deterministic mode and gradient accumulation reach FCMAE through the one engine."""
+    from mobilevision.train import fit
+
+    seen = {}
+    forward = FCMAE.forward
+
+    def spy(self, imgs, mask_ratio=None, mask=None):
+        if self.training:
+            seen.setdefault("batches", []).append(imgs.shape[0])
+            seen["threads"] = torch.get_num_threads()
+            seen["deterministic"] = torch.are_deterministic_algorithms_enabled()
+        return forward(self, imgs, mask_ratio, mask)
+
+    recipe = _pretrain_recipe("ema=true", "ema_decay=0.9", "accum_steps=2", "threads=2", "deterministic=true",
+                              "clip_grad=1.0", epochs=1, batch_size=128)
+    FCMAE.forward = spy
+    try:
+        s = fit(FCMAETask(TINY, recipe.task_options), recipe, "digits", tmp_path / "acc", device="cpu")
+    finally:
+        FCMAE.forward = forward
+        torch.use_deterministic_algorithms(False)
+    assert seen["threads"] == 2 and seen["deterministic"]
+    assert s["steps"] == 11 == len(seen["batches"]) and set(seen["batches"]) == {128}
+    state = torch.load(tmp_path / "acc" / "last" / "train_state.pt", weights_only=True)
+    assert state["scheduler"]["last_epoch"] == 6  # ceil(11 / 2) optimizer steps
+    row = json.loads((tmp_path / "acc" / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["ema_loss"] is not None and row["ema_loss"] != row["val_loss"]
+    assert state["ema"] is not None
+
+
+def test_pretrain_compile_option_reaches_torch_compile(tmp_path, monkeypatch):
+    from mobilevision.train import engine, fit
+
+    wrapped = []
+    monkeypatch.setattr(engine.torch, "compile", lambda m, **kw: wrapped.append(type(m).__name__) or m)
+    recipe = _pretrain_recipe("compile=true", epochs=1, batch_size=256)
+    fit(FCMAETask(TINY, recipe.task_options), recipe, "digits", tmp_path / "c", device="cpu")
+    assert wrapped == ["FCMAE"]
+
+
+def test_fcmae_recipes_are_yaml_and_options_are_checked():
+    from mobilevision.train import apply_overrides, load_recipe, recipe_names
+
+    assert {"fcmae", "fcmae_digits"} <= set(recipe_names())
+    r = load_recipe("fcmae")
+    assert r.task == "fcmae" and r.task_options["mask_ratio"] == 0.6 and r.task_options["decoder_dim"] == 512
+    assert (r.lr, r.lr_base_batch, r.betas, r.warmup_epochs) == (1.5e-4, 256, [0.9, 0.95], 40.0)
+    assert apply_overrides(r, ["task_options.mask_ratio=0.75"]).task_options["mask_ratio"] == 0.75
+    with pytest.raises(ValueError, match="unknown task_options key 'mask_ration'.*mask_ratio"):
+        apply_overrides(r, ["task_options.mask_ration=0.75"])
+    with pytest.raises(ValueError, match="mask_ratio must be in"):
+        apply_overrides(r, ["task_options.mask_ratio=1.5"])
+    with pytest.raises(ValueError, match="takes no task_options"):
+        apply_overrides(load_recipe("digits"), ["task_options.mask_ratio=0.5"])
+    with pytest.raises(ValueError, match="unknown task 'fcmea'"):
+        apply_overrides(r, ["task=fcmea"])

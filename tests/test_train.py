@@ -76,7 +76,7 @@ def test_train_outputs_and_eval(tmp_path):
     run = tmp_path / "run"
     assert main(["train", "--model", "test_train_tiny", "--data", "digits", "--output", str(run), *FAST]) == 0
     rows = _metrics(run)
-    assert [r["epoch"] for r in rows] == [0, 1]
+    assert [r["epoch"] for r in rows] == [1, 2]  # 1-based, as the log (issue 12)
     for key in ("train_loss", "lr", "val_top1", "val_top5", "ema_top1"):
         assert all(r[key] is not None for r in rows), key
     summary = json.loads((run / "summary.json").read_text())
@@ -104,6 +104,7 @@ def test_train_outputs_and_eval(tmp_path):
 
 
 def test_multi_scale_run_trains_at_every_resolution(tmp_path):
+    from mobilevision.tasks.classify import ClassifyTask
     from mobilevision.train import apply_overrides, fit, load_recipe
 
     recipe = apply_overrides(load_recipe("digits"), ["multi_scale=true", "scales=[12, 16, 20]", "threads=1",
@@ -120,7 +121,7 @@ def test_multi_scale_run_trains_at_every_resolution(tmp_path):
 
     TrainTiny.forward = spy
     try:
-        summary = fit("test_train_tiny", "digits", tmp_path / "ms", recipe)
+        summary = fit(ClassifyTask("test_train_tiny"), recipe, "digits", tmp_path / "ms")
     finally:
         TrainTiny.forward = model_forward
     sizes = {s[2] for s in seen}
@@ -175,6 +176,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert summary["steps"] == 2 * (719 // 32)
     assert summary["final_top1"] > 30.0
     assert len(_metrics(run)) == 2 and done.stdout.count("best top-1") == 1  # only rank 0 reports
+    assert "global batch 64, lr 0.02," in done.stderr  # the digits recipe's lr holds at 32 images per step
 
 
 def _bad_folder(root: Path) -> None:

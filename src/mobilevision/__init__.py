@@ -1,6 +1,14 @@
 """mobilevision: efficient vision backbones that match their papers."""
 from __future__ import annotations
 
+import os as _os
+import sys as _sys
+
+if "torch" not in _sys.modules:
+    # OpenMP threads that spin while waiting collapse training on a shared machine (issue 11: 246 -> 4.5
+    # images/s next to other jobs); sleeping waits degrade with the load. Read once, when torch loads OpenMP.
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .models.checkpoint import load_checkpoint, read_config, save_pretrained
 from .models.factory import create_model
 from .models.hub import download_hf, download_url

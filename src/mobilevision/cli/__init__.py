@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("mobilevision.cli.infer", "top-k classes of images (files or folders) with a checkpoint or graph"),
     "eval": ("mobilevision.cli.infer", "top-1 / top-5 of a checkpoint or ONNX graph on a data set, as JSON"),
     "train": ("mobilevision.cli.train", "train a model on an ImageFolder directory or the built-in digits set"),
-    "pretrain": ("mobilevision.cli.pretrain", "FCMAE masked-autoencoder pre-training of a ConvNeXt V2 encoder"),
+    "pretrain": ("mobilevision.cli.train", "FCMAE masked-autoencoder pre-training of a ConvNeXt V2 encoder (same engine as train)"),
 }
 
 

@@ -130,24 +130,12 @@ def configure_eval(p: argparse.ArgumentParser) -> None:
     common.add_device(p)
 
 
-def evaluate_classification(model, loader, device) -> dict:
-    """top1 / top5 (%) and loss of `model` over `loader`: the one call of the classification metric.
-
-    At merge this becomes `mobilevision.tasks.classify.evaluate_classifier(model, loader, device)`.
-    """
-    import contextlib
-
-    from mobilevision.train.distributed import DistInfo
-    from mobilevision.train.loop import evaluate
-
-    return evaluate(model, loader, device, contextlib.nullcontext, DistInfo(device=device))
-
-
 def run_eval(args: argparse.Namespace) -> int:
     import torch
     from torch.utils.data import DataLoader
 
     from mobilevision.data import EvalView, open_split
+    from mobilevision.tasks.classify import evaluate_classifier
     from mobilevision.data.config import create_transform, resolve_data_config
     from mobilevision.data.datasets import CheckedImageFolder
     from mobilevision.deploy.inference import load_classifier
@@ -168,7 +156,7 @@ def run_eval(args: argparse.Namespace) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
     loader = DataLoader(EvalView(source, create_transform(cfg)), batch_size=args.batch_size)
-    m = evaluate_classification(model, loader, device)
+    m = evaluate_classifier(model, loader, device)
     result = {"model": args.model or getattr(model, "model_name", None), "checkpoint": str(args.checkpoint),
               "data": args.data, "split": args.split, "images": len(source),
               "skipped_images": len(getattr(source, "skipped", [])), "input_size": list(cfg.size), **m}

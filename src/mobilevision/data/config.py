@@ -79,6 +79,9 @@ def resolve_data_config(source: Any = None, saved: Mapping | None = None, **over
     unknown = set(wanted) - _FIELDS
     if unknown:
         raise ValueError(f"unknown data config field(s) {sorted(unknown)}; known: {', '.join(sorted(_FIELDS))}")
+    size = wanted.get("input_size")
+    if in_chans is None and (isinstance(size, int) or (size is not None and len(tuple(size)) < 3)):
+        in_chans = tuple(merged.get("input_size", DataConfig.input_size))[0]  # N or (H, W): keep the channels
     merged.update(wanted)
     # channels: in_chans, else a (C, H, W) value's own, else the base's (an N or (H, W) override has none)
     sized = [v for v in (wanted.get("input_size"), base_size) if v is not None and not isinstance(v, int)]

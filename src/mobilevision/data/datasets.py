@@ -206,6 +206,8 @@ class TrainView(Dataset):
     the rank count or a resume in the middle of an epoch.
     """
 
+    takes_size = True  # the engine passes the sampler's (h, w, index, seed) items unchanged
+
     def __init__(self, source, transform_for: Callable[[int, int], Callable]) -> None:
         self.source, self.transform_for = source, transform_for
         self._cache: dict[tuple[int, int], Callable] = {}
@@ -222,6 +224,22 @@ class TrainView(Dataset):
         with seeded(seed):
             x = tf(img)
         return x, label
+
+
+class SeededView(Dataset):
+    """Any map-style dataset behind `VariableBatchSampler`: item `(h, w, index, seed)` -> `dataset[index]`
+    loaded with torch, numpy and `random` seeded from `seed` (the size is ignored)."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        _, _, index, seed = item
+        with seeded(seed):
+            return self.dataset[index]
 
 
 class EvalView(Dataset):

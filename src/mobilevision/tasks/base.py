@@ -2,9 +2,27 @@
 
 A task is a small object: it builds the model and the data sets, computes the loss of a batch, evaluates,
 and saves what it exports. Classification, FCMAE pre-training, detection and segmentation are tasks.
+
+The engine owns everything else: seeding, threads, AMP, DDP, accumulation, clipping, the schedule, EMA,
+checkpoints, resume and the logs. It calls, in order:
+
+    task = TaskClass(model_name, recipe.task_options)     # options checked by `check_options`
+    data = task.build_data(data, recipe)                  # once, on every rank
+    model = task.build_model(recipe, data)                # after torch.manual_seed(recipe.seed)
+    per batch:  task.train_step(train_model, batch, device)["loss"].backward()
+    per epoch:  task.evaluate(model, val_loader, device)  # and on the EMA copy; under autocast
+                task.save(model, run/"last" (and run/"best" when `metric` improves), extra)
+                task.on_epoch_end(model, epoch, run)      # rank 0 only; optional
+
+Batches: the engine draws `(height, width, index, seed)` items with the multi-scale sampler
+(`data.VariableBatchSampler`). A train dataset whose `takes_size` attribute is true receives those tuples
+(and applies the size itself, see `data.TrainView`); any other map-style dataset receives `index`, with torch,
+numpy and `random` seeded from the item's seed while it loads, so augmentation is reproducible either way.
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +37,9 @@ class TaskData:
 
     `train` / `val` are map-style datasets; `collate` batches their items (None = torch's default);
     `skipped` counts what was dropped while opening the data (reason -> count), written to summary.json;
-    `info` holds what the model needs to know (e.g. `num_classes`, `labels`).
+    `info` holds what the model needs to know (e.g. `num_classes`, `labels`); its int / float / str values
+    are copied into summary.json. `sizes` are the training resolutions the sampler draws from (one = a fixed
+    size; None = the dataset takes no size) and `base_size` the one at which `recipe.batch_size` holds.
     """
 
     train: Any
@@ -27,17 +47,50 @@ class TaskData:
     collate: Callable | None = None
     skipped: dict[str, int] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    sizes: list[int] | None = None
+    base_size: int | None = None
 
 
 class Task:
     """Base of every task; the engine calls these methods and nothing else task-specific.
 
-    `name` is the task's CLI name (`--task NAME`); `metric` names the key of `evaluate`'s result that
-    picks `best/` (higher is better).
+    `name` is the task's CLI name (`--task NAME`, the recipe's `task:`); `metric` names the key of
+    `evaluate`'s result that picks `best/` (higher is better; "" = no best/). `Options` is an optional
+    dataclass of the task's recipe options (`task_options:` in YAML, `--set task_options.KEY=VALUE`).
     """
 
     name: str = ""
     metric: str = ""
+    Options: type | None = None
+
+    def __init__(self, model_name: str, options: dict[str, Any] | None = None) -> None:
+        self.model_name = model_name
+        checked = self.check_options(options or {})
+        self.options = self.Options(**checked) if self.Options is not None else None
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """The options with defaults filled in; ValueError naming an unknown key or a bad value."""
+        if not isinstance(options, dict):
+            raise ValueError(f"task_options must be a mapping, got {type(options).__name__}")
+        if cls.Options is None:
+            if options:
+                raise ValueError(f"task {cls.name!r} takes no task_options, got {sorted(options)}")
+            return {}
+        names = [f.name for f in dataclasses.fields(cls.Options)]
+        for key in options:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else f"; known: {', '.join(names)}"
+                raise ValueError(f"unknown task_options key {key!r} for task {cls.name!r}{hint}")
+        from mobilevision.train.recipe import check_types
+
+        opts = cls.Options(**options)
+        check_types(opts, "task_options field")
+        check = getattr(opts, "validate", None)
+        if callable(check):
+            check()
+        return dataclasses.asdict(opts)
 
     def build_data(self, data: str, recipe: Any) -> TaskData:
         """Open `data` (a built-in set's name or a path) for this task."""
@@ -60,3 +113,6 @@ class Task:
     def save(self, model: nn.Module, directory: Path, extra: dict[str, Any]) -> None:
         """Write the model's exportable form (safetensors + config.json) to `directory`."""
         raise NotImplementedError
+
+    def on_epoch_end(self, model: nn.Module, epoch: int, output: Path) -> None:
+        """Optional: rank 0's extra output after epoch `epoch` (1-based), e.g. sample images."""

@@ -12,10 +12,21 @@ trained the released weights, does this; MinkowskiGRN pools the whole batch, CNX
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import torch
 from torch import nn
 
-from mobilevision.models.convnext import ConvNeXt, ConvNeXtBlock
+from mobilevision.models.convnext import ConvNeXt, ConvNeXtBlock, _init_weights
+
+from ..data import EvalView, TrainView, open_split
+from ..data.config import create_transform, resolve_data_config
+from ..data.datasets import CheckedImageFolder
+from ..models.checkpoint import atomic_write_bytes, save_pretrained
+from ..train.distributed import all_reduce_sum
+from .base import Task, TaskData
 
 PATCH = 32  # masking granularity: the stride of the last stage
 
@@ -91,7 +102,7 @@ class FCMAE(nn.Module):
     """
 
     def __init__(self, model_name: str, mask_ratio: float = 0.6, decoder_dim: int = 512, decoder_depth: int = 1,
-                 norm_pix_loss: bool = True, **model_kwargs) -> None:
+                 norm_pix_loss: bool = True, decay_grn: bool = True, **model_kwargs) -> None:
         super().__init__()
         from mobilevision import create_model  # late: the registry imports model families
 
@@ -106,6 +117,7 @@ class FCMAE(nn.Module):
         encoder.head.requires_grad_(False)
         self.encoder = encoder
         self.model_name, self.mask_ratio, self.norm_pix_loss = model_name, mask_ratio, norm_pix_loss
+        self.decay_grn = decay_grn
         self.in_chans = encoder.stem[0].in_channels
         self.proj = nn.Conv2d(encoder.num_features, decoder_dim, 1)
         self.mask_token = nn.Parameter(torch.zeros(1, decoder_dim, 1, 1))
@@ -113,11 +125,12 @@ class FCMAE(nn.Module):
                                        for _ in range(decoder_depth)])
         self.pred = nn.Conv2d(decoder_dim, PATCH * PATCH * self.in_chans, 1)
         for m in (self.proj, self.decoder, self.pred):
-            m.apply(_init_decoder)
+            m.apply(_init_weights)  # ConvNeXt's: trunc-normal 0.02; LayerNorms keep their (1, 0) init
         nn.init.normal_(self.mask_token, std=0.02)
 
     def no_weight_decay(self) -> set[str]:
-        return {f"encoder.{n}" for n in self.encoder.no_weight_decay()}
+        # the official pre-training decays GRN gamma / beta (timm add_weight_decay sees (1, 1, 1, C) tensors)
+        return {f"encoder.{n}" for n in self.encoder.no_weight_decay() if not (self.decay_grn and ".grn." in n)}
 
     # -------------------------------------------------------------------------------------------- parts
     def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
@@ -188,11 +201,145 @@ class FCMAE(nn.Module):
         return masked, recon
 
 
-def _init_decoder(m: nn.Module) -> None:
-    if isinstance(m, (nn.Conv2d, nn.Linear)):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
+# ---------------------------------------------------------------------------------------------- the task
+
+@dataclass
+class FCMAEOptions:
+    """`task_options` of an FCMAE recipe."""
+
+    mask_ratio: float = 0.6  # fraction of 32x32 patches masked
+    decoder_dim: int = 512
+    decoder_depth: int = 1
+    norm_pix_loss: bool = True  # targets normalised per patch
+    decay_grn: bool = True
+    vis_images: int = 4  # fixed images drawn as input | masked | reconstruction after every epoch
+
+    def validate(self) -> None:
+        if not 0 <= self.mask_ratio < 1:
+            raise ValueError(f"task_options.mask_ratio must be in [0, 1), got {self.mask_ratio!r}")
+        for name, low in (("decoder_dim", 1), ("decoder_depth", 0), ("vis_images", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"task_options.{name} must be >= {low}, got {getattr(self, name)!r}")
+
+
+def _open_images(data: str, split: str, size: int, verify: bool, required: bool):
+    """Image source of `split` ('digits' or DIR/split; a DIR without train/ is the training set itself)."""
+    if data == "digits":
+        return open_split("digits", split, image_size=size)
+    root = Path(data).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"--data {data!r}: not 'digits' and not a directory")
+    if (root / split).is_dir():
+        return CheckedImageFolder(root / split, verify=verify)
+    if split == "train" and required:
+        return CheckedImageFolder(root, verify=verify)  # labels are ignored: any root/<folder>/<image> tree
+    return None
+
+
+def _fixed_masks(n: int, grid: tuple[int, int], ratio: float, seed: int, device: torch.device) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return random_mask(n, grid, ratio, generator=g).to(device)
+
+
+class FCMAETask(Task):
+    """FCMAE pre-training of a ConvNeXt V2 encoder on the images of `data` (labels ignored; DIR/val/, if
+    present, gives a validation loss with fixed masks). `save` writes the encoder alone: it loads with
+    `create_model(name, checkpoint_path=RUN/last)` and fine-tunes with `mobilevision train --init RUN/last`."""
+
+    name = "fcmae"
+    metric = ""  # a lower reconstruction loss is not a better encoder: no best/
+    Options = FCMAEOptions
+
+    def build_data(self, data: str, recipe: Any) -> TaskData:
+        self.cfg = resolve_data_config(self.model_name, input_size=recipe.input_size, crop_pct=recipe.crop_pct)
+        size = self.cfg.size[0]
+        if size < PATCH or size % PATCH or self.cfg.size[1] != size:
+            raise ValueError(f"input_size must be a positive multiple of {PATCH} (FCMAE masks 32x32 patches), "
+                             f"got {size}")
+        if recipe.multi_scale:
+            raise ValueError("FCMAE pre-training runs at one input_size; set multi_scale to false")
+        train_src = _open_images(data, "train", size, recipe.verify_images, required=True)
+        val_src = _open_images(data, "val", size, recipe.verify_images, required=False)
+        augment = dict(scale=recipe.scale, ratio=recipe.ratio, hflip=recipe.hflip,
+                       interpolation=recipe.train_interpolation)
+        cfg = self.cfg
+        eval_view = EvalView(val_src if val_src is not None else train_src, create_transform(cfg))
+        self.seed, self.data_name, self.recipe_name = recipe.seed, data, recipe.name
+        n_vis = min(self.options.vis_images, len(eval_view))
+        self.vis = torch.stack([eval_view[i][0] for i in range(n_vis)]) if n_vis else None
+        skipped = sum(len(s.skipped) for s in (train_src, val_src) if s is not None)
+        return TaskData(TrainView(train_src, lambda h, w: create_transform(cfg, train=True, **augment)),
+                        eval_view if val_src is not None else None,
+                        skipped={"unreadable": skipped} if skipped else {}, sizes=[size], base_size=size)
+
+    def build_model(self, recipe: Any, data: TaskData) -> nn.Module:
+        o = self.options
+        return FCMAE(self.model_name, o.mask_ratio, o.decoder_dim, o.decoder_depth, o.norm_pix_loss, o.decay_grn,
+                     drop_path_rate=recipe.drop_path_rate, **recipe.model_kwargs)
+
+    def train_step(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, torch.Tensor]:
+        loss, _, _ = model(batch[0].to(device, non_blocking=True))
+        return {"loss": loss}
+
+    @torch.no_grad()
+    def evaluate(self, model: FCMAE, loader: Any, device: torch.device) -> dict[str, float]:
+        """Mean masked-patch loss with fixed masks (seeded per batch and rank): comparable across epochs."""
+        model.eval()
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        total = n = 0.0
+        for k, (x, _) in enumerate(loader):
+            x = x.to(device)
+            grid = (x.shape[2] // PATCH, x.shape[3] // PATCH)
+            mask = _fixed_masks(len(x), grid, model.mask_ratio, self.seed * 7_919 + k * 104_729 + rank, device)
+            loss, _, _ = model(x, mask=mask)
+            total += float(loss) * len(x)
+            n += len(x)
+        total, n = all_reduce_sum([total, n])
+        return {"loss": total / max(n, 1.0)}
+
+    def save(self, model: FCMAE, directory: Path, extra: dict[str, Any]) -> None:
+        info = {"method": "fcmae", "data": self.data_name, "recipe": self.recipe_name, "input_size": self.cfg.size[0],
+                "mean": list(self.cfg.mean), "std": list(self.cfg.std), "mask_ratio": model.mask_ratio}
+        save_pretrained(model.encoder, directory, extra={"pretrain": info, **extra})
+
+    def on_epoch_end(self, model: FCMAE, epoch: int, output: Path) -> None:
+        if self.vis is None:
+            return
+        device = next(model.parameters()).device
+        size = self.cfg.size[0]
+        mask = _fixed_masks(len(self.vis), (size // PATCH, size // PATCH), model.mask_ratio, self.seed, device)
+        save_reconstructions(model, self.vis.to(device), mask, self.cfg.mean, self.cfg.std,
+                             output / "reconstructions" / f"epoch_{epoch:03d}.png",
+                             f"{self.model_name} FCMAE, epoch {epoch}")
+
+
+@torch.no_grad()
+def save_reconstructions(model: FCMAE, imgs: torch.Tensor, mask: torch.Tensor, mean, std, path: Path,
+                         title: str = "") -> None:
+    """PNG grid, one row per image: input | masked input | reconstruction (visible patches pasted back)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model.eval()
+    _, pred, _ = model(imgs, mask=mask)
+    masked, recon = model.reconstruct(imgs, pred.float(), mask)
+    m = torch.tensor(mean, device=imgs.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=imgs.device).view(1, -1, 1, 1)
+    shown = [(t.float() * s + m).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() for t in (imgs, masked, recon)]
+    n = imgs.shape[0]
+    fig, axes = plt.subplots(n, 3, figsize=(6, 2 * n + 0.4), squeeze=False)
+    for i in range(n):
+        for j, (name, arr) in enumerate(zip(("input", "masked", "reconstruction"), shown)):
+            ax = axes[i][j]
+            ax.imshow(arr[i])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
+    plt.close(fig)

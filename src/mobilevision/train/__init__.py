@@ -1,5 +1,5 @@
-"""Training: recipes, the loop, optimizers, schedules, EMA, checkpoints, DDP."""
-from .loop import evaluate, fit
-from .recipe import Recipe, apply_overrides, load_recipe, recipe_names
+"""Training: the one loop (`fit`), recipes, optimizers, schedules, EMA, checkpoints, DDP."""
+from .engine import fit
+from .recipe import Recipe, apply_overrides, default_recipe, load_recipe, recipe_names
 
-__all__ = ["fit", "evaluate", "Recipe", "load_recipe", "apply_overrides", "recipe_names"]
+__all__ = ["fit", "Recipe", "load_recipe", "apply_overrides", "default_recipe", "recipe_names"]

@@ -1,5 +1,5 @@
-"""Run checkpoints: `last/` and `best/` hold safetensors weights + config.json (loadable with
-`create_model(name, checkpoint_path=dir)`); `last/train_state.pt` holds everything a resume needs,
+"""Run state: `last/train_state.pt` holds everything a resume needs (the weights in `last/` and `best/` are
+the task's `save`, safetensors + config.json loadable with `create_model(name, checkpoint_path=dir)`),
 as plain tensors and containers (loaded with weights_only=True). Every file is written atomically."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.checkpoint import atomic_write_bytes, save_pretrained
+from ..models.checkpoint import atomic_write_bytes
 
 STATE_NAME = "train_state.pt"
 
@@ -52,11 +52,6 @@ def load_train_state(directory: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors come in many types
         raise ValueError(f"cannot read training state {path}: {str(err).splitlines()[0][:200]}") from None
-
-
-def save_weights(model: torch.nn.Module, directory: Path, labels: list[str], extra: dict) -> None:
-    """safetensors + config.json, via the library's save_pretrained (atomic per file)."""
-    save_pretrained(model, directory, labels=labels, extra=extra)
 
 
 def restore_train_state(state: dict, model: torch.nn.Module, optimizer, scheduler, scaler, ema=None,

@@ -38,17 +38,21 @@ def init_distributed(device: str | None = None) -> DistInfo:
         dev = torch.device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-        if dev.type == "cpu":
-            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     return DistInfo(rank, world, local, dev)
 
 
-def all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:
-    """Sum numbers over ranks (float64)."""
-    if not info.enabled:
+def local_world_size() -> int:
+    """Processes of this run on this machine (torchrun's LOCAL_WORLD_SIZE; 1 without torchrun)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+
+
+def all_reduce_sum(values: list[float], info: DistInfo | None = None) -> list[float]:
+    """Sum numbers over ranks (float64); without `info`, over the initialised process group if any."""
+    enabled = info.enabled if info is not None else dist.is_available() and dist.is_initialized()
+    if not enabled:
         return values
-    t = torch.tensor(values, dtype=torch.float64, device=info.device if info.device.type == "cuda" else "cpu")
+    cuda = dist.get_backend() == "nccl"
+    t = torch.tensor(values, dtype=torch.float64, device=torch.device("cuda") if cuda else "cpu")
     dist.all_reduce(t)
     return t.tolist()
 

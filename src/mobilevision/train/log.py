@@ -1,9 +1,11 @@
 """Run output: metrics.jsonl, TensorBoard events, the learning-curve PNG, progress bars / log lines."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 from ..models.checkpoint import atomic_write_bytes
@@ -11,13 +13,43 @@ from ..models.checkpoint import atomic_write_bytes
 logger = logging.getLogger("mobilevision.train")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (pytest and notebooks swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(enabled: bool) -> None:
-    if enabled and not logger.handlers:
-        h = logging.StreamHandler(sys.stderr)
+    if enabled and not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        h = _StderrHandler()
         h.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         logger.addHandler(h)
         logger.setLevel(logging.INFO)
         logger.propagate = False
+
+
+@contextlib.contextmanager
+def warnings_to_log():
+    """Python warnings raised inside the block become one log line each (no source line, no traceback)."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        logger.warning("warning: %s", str(message).strip().splitlines()[0] if str(message).strip() else category.__name__)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
 
 class Progress:
@@ -46,9 +78,11 @@ class Progress:
 
 
 class RunWriter:
-    """Rank 0's writer for the run directory."""
+    """Rank 0's writer for the run directory. Rows carry the 1-based `epoch`; `metric` (e.g. "top1")
+    names the `val_` / `ema_` curve of the right-hand plot ("" = losses only)."""
 
-    def __init__(self, out: Path, resume_epoch: int = 0) -> None:
+    def __init__(self, out: Path, resume_epoch: int = 0, metric: str = "") -> None:
+        self.metric = metric
         self.out = Path(out)
         self.metrics_path = self.out / "metrics.jsonl"
         self.rows: list[dict] = []
@@ -58,7 +92,7 @@ class RunWriter:
             for line in self.metrics_path.read_text().splitlines():
                 if line.strip():
                     row = json.loads(line)
-                    if row["epoch"] < resume_epoch:
+                    if row["epoch"] <= resume_epoch:
                         self.rows.append(row)
             self._write_metrics()
         self.tb = None
@@ -83,28 +117,20 @@ class RunWriter:
             self.tb.flush()
         self.plot()
 
-    def scalar(self, key: str, value: float, step: int) -> None:
-        if self.tb is not None:
-            self.tb.add_scalar(key, value, step)
-
     def plot(self) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        ep = [r["epoch"] + 1 for r in self.rows]
-        fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-        a.plot(ep, [r["train_loss"] for r in self.rows], label="train loss")
-        a.plot(ep, [r["val_loss"] for r in self.rows], label="val loss")
-        a.set_xlabel("epoch")
-        a.legend()
-        b.plot(ep, [r["val_top1"] for r in self.rows], label="val top-1")
-        if any(r.get("ema_top1") is not None for r in self.rows):
-            b.plot(ep, [r.get("ema_top1") for r in self.rows], label="EMA top-1")
-        b.set_xlabel("epoch")
-        b.set_ylabel("%")
-        b.legend()
+        ep = [r["epoch"] for r in self.rows]
+        fig, axes = plt.subplots(1, 2 if self.metric else 1, figsize=(10 if self.metric else 5, 4), squeeze=False)
+        for ax, keys in zip(axes[0], (("train_loss", "val_loss"), (f"val_{self.metric}", f"ema_{self.metric}"))):
+            for key in keys:
+                if any(r.get(key) is not None for r in self.rows):
+                    ax.plot(ep, [r.get(key) for r in self.rows], label=key.replace("_", " "))
+            ax.set_xlabel("epoch")
+            ax.legend()
         fig.tight_layout()
         atomic_write_bytes(self.out / "curves.png", lambda tmp: fig.savefig(tmp, format="png", dpi=80))
         plt.close(fig)

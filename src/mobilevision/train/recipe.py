@@ -1,8 +1,9 @@
-"""Training recipes: a dataclass of every hyper-parameter, filled from a shipped or user YAML file.
+"""Training recipes: one dataclass of every hyper-parameter, filled from a shipped or user YAML file.
 
 `load_recipe("convnext")` reads `train/recipes/convnext.yaml`; `load_recipe("my.yaml")` reads a file.
 Unknown keys are an error naming the key (and the closest field). `apply_overrides` takes
-`key=value` strings (values parsed as YAML, so `0.1`, `true`, `[160, 192]`, `null` work).
+`key=value` strings (values parsed as YAML, so `0.1`, `true`, `[160, 192]`, `null` work);
+`task_options.KEY=VALUE` sets one option of the recipe's task (validated by the task, see `tasks/`).
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ class Recipe:
     name: str = "custom"
     description: str = ""
     source: str = ""  # where the published values come from
+    task: str = "classify"  # see mobilevision.tasks.TASKS
+    task_options: dict = field(default_factory=dict)  # the task's own knobs (e.g. FCMAE mask_ratio), validated by it
     # model
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
@@ -76,10 +79,12 @@ class Recipe:
     decay_epochs: float = 1.0  # step schedule: multiply by decay_rate every decay_epochs
     decay_rate: float = 0.97
     clip_grad: float | None = None
+    accum_steps: int = 1  # batches whose gradients are summed before one optimizer step
     ema: bool = False
     ema_decay: float = 0.9999
+    ema_warmup: bool = False  # decay ramps up as 1 - (1 + updates) ** -2/3 until it reaches ema_decay (timm)
     # runtime
-    threads: int | None = None  # CPU threads per process (torch.set_num_threads); None = torch's default
+    threads: int | None = None  # CPU threads per process; 0 = one per core (shared among local ranks); None = torch's
     amp: bool = True  # bf16 autocast on CPU, fp16 (GradScaler) or amp_dtype on GPU
     amp_dtype: str | None = None
     compile: bool = False
@@ -91,35 +96,12 @@ class Recipe:
 
     def validate(self) -> "Recipe":
         """Type and range checks; returns self."""
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            want = f.type if isinstance(f.type, str) else str(f.type)
-            if v is None:
-                if "None" not in want:
-                    raise ValueError(f"recipe field {f.name!r} cannot be null")
-                continue
-            if want.startswith("float") and isinstance(v, int) and not isinstance(v, bool):
-                setattr(self, f.name, float(v))
-                continue
-            base = want.split("|")[0].strip()
-            if base == "float" and isinstance(v, str):  # YAML 1.1 reads "3e-3" (no dot) as a string
-                try:
-                    v = float(v)
-                    setattr(self, f.name, v)
-                except ValueError:
-                    pass
-            kinds = {"int": int, "float": float, "str": str, "bool": bool, "list": (list, tuple), "dict": dict}
-            kind = kinds.get(base)
-            ok = isinstance(v, kind) if kind is not None else True
-            if base in ("int", "float") and isinstance(v, bool):
-                ok = False
-            if not ok:
-                raise ValueError(f"recipe field {f.name!r} must be {want}, got {v!r}")
+        check_types(self, "recipe field")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "accum_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
@@ -144,10 +126,52 @@ class Recipe:
             raise ValueError(f"auto_augment {self.auto_augment!r} is not one of imagenet, cifar10, svhn (or null)")
         if self.multi_scale and not self.scales:
             raise ValueError("multi_scale needs a non-empty scales list")
+        _check_numbers("scales", self.scales, whole=True, low=8)
+        for name in ("scale", "ratio", "betas"):
+            _check_numbers(name, getattr(self, name))
+        if self.threads is not None and self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0 = one per core) or null, got {self.threads}")
+        from mobilevision.tasks import task_class  # late: tasks import the training helpers
+
+        self.task_options = task_class(self.task).check_options(self.task_options)
         return self
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def check_types(obj: Any, what: str) -> None:
+    """Check (and coerce int -> float) every field of a dataclass instance against its annotation; ValueError
+    naming the field otherwise. `what` starts the message ("recipe field", "task_options field")."""
+    kinds = {"int": int, "float": float, "str": str, "bool": bool, "list": (list, tuple), "dict": dict}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        want = f.type if isinstance(f.type, str) else str(f.type)
+        if v is None:
+            if "None" not in want:
+                raise ValueError(f"{what} {f.name!r} cannot be null")
+            continue
+        base = want.split("|")[0].strip()
+        if base == "float" and isinstance(v, str):  # YAML 1.1 reads "3e-3" (no dot) as a string
+            try:
+                v = float(v)
+            except ValueError:
+                pass
+        if base == "float" and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        setattr(obj, f.name, v)
+        kind = kinds.get(base)
+        if (kind is not None and not isinstance(v, kind)) or (base in ("int", "float") and isinstance(v, bool)):
+            raise ValueError(f"{what} {f.name!r} must be {want}, got {v!r}")
+
+
+def _check_numbers(name: str, values: list, whole: bool = False, low: float | None = None) -> None:
+    kind = "integers" if whole else "numbers"
+    for v in values:
+        bad = isinstance(v, bool) or not isinstance(v, int if whole else (int, float))
+        if bad or (low is not None and v < low):
+            limit = f" >= {low}" if low is not None else ""
+            raise ValueError(f"recipe field {name!r} takes a list of {kind}{limit}, got {v!r} in {list(values)!r}")
 
 
 def recipe_names() -> list[str]:
@@ -203,15 +227,42 @@ def apply_overrides(recipe: Recipe, pairs: list[str] | None = None, **values: An
             raise ValueError(f"--set expects key=value, got {pair!r}")
         key, raw = pair.split("=", 1)
         key = key.strip()
-        if key not in merged:
-            raise _unknown(key)
         try:
-            merged[key] = yaml.safe_load(raw)
+            value = yaml.safe_load(raw)
         except yaml.YAMLError:
             raise ValueError(f"--set {key}: cannot parse value {raw!r}") from None
+        if key.startswith("task_options."):
+            merged["task_options"] = {**merged["task_options"], key.split(".", 1)[1]: value}
+            continue
+        if key not in merged:
+            raise _unknown(key)
+        merged[key] = value
     for key, v in values.items():
         if v is not None:
             if key not in merged:
                 raise _unknown(key)
             merged[key] = v
     return recipe_from_dict(merged)
+
+
+# family -> the shipped recipe of its paper (families without one train with `generic`)
+PAPER_RECIPES = {
+    "mobilenetv2": "mobilenetv2", "mobilenetv3": "mobilenetv3", "efficientnet": "efficientnet", "moga": "moga",
+    "mobilevit": "mobilevit", "mobileformer": "mobileformer", "poolformer": "poolformer",
+    "metaformer": "poolformer", "convnext": "convnext", "convnextv2": "convnext",
+}
+
+
+def default_recipe(model_name: str, data: str, task: str = "classify") -> tuple[str, str]:
+    """(recipe name, why) for a run that names no recipe: `digits` / `fcmae_digits` on the built-in set,
+    else the model family's paper recipe (`fcmae` for pre-training), else `generic`."""
+    from mobilevision.models.registry import get_config
+
+    if task == "fcmae":
+        return ("fcmae_digits", "the built-in digits set") if data == "digits" else ("fcmae", "the paper recipe")
+    if data == "digits":
+        return "digits", "the built-in digits set"
+    family = get_config(model_name).family
+    if family in PAPER_RECIPES:
+        return PAPER_RECIPES[family], f"the {family} paper recipe"
+    return "generic", f"no paper recipe is shipped for the {family} family"
