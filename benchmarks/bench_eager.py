@@ -12,8 +12,8 @@ import torch
 
 from peers import parse_args, ratio_row, report, timm_pairs, twins
 
-from mobilevision.deploy.benchmark import paired_times
-from mobilevision.deploy.fuse import fuse
+from mobilevision.deploy.bench import paired_times
+from mobilevision.deploy.fusion import fuse
 
 
 def main() -> None:

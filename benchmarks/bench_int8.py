@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import mobilevision
-from mobilevision.deploy.benchmark import paired_times, print_rows, write_csv
+from mobilevision.deploy.bench import paired_times, print_rows, write_csv
 from mobilevision.deploy.export import export_onnx, ort_session
 from mobilevision.deploy.quantize import quantize_onnx
 from mobilevision.models.registry import get_config

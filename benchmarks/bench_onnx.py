@@ -14,7 +14,7 @@ import torch
 
 from peers import parse_args, ratio_row, report, timm_pairs, twins
 
-from mobilevision.deploy.benchmark import paired_times
+from mobilevision.deploy.bench import paired_times
 from mobilevision.deploy.export import export_onnx, ort_session
 
 

@@ -60,7 +60,7 @@ def ratio_row(ours_name: str, timm_name: str, size: int, threads: int, t_ours: d
 
 def report(rows: list[dict], extra_cols: list[str], out: str) -> None:
     """Print the table and write the CSV."""
-    from mobilevision.deploy.benchmark import print_rows, write_csv
+    from mobilevision.deploy.bench import print_rows, write_csv
 
     print()
     print_rows(rows, ["model", "size", "ours_ms", "timm_ms", "ratio", *extra_cols])

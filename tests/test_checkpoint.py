@@ -143,3 +143,77 @@ def test_download_verifies_sha256(tmp_path, monkeypatch):
 def test_pretrained_without_source_says_so():
     with pytest.raises(ValueError, match="no pretrained weights"):
         mobilevision.create_model("test_tinynet", pretrained=True)
+
+
+def test_bare_weights_with_another_head_are_an_error(tmp_path):
+    """Issue 12 bug 2: a 10-class file without config.json silently got a fresh 1000-class head."""
+    src = mobilevision.create_model("test_tinynet", num_classes=10)
+    save_file(src.state_dict(), str(tmp_path / "w.safetensors"))
+    with pytest.raises(ValueError, match=r"10-class classifier .* num_classes=10 \(CLI: --num-classes 10\)"):
+        mobilevision.create_model("test_tinynet", checkpoint_path=tmp_path / "w.safetensors")
+    dst = mobilevision.create_model("test_tinynet", checkpoint_path=tmp_path / "w.safetensors", num_classes=10)
+    assert torch.equal(dst.classifier.weight, src.classifier.weight)
+    with pytest.raises(ValueError, match="10-class classifier"):
+        mobilevision.load_checkpoint(mobilevision.create_model("test_tinynet"), tmp_path / "w.safetensors")
+
+
+def test_onnx_file_is_named_as_such(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x07")
+    with pytest.raises(ValueError, match="is an ONNX graph"):
+        read_state_dict(tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    """Issue 12 bug 5: files renamed into place from mkstemp were 0600 whatever the umask."""
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        mobilevision.save_pretrained(mobilevision.create_model("test_tinynet"), tmp_path / "run")
+        payload = tmp_path / "payload.bin"
+        payload.write_bytes(b"weights")
+        got = download_url(payload.as_uri(), None, filename=f"mode{umask}.bin")
+    finally:
+        os.umask(old)
+    for p in (tmp_path / "run" / "model.safetensors", tmp_path / "run" / "config.json", got):
+        assert stat.S_IMODE(p.stat().st_mode) == mode, p
+
+
+def test_config_json_stores_the_data_config_once(tmp_path):
+    import json
+
+    model = mobilevision.create_model("test_tinynet")
+    model.data_config = model.data_config.replace(crop_pct=1.0, input_size=(3, 48, 48))
+    mobilevision.save_pretrained(model, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["data_config"] == model.data_config.to_dict() and "default_cfg" not in saved
+    assert mobilevision.create_model("test_tinynet", checkpoint_path=tmp_path / "run").data_config == model.data_config
+    # a config.json of an older version (default_cfg) still restores its preprocessing
+    saved["default_cfg"] = saved.pop("data_config")
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    assert mobilevision.create_model("test_tinynet", checkpoint_path=tmp_path / "run").data_config == model.data_config
+
+
+def test_offline_hub_fails_fast_in_one_message(monkeypatch, tmp_path):
+    """pretrained=True offline spent ~23 s in huggingface_hub's retries before its message."""
+    import huggingface_hub
+
+    from mobilevision.models import hub
+
+    calls = []
+
+    def fake_download(repo_id, filename, local_files_only=False, **kw):
+        calls.append(local_files_only)
+        raise huggingface_hub.errors.LocalEntryNotFoundError("not cached")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE is set.*checkpoint_path=PATH"):
+        hub.download_hf("timm/some_model")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: refused at once
+    with pytest.raises(RuntimeError, match="unreachable"):
+        hub.download_hf("timm/some_model")
+    assert calls == [True, True]  # only the cache was asked; the retrying network path was never entered

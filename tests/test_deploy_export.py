@@ -8,7 +8,7 @@ from torch import nn
 import mobilevision
 from mobilevision.deploy.export import (export_onnx, graph_report, other_size, portability_problems, read_metadata,
                                         verify_onnx)
-from mobilevision.deploy.profile import count_on_meta
+from mobilevision.deploy.profiling import count_on_meta
 from mobilevision.models.registry import get_config
 
 from test_deploy_fuse import randomize  # noqa: F401  (also registers test_deploynet)
@@ -38,7 +38,7 @@ def check_export(name: str, tmp_path, atol: float = 1e-4) -> None:
         tol = atol * max(1.0, r["max_abs_logit"])
         assert r["max_abs_diff"] <= tol, f"{name} at {r['size']} on {r['inputs']}: max abs diff {r['max_abs_diff']:.2e}"
     assert len(sizes) == 2, f"{name}: H / W not dynamic ({res.dynamic_dims}); only the default size was checked"
-    assert read_metadata(res.path)["default_cfg"]["input_size"] == [c, h, w]
+    assert read_metadata(res.path)["data_config"]["input_size"] == [c, h, w]
 
 
 @pytest.mark.parametrize("name", FAMILY_MODELS)

@@ -1,4 +1,4 @@
-"""deploy.fuse: BN / layer-scale folding, dropout and drop-path removal, same outputs, on a test model that
+"""deploy.fusion: BN / layer-scale folding, dropout and drop-path removal, same outputs, on a test model that
 holds every fold case (and the traps that must not fold) and on one real model per family."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import mobilevision
-from mobilevision.deploy.fuse import count_norms, fuse
-from mobilevision.deploy.predict import preprocess, sample_photos
+from mobilevision.deploy.fusion import count_norms, fuse
+from mobilevision.deploy.inference import preprocess, sample_photos
 from mobilevision.layers.drop_path import DropPath
 from mobilevision.layers.layer_scale import LayerScale
 from mobilevision.models.registry import ModelConfig, WeightSource, register_model
@@ -184,3 +184,16 @@ def test_fuse_real_models(name):
     with torch.no_grad():
         diff = (fused(x) - model(x)).abs().max().item()
     assert diff <= 1e-4, f"{name}: fused differs by {diff:.2e}"
+
+
+def test_deploy_functions_are_importable_as_documented():
+    """README: `deploy.fuse(model)`; `mobilevision.deploy.fuse` used to be a module (TypeError when called)."""
+    import mobilevision as mv
+    from mobilevision import deploy
+
+    for name in ("fuse", "export_onnx", "verify_onnx", "quantize_onnx", "profile", "benchmark", "predict"):
+        assert callable(getattr(deploy, name)) and not isinstance(getattr(deploy, name), type(deploy)), name
+    model = randomize(mv.create_model("test_deploynet")).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(mv.deploy.fuse(model)(x), model(x), atol=1e-4, rtol=1e-4)

@@ -79,7 +79,7 @@ def test_int8_is_smaller_and_accuracy_is_reported(digits_onnx, tmp_path, monkeyp
     assert rep.fp32_top1 is not None and rep.fp32_top1 > 0.9  # the model did learn the real digits
     assert rep.int8_top1 is not None and rep.fp32_top1 - rep.int8_top1 <= 0.02
     assert rep.eval_images == 360 and rep.calibration_images == 128
-    assert read_metadata(tmp_path / "int8.onnx")["default_cfg"]["input_size"] == [3, 32, 32]
+    assert read_metadata(tmp_path / "int8.onnx")["data_config"]["input_size"] == [3, 32, 32]
     import onnx
 
     ops = {n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
@@ -92,7 +92,7 @@ def test_calibration_from_image_folder(digits_onnx, tmp_path):
         d = tmp_path / "imgs" / str(val.targets[i])
         d.mkdir(parents=True, exist_ok=True)
         val.images[i].save(d / f"{i}.png")
-    xs, ys, classes = folder_arrays(tmp_path / "imgs", read_metadata(digits_onnx)["default_cfg"], (32, 32))
+    xs, ys, classes = folder_arrays(tmp_path / "imgs", read_metadata(digits_onnx)["data_config"], (32, 32))
     assert xs.shape == (30, 3, 32, 32) and len(classes) == len(set(val.targets[:30]))
     rep = quantize_onnx(digits_onnx, tmp_path / "int8.onnx", calibration=str(tmp_path / "imgs"), num_calibration=16)
     assert rep.calibration_images == 16 and rep.eval_images == 30
@@ -121,3 +121,35 @@ def test_graph_with_shared_constants_still_quantizes(tmp_path, monkeypatch):
     rep = quantize_onnx(tmp_path / "g.onnx", tmp_path / "g8.onnx", calibration="digits", num_calibration=16)
     assert calls == [None, ["Conv", "MatMul", "Gemm"]]  # the full pass failed, the compute ops were quantized
     assert rep.int8_bytes > 0 and rep.eval_images == 360 and 0.0 <= rep.top1_agreement <= 1.0
+
+
+def test_class_folders_map_by_the_graph_labels(tmp_path):
+    """Issue 12 bug 3: folders `5` and `7` were matched to outputs 0 and 1, so correct answers scored 0 %."""
+    val = DigitsSource("val", image_size=16)
+    for i, t in enumerate(val.targets[:40]):
+        if t in (5, 7):
+            d = tmp_path / "imgs" / str(t)
+            d.mkdir(parents=True, exist_ok=True)
+            val.images[i].save(d / f"{i}.png")
+    cfg = mobilevision.create_model("test_quantnet").data_config
+    _, ys, classes = folder_arrays(tmp_path / "imgs", cfg, labels=[str(i) for i in range(10)])
+    assert classes == ["5", "7"] and set(ys.tolist()) == {5, 7}
+    _, ys_sorted, _ = folder_arrays(tmp_path / "imgs", cfg)  # no labels: the training order of these folders
+    assert set(ys_sorted.tolist()) == {0, 1}
+    with pytest.raises(ValueError, match="not among the model's labels"):
+        folder_arrays(tmp_path / "imgs", cfg, labels=["cat", "dog"])
+
+
+def test_quantize_folder_accuracy_uses_saved_labels(tmp_path):
+    model = train_on_digits("test_quantnet", epochs=3)
+    model.labels = [str(i) for i in range(10)]
+    export_onnx(model, tmp_path / "fp32.onnx")
+    val = DigitsSource("val", image_size=32)
+    for i, t in enumerate(val.targets[:80]):
+        if t in (5, 7):
+            d = tmp_path / "imgs" / str(t)
+            d.mkdir(parents=True, exist_ok=True)
+            val.images[i].save(d / f"{i}.png")
+    rep = quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", calibration=str(tmp_path / "imgs"),
+                        num_calibration=8)
+    assert rep.fp32_top1 is not None and rep.fp32_top1 > 0.8  # was 0.0 with folder order as the class index

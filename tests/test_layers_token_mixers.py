@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from mobilevision.layers.activations import SquaredReLU, StarReLU
 from mobilevision.layers.layer_scale import LayerScale
 from mobilevision.layers.norms import GroupNorm1, LayerNorm2d, channel_layer_norm
-from mobilevision.layers.token_mixers import Attention, Pooling, RandomMixing, SepConv, create_token_mixer
+from mobilevision.layers.token_mixers import AttentionMixer, Pooling, RandomMixing, SepConv, create_token_mixer
 
 
 def test_pooling_is_avgpool_minus_input():
@@ -20,7 +20,7 @@ def test_pooling_is_avgpool_minus_input():
 
 
 def test_attention_matches_explicit_softmax():
-    attn = Attention(64, head_dim=32)
+    attn = AttentionMixer(64, head_dim=32)
     x = torch.randn(2, 3, 5, 64)  # (B, H, W, C)
     qkv = attn.qkv(x.reshape(2, 15, 64)).reshape(2, 15, 3, 2, 32).permute(2, 0, 3, 1, 4)
     q, k, v = qkv

@@ -92,7 +92,7 @@ def test_token_mixer_overrides_and_errors():
     m = mobilevision.create_model("poolformer_s12", token_mixers=("identity", "pool", "random", "attention"),
                                   img_size=64).eval()
     assert [type(s.blocks[0].token_mixer).__name__ for s in m.stages] == \
-        ["IdentityMixer", "Pooling", "RandomMixing", "Attention"]
+        ["IdentityMixer", "Pooling", "RandomMixing", "AttentionMixer"]
     assert m.stages[3].channels_last and not m.stages[2].channels_last
     with torch.no_grad():
         assert m(torch.randn(1, 3, 64, 64)).shape == (1, 1000)

@@ -291,14 +291,17 @@ def test_classifier_protocol_and_features(name):
     assert_classifier_protocol(name, size=64, reductions=[2, 4, 8, 16, 32])
 
 
-def test_forward_head_needs_tokens():
+def test_forward_head_takes_what_forward_features_returns():
+    """The generic protocol: forward_head(forward_features(x)) is the forward pass, tokens included."""
     model = mobilevision.create_model("mobileformer_26m").eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        feats, tokens = model.forward_features_tokens(x)
-        torch.testing.assert_close(model.forward_head(feats, tokens=tokens), model(x))
+        feats = model.forward_features(x)
+        assert feats.map.shape == (1, 96, 2, 2) and feats.tokens.shape == (1, 3, 128)
+        torch.testing.assert_close(model.forward_head(feats), model(x))
+        assert model.forward_head(feats, pre_logits=True).shape == (1, model.num_features)
         with pytest.raises(ValueError, match="tokens"):
-            model.forward_head(feats)
+            model.forward_head(feats.map)
 
 
 def test_spatial_aware_dyrelu_variant_runs():

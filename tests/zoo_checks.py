@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import mobilevision
-from mobilevision.deploy.profile import count_on_meta
+from mobilevision.deploy.profiling import count_on_meta
 from mobilevision.models.features import Classifier
 from mobilevision.models.registry import get_config, published_figures
 

@@ -1,13 +1,19 @@
-"""`mobilevision <command>`: a thin layer over the public functions.
+"""`mobilevision <command>` (also `python -m mobilevision`): a thin layer over the public functions.
 
-Each command lives in a module that exposes `configure(parser)` and `run(args) -> int | None`;
-ValueError / FileNotFoundError / RuntimeError become one line on stderr and exit code 2.
+Each command group is a module with `configure_<command>(parser)` and `run_<command>(args) -> int | None`;
+the parser binds each with `set_defaults(func=...)`. Bad input (argument errors, ValueError,
+FileNotFoundError, ...) is one line on stderr and exit code 2; Python warnings and the library's log records
+are one line each.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
+import warnings
+
+from . import common
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -17,60 +23,123 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("mobilevision.cli.deploy", "latency / throughput on this machine (eager, compile, onnxruntime)"),
     "export": ("mobilevision.cli.deploy", "export the fused model to ONNX and verify it with onnxruntime"),
     "quantize": ("mobilevision.cli.deploy", "INT8 static quantization of an exported ONNX graph"),
-    "predict": ("mobilevision.cli.deploy", "top-5 classes of images with a trained checkpoint"),
+    "predict": ("mobilevision.cli.infer", "top-k classes of images (files or folders) with a checkpoint or graph"),
+    "eval": ("mobilevision.cli.infer", "top-1 / top-5 of a checkpoint or ONNX graph on a data set, as JSON"),
     "train": ("mobilevision.cli.train", "train a model on an ImageFolder directory or the built-in digits set"),
-    "eval": ("mobilevision.cli.train", "top-1 / top-5 of a checkpoint on a data set, written as JSON"),
-    "pretrain": ("mobilevision.cli.train", "FCMAE masked-autoencoder pre-training of a ConvNeXt V2 encoder"),
+    "pretrain": ("mobilevision.cli.train", "FCMAE masked-autoencoder pre-training of a ConvNeXt V2 encoder (same engine as train)"),
 }
 
 
+class UsageError(Exception):
+    """An argument error, reported as one line (argparse would print usage and exit)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors raise UsageError instead of exiting (for this parser tree only)."""
+
+    def error(self, message: str):
+        raise UsageError(message)
+
+
+def _recipe_epilog() -> str:
+    import dataclasses
+    import textwrap
+
+    from mobilevision.train.recipe import Recipe, recipe_names
+
+    keys = ", ".join(f.name for f in dataclasses.fields(Recipe))
+    return "\n".join([textwrap.fill(f"recipes (--recipe): {', '.join(recipe_names())}, or a YAML file.", 78),
+                      textwrap.fill(f"--set keys (any recipe field): {keys}", 78)])
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mobilevision", description="Efficient vision backbones.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    """The whole command tree; every subparser binds its run function as `func`."""
+    from mobilevision import __version__
+
+    parser = Parser(prog="mobilevision", description="Efficient vision backbones.")
+    parser.add_argument("--version", action="version", version=f"mobilevision {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        extra = {}
+        if name == "train":
+            extra = {"epilog": _recipe_epilog(), "formatter_class": argparse.RawDescriptionHelpFormatter}
+        p = sub.add_parser(name, help=help_text, description=help_text, **extra)
         mod = importlib.import_module(module)
-        configure = getattr(mod, f"configure_{name}", None) or mod.configure
-        configure(p)
-        p.set_defaults(_module=module, _name=name)
+        getattr(mod, f"configure_{name}")(p)
+        p.set_defaults(func=getattr(mod, f"run_{name}"))
     return parser
 
 
-class _ArgumentError(Exception):
-    pass
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and finalize (`common.finalize`) a command line; UsageError / ValueError on bad input."""
+    args = build_parser().parse_args(argv)
+    return common.finalize(args) if getattr(args, "command", None) else args
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line and exit 2, as for every other bad input
-        raise _ArgumentError(message)
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    text = str(message).strip().splitlines()
+    print(f"mobilevision: warning: {text[0] if text else category.__name__}", file=sys.stderr)
+
+
+class _OneLine(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage().strip().splitlines()
+        msg = msg[0] if msg else ""
+        return f"mobilevision: warning: {msg}" if record.levelno >= logging.WARNING else msg
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (it may be replaced after the handler is made)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def _setup_logging() -> None:
+    log = logging.getLogger("mobilevision")
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        h = _StderrHandler()
+        h.setFormatter(_OneLine())
+        log.addHandler(h)
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.INFO)
+
+
+def _error(msg: str) -> int:
+    print(f"mobilevision: error: {msg}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser.error = _Parser.error  # type: ignore[method-assign]
-    try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        if not getattr(args, "command", None):
-            parser.print_help()
-            return 2
-        mod = importlib.import_module(args._module)
-        run = getattr(mod, f"run_{args._name}", None) or mod.run
-        code = run(args)
-        return int(code or 0)
-    except _ArgumentError as err:
-        print(f"mobilevision: error: {err}", file=sys.stderr)
-        return 2
-    except ModuleNotFoundError as err:
-        print(f"mobilevision: error: this command needs the package {err.name!r}; install the extras with "
-              "pip install 'mobilevision[deploy]'", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError, RuntimeError, NotADirectoryError, IsADirectoryError) as err:
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"mobilevision: error: {msg}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("mobilevision: interrupted", file=sys.stderr)
-        return 130
+    """Run one command; returns the exit code (0, 2 for bad input, 130 when interrupted)."""
+    _setup_logging()
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning  # restored when the block ends
+        try:
+            args = parse_args(argv)
+            if not getattr(args, "command", None):
+                build_parser().print_help()
+                return 2
+            return int(args.func(args) or 0)
+        except SystemExit as exit_:  # --help / --version
+            return int(exit_.code or 0) if isinstance(exit_.code, (int, type(None))) else 2
+        except UsageError as err:
+            return _error(str(err))
+        except ModuleNotFoundError as err:
+            return _error(f"this command needs the package {err.name!r}; install the extras with "
+                          "pip install 'mobilevision[deploy]'")
+        except (ValueError, OSError, RuntimeError) as err:
+            # OSError covers FileNotFoundError, IsADirectoryError, FileExistsError, PermissionError
+            text = str(err).strip()
+            return _error(text.splitlines()[0] if text else type(err).__name__)
+        except KeyboardInterrupt:
+            print("mobilevision: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

@@ -1,14 +1,10 @@
-"""`mobilevision profile | bench | export | quantize | predict`: thin layers over `mobilevision.deploy`."""
+"""`mobilevision profile | bench | export | quantize`: thin layers over `mobilevision.deploy`."""
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-
-
-def _size_arg(p: argparse.ArgumentParser, help_text: str) -> None:
-    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), default=None, help=help_text)
+from . import common
 
 
 def _fmt_bytes(n: int) -> str:
@@ -17,15 +13,15 @@ def _fmt_bytes(n: int) -> str:
 
 # ---------------------------------------------------------------- profile
 def configure_profile(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="model name")
-    _size_arg(p, "input height and width (default: the model's default size)")
+    common.add_model(p)
+    common.add_input_size(p, help="input size (default: the model's default size)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    from mobilevision.deploy.profile import profile
+    from mobilevision.deploy.profiling import profile
 
-    info = profile(args.name, args.size)
+    info = profile(args.model, args.input_size)
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0
@@ -47,36 +43,38 @@ def run_profile(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- bench
 def configure_bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("names", nargs="+", metavar="NAME", help="model names")
+    common.add_model(p, multiple=True, help="model names")
     p.add_argument("--backend", default="eager", choices=("eager", "compile", "onnxruntime"))
-    p.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,8")
-    p.add_argument("--size", default=None, help="comma-separated square sizes, e.g. 224,256 (default: each model's)")
+    common.add_batch_size(p, default="1", sweep=True, help="comma-separated batch sizes, e.g. 1,8 (default 1)")
+    common.add_input_size(p, sweep=True, help="input size (default: each model's); 224,256 is a sweep of squares")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch / onnxruntime (default 2)")
     p.add_argument("--runs", type=int, default=30, help="timed runs per point (default 30)")
     p.add_argument("--warmup", type=int, default=5, help="warm-up runs per point (default 5)")
-    p.add_argument("--out", default="bench_results", help="directory for CSV / JSON / PNG (default bench_results)")
+    common.add_output(p, kind="dir", default="bench_results", help="directory for CSV / JSON / PNG (default bench_results)")
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from mobilevision.deploy.benchmark import benchmark, format_table, write_results
+    from mobilevision.deploy.bench import benchmark, format_table, write_results
 
     if args.runs < 1 or args.warmup < 0:
         raise ValueError(f"--runs must be >= 1 and --warmup >= 0, got {args.runs} / {args.warmup}")
-    rows = benchmark(args.names, args.backend, args.batch, args.size, args.threads, args.warmup, args.runs)
+    rows = benchmark(args.model, args.backend, args.batch_size, args.input_size, args.threads, args.warmup, args.runs)
     print(format_table(rows))
-    paths = write_results(rows, args.out, stem=f"bench_{args.backend}")
+    paths = write_results(rows, args.output, stem=f"bench_{args.backend}")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 
 # ---------------------------------------------------------------- export
 def configure_export(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="model name")
+    common.add_model(p)
     p.add_argument("--checkpoint", default=None, help="weights file or directory (default: random init)")
+    common.add_num_classes(p)
     p.add_argument("--format", default="onnx", choices=("onnx",))
-    p.add_argument("--out", required=True, help="output .onnx file")
-    p.add_argument("--dynamic", action="store_true", help="dynamic batch (and height / width where the model allows)")
-    _size_arg(p, "export height and width (default: the model's default size)")
+    common.add_output(p, required=True, help="output .onnx file")
+    p.add_argument("--dynamic", action="store_true",
+                   help="dynamic height / width where the model allows (the batch is always dynamic)")
+    common.add_input_size(p, help="export size (default: the checkpoint's or the model's size)")
     p.add_argument("--exporter", default="auto", choices=("auto", "dynamo", "legacy"),
                    help="torch.onnx exporter (auto: dynamo, legacy only if dynamo fails)")
     p.add_argument("--opset", type=int, default=18)
@@ -85,18 +83,18 @@ def configure_export(p: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     import mobilevision
-
+    from mobilevision.data.config import resolve_data_config
     from mobilevision.deploy.export import export_onnx, other_size, verify_onnx
 
-    model = mobilevision.create_model(args.name, checkpoint_path=args.checkpoint).eval()
-    c, h, w = model.default_cfg["input_size"]
-    if args.size:
-        h, w = args.size
-        if h < 1 or w < 1:
-            raise ValueError(f"--size must be positive, got {h} {w}")
-    res = export_onnx(model, args.out, input_size=(c, h, w), dynamic=args.dynamic, opset=args.opset,
-                      exporter=args.exporter)
-    print(f"exported {args.name} -> {res.path} ({res.path.stat().st_size / 2**20:.1f} MiB) with the "
+    if not str(args.output).lower().endswith(".onnx"):
+        raise ValueError(f"--output {args.output}: give a .onnx file name")
+    model = mobilevision.create_model(args.model, checkpoint_path=args.checkpoint, num_classes=args.num_classes)
+    model = model.eval()
+    # the export size becomes the model's data config, so the graph's metadata and the check agree
+    model.data_config = resolve_data_config(model, input_size=args.input_size)
+    c, h, w = model.data_config.input_size
+    res = export_onnx(model, args.output, dynamic=args.dynamic, opset=args.opset, exporter=args.exporter)
+    print(f"exported {args.model} -> {res.path} ({res.path.stat().st_size / 2**20:.1f} MiB) with the "
           f"{res.exporter} exporter, opset {args.opset}; dynamic dims: {', '.join(res.dynamic_dims) or 'none'}")
     if res.fallback_reason:
         print(f"  fell back to the legacy exporter: {res.fallback_reason}")
@@ -122,7 +120,7 @@ def run_export(args: argparse.Namespace) -> int:
 def configure_quantize(p: argparse.ArgumentParser) -> None:
     p.add_argument("onnx_file", help="FP32 graph written by `mobilevision export`")
     p.add_argument("--calibration", required=True, help="'digits' or a directory of images (class subdirs for accuracy)")
-    p.add_argument("--out", required=True, help="output INT8 .onnx file")
+    common.add_output(p, required=True, help="output INT8 .onnx file")
     p.add_argument("--num-calibration", type=int, default=128, help="calibration images (default 128)")
     p.add_argument("--threads", type=int, default=2, help="onnxruntime threads for the latency measurement")
     p.add_argument("--per-tensor", action="store_true", help="per-tensor instead of per-channel weights")
@@ -135,7 +133,7 @@ def run_quantize(args: argparse.Namespace) -> int:
 
     if args.num_calibration < 1 or args.threads < 1:
         raise ValueError("--num-calibration and --threads must be >= 1")
-    rep = quantize_onnx(args.onnx_file, args.out, args.calibration, args.num_calibration, args.threads,
+    rep = quantize_onnx(args.onnx_file, args.output, args.calibration, args.num_calibration, args.threads,
                         per_channel=not args.per_tensor, reduce_range=not args.full_range)
     print(f"INT8 (QDQ, {'per-tensor' if args.per_tensor else 'per-channel'} weights) -> {rep.int8_path}, "
           f"calibrated on {rep.calibration_images} images")
@@ -149,37 +147,4 @@ def run_quantize(args: argparse.Namespace) -> int:
     else:
         print(f"  top-1    no labels matching the model's classes; INT8 agrees with FP32 on "
               f"{rep.top1_agreement * 100:.1f} % of {rep.eval_images} images")
-    return 0
-
-
-# ---------------------------------------------------------------- predict
-def configure_predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="model name")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--checkpoint", required=True, help="weights file or directory (its config.json gives labels "
-                   "and preprocessing)")
-    p.add_argument("--labels", default=None, help="class names: text file (one per line) or JSON list")
-    p.add_argument("--topk", type=int, default=5)
-
-
-def run_predict(args: argparse.Namespace) -> int:
-    import mobilevision
-    from mobilevision.models.checkpoint import read_config
-
-    from mobilevision.deploy.predict import load_image, predict, read_labels
-
-    if args.topk < 1:
-        raise ValueError(f"--topk must be >= 1, got {args.topk}")
-    if not Path(args.checkpoint).expanduser().exists():
-        raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
-    images = [load_image(p) for p in args.images]  # bad images fail before the model is built
-    model = mobilevision.create_model(args.name, checkpoint_path=args.checkpoint).eval()
-    saved = read_config(args.checkpoint) or {}
-    cfg = {**model.default_cfg, **(saved.get("default_cfg") or {})}
-    labels = read_labels(args.labels) if args.labels else getattr(model, "labels", None)
-    results = predict(model, images, topk=args.topk, labels=labels, cfg=cfg)
-    for path, top in zip(args.images, results):
-        print(path)
-        for label, prob in top:
-            print(f"  {prob * 100:6.2f} %  {label}")
     return 0

@@ -1,10 +1,11 @@
-"""`mobilevision train`, `mobilevision pretrain` (the same engine with the FCMAE task) and `mobilevision eval`."""
+"""`mobilevision train` and `mobilevision pretrain` (the same engine with the FCMAE task); `eval` is in cli/infer.py."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
+
+from . import common
 
 
 def _recipe_help() -> str:
@@ -19,8 +20,8 @@ def _recipe_help() -> str:
 def configure_train(p: argparse.ArgumentParser, task: str = "classify") -> None:
     pre = task == "fcmae"
     p.epilog = _recipe_help()
-    p.add_argument("--model", required=True, help="registered model name (see `mobilevision models`)"
-                   + ("; a ConvNeXt V2 model, e.g. convnextv2_atto" if pre else ""))
+    common.add_model(p, help="registered model name (see `mobilevision models`)"
+                     + ("; a ConvNeXt V2 model, e.g. convnextv2_atto" if pre else ""))
     p.add_argument("--data", required=True,
                    help="'digits' (built-in) or a directory of images (DIR/train/<folder>/... or DIR/<folder>/...; "
                         "labels are ignored, DIR/val/ if present gives a validation loss)" if pre else
@@ -29,16 +30,13 @@ def configure_train(p: argparse.ArgumentParser, task: str = "classify") -> None:
                    + ("fcmae_digits on digits, else fcmae)" if pre else
                       "digits on digits, else the model's paper recipe or generic, at the model's input size)"))
     p.add_argument("--epochs", type=int, help="override the recipe's epochs (with --resume: extend the run)")
-    p.add_argument("--batch-size", "--batch", dest="batch_size", type=int,
-                   help="per-process batch size (at the base resolution)")
+    common.add_batch_size(p, help="per-process batch size (at the base resolution)")
     p.add_argument("--lr", "--blr", dest="lr", type=float,
                    help="learning rate (at lr_base_batch images per step if the recipe sets it)")
-    p.add_argument("--input-size", "--size", dest="input_size", type=int,
-                   help="training / eval resolution in pixels" + (", a multiple of 32" if pre else ""))
+    common.add_input_size(p, help="training / eval resolution in pixels, square" + (", a multiple of 32" if pre else ""))
     if pre:
         p.add_argument("--mask-ratio", type=float, help="fraction of 32x32 patches masked (task_options.mask_ratio)")
-    p.add_argument("--output", "--out", dest="output",
-                   help=f"run directory (default: runs/{'fcmae-' if pre else ''}<model>-<data name>)")
+    common.add_output(p, kind="dir", help=f"run directory (default: runs/{'fcmae-' if pre else ''}<model>-<data name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from last/ (a finished run "
                                                          "with a larger --epochs is extended)")
     if not pre:
@@ -47,7 +45,7 @@ def configure_train(p: argparse.ArgumentParser, task: str = "classify") -> None:
                             "classifier of another class count is re-initialised")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-exact resume)")
     p.add_argument("--seed", type=int, help="seed for weights, data order and augmentation")
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    common.add_device(p)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any recipe field, e.g. --set mixup=0.2 --set scales=[160,192] "
                         "--set task_options.mask_ratio=0.75")
@@ -81,6 +79,7 @@ def run_train(args: argparse.Namespace) -> int:
     from mobilevision.train import apply_overrides, fit
 
     get_config(args.model)  # unknown model -> error before any work
+    args.input_size = common.square(args.input_size, args.task == 'fcmae' and 'pretrain' or 'train')
     if args.data != "digits" and not Path(args.data).expanduser().is_dir():
         raise FileNotFoundError(f"--data {args.data!r}: not 'digits' and not a directory")
     prefix = "fcmae-" if args.task == "fcmae" else ""
@@ -119,50 +118,3 @@ def _result_line(s: dict, out: Path) -> str:
 
 
 run_pretrain = run_train
-
-
-def configure_eval(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="registered model name")
-    p.add_argument("--checkpoint", required=True, help="weights file or directory (e.g. a run's best/)")
-    p.add_argument("--data", required=True, help="'digits' or a directory with val/ (or class folders)")
-    p.add_argument("--split", default="val", help="sub-directory / split to evaluate (default: val)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--input-size", type=int, help="default: the training size saved with the checkpoint")
-    p.add_argument("--output", default="eval.json", help="JSON result file (default: eval.json)")
-    p.add_argument("--device", choices=("cpu", "cuda"))
-
-
-def run_eval(args: argparse.Namespace) -> int:
-    import torch
-    from torch.utils.data import DataLoader
-
-    import mobilevision
-    from mobilevision.data import EvalView, open_split
-    from mobilevision.data.config import create_transform, resolve_data_config
-    from mobilevision.data.datasets import CheckedImageFolder
-    from mobilevision.tasks.classify import evaluate_classifier
-
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    model = mobilevision.create_model(args.model, checkpoint_path=args.checkpoint)
-    cfg = resolve_data_config(model, input_size=args.input_size)
-    size = cfg.size[0]
-    if args.data == "digits":
-        source = open_split("digits", args.split, image_size=size)
-    else:
-        root = Path(args.data)
-        source = open_split(args.data, args.split, size) if (root / args.split).is_dir() else CheckedImageFolder(root)
-    labels = getattr(model, "labels", None)
-    if labels and list(source.classes) != list(labels):
-        raise ValueError(f"the data's classes {source.classes[:5]}... differ from the checkpoint's {labels[:5]}...")
-    if model.num_classes != len(source.classes):
-        raise ValueError(f"checkpoint has {model.num_classes} classes, the data has {len(source.classes)}")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model.to(device)
-    loader = DataLoader(EvalView(source, create_transform(cfg)), batch_size=args.batch_size)
-    m = evaluate_classifier(model, loader, device)
-    result = {"model": args.model, "checkpoint": str(args.checkpoint), "data": args.data, "split": args.split,
-              "images": len(source), "skipped_images": len(source.skipped), "input_size": size, **m}
-    Path(args.output).write_text(json.dumps(result, indent=2))
-    print(f"top-1 {m['top1']:.2f}  top-5 {m['top5']:.2f}  ({len(source)} images) -> {args.output}")
-    return 0

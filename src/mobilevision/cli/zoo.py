@@ -7,12 +7,15 @@ import json
 import torch
 
 from mobilevision import create_model
-from mobilevision.deploy.profile import count_on_meta
 from mobilevision.models.registry import get_config, list_models, model_info, published_figures
+
+from . import common
 
 
 def configure_models(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", default="*", help="glob pattern, e.g. 'mobilenetv3*'")
+    p.add_argument("--count", action="store_true",
+                   help="also measure params and MACs of each model (on the meta device; about 1 s per model)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -24,10 +27,16 @@ def run_models(args: argparse.Namespace) -> int:
     rows = []
     for name in names:
         cfg = get_config(name)
-        params, macs = count_on_meta(lambda: create_model(name), cfg.input_size)
+        params = macs = None
+        if args.count:  # building and counting every model is slow: only on request
+            from mobilevision.deploy.profiling import count_on_meta
+
+            params, macs = count_on_meta(lambda: create_model(name), cfg.input_size)
         p = pub.get(name, {})
         rows.append({
-            "model": name, "input": cfg.input_size[-1], "params_m": params / 1e6, "gmacs": macs / 1e9,
+            "model": name, "input": cfg.input_size[-1],
+            "params_m": params / 1e6 if params is not None else None,
+            "gmacs": macs / 1e9 if macs is not None else None,
             "published_params_m": p.get("params_m"), "published_gmacs": p.get("gmacs"), "paper": p.get("paper", ""),
         })
     if args.json:
@@ -37,22 +46,28 @@ def run_models(args: argparse.Namespace) -> int:
     print(head)
     print("-" * len(head))
     for r in rows:
-        pp = f"{r['published_params_m']:.3f}" if r["published_params_m"] is not None else "-"
-        pg = f"{r['published_gmacs']:.4f}" if r["published_gmacs"] is not None else "-"
-        print(f"{r['model']:<32}{r['input']:>6}{r['params_m']:>11.3f}{r['gmacs']:>9.4f}{pp:>12}{pg:>11}  {r['paper']}")
+        cells = [_num(r["params_m"], 11, 3), _num(r["gmacs"], 9, 4), _num(r["published_params_m"], 12, 3),
+                 _num(r["published_gmacs"], 11, 4)]
+        print(f"{r['model']:<32}{r['input']:>6}{''.join(cells)}  {r['paper']}")
+    if not args.count:
+        print("(measured params / MACs: add --count)")
     return 0
 
 
+def _num(v: float | None, width: int, digits: int) -> str:
+    return f"{v:>{width}.{digits}f}" if v is not None else f"{'-':>{width}}"
+
+
 def configure_info(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="model name")
+    common.add_model(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def run_info(args: argparse.Namespace) -> int:
-    info = model_info(args.name)
-    cfg = get_config(args.name)
+    info = model_info(args.model)
+    cfg = get_config(args.model)
     with torch.device("meta"):
-        model = create_model(args.name)
+        model = create_model(args.model)
     info["stages"] = [dict(f) for f in model.feature_info]
     info["num_features"] = model.num_features
     if args.json:

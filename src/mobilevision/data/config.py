@@ -73,6 +73,7 @@ def resolve_data_config(source: Any = None, saved: Mapping | None = None, **over
     """
     base = _as_dict(source)
     merged: dict[str, Any] = {**base, **_clean(saved or {})}
+    base_size = merged.get("input_size")
     wanted = {k: v for k, v in overrides.items() if v is not None}
     in_chans = wanted.pop("in_chans", None)
     unknown = set(wanted) - _FIELDS
@@ -82,7 +83,10 @@ def resolve_data_config(source: Any = None, saved: Mapping | None = None, **over
     if in_chans is None and (isinstance(size, int) or (size is not None and len(tuple(size)) < 3)):
         in_chans = tuple(merged.get("input_size", DataConfig.input_size))[0]  # N or (H, W): keep the channels
     merged.update(wanted)
-    c = int(in_chans) if in_chans is not None else int(tuple(merged.get("input_size", (3,)))[0])
+    # channels: in_chans, else a (C, H, W) value's own, else the base's (an N or (H, W) override has none)
+    sized = [v for v in (wanted.get("input_size"), base_size) if v is not None and not isinstance(v, int)]
+    sized = [tuple(v) for v in sized if len(tuple(v)) == 3]
+    c = int(in_chans) if in_chans is not None else int(sized[0][0]) if sized else 3
     merged["input_size"] = _chw(merged.get("input_size", DataConfig.input_size), c)
     return DataConfig(**{k: v for k, v in merged.items() if k in _FIELDS})
 

@@ -15,8 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .fuse import fuse
-from .predict import preprocess, sample_photos
+from mobilevision.data.config import resolve_data_config
+
+from .fusion import fuse
+from .inference import preprocess, sample_photos
 
 OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -54,8 +56,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: tuple[int
                 metadata: dict | None = None) -> ExportResult:
     """Export `model` (fused first unless `fuse_first=False`) to a single-file ONNX graph at `path`.
 
-    The input is (B, C, H, W) named "input", the output "logits". With `dynamic`, the batch is dynamic and so
-    are H / W where the model allows (otherwise they stay at `input_size`). `exporter="auto"` uses
+    The input is (B, C, H, W) named "input", the output "logits". The batch is always dynamic; with
+    `dynamic`, so are H / W where the model allows (otherwise they stay at `input_size`). `exporter="auto"` uses
     torch.onnx's dynamo exporter and falls back to the TorchScript ("legacy") exporter only if it fails;
     the result says which and why. The graph is checked with onnx.checker and for portability
     (`graph_report`); RuntimeError if it is not portable.
@@ -64,10 +66,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: tuple[int
 
     if exporter not in ("auto", "dynamo", "legacy"):
         raise ValueError(f"exporter must be auto, dynamo or legacy, got {exporter!r}")
-    cfg = dict(getattr(model, "default_cfg", {}) or {})
-    if input_size is None:
-        input_size = tuple(cfg.get("input_size", (3, 224, 224)))
-    c, h, w = input_size
+    cfg = resolve_data_config(model, input_size=input_size)  # the graph's own size, stored with it
+    c, h, w = cfg.input_size
     model = fuse(model) if fuse_first else model.eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,20 +78,20 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: tuple[int
         except Exception as err:  # noqa: BLE001 - any failure here means the size does not fit
             raise ValueError(f"model cannot take input size {h}x{w}: {_first_line(err)}") from None
 
-    used, reason = None, None
+    # torch.export fixes every dim that is 1 at trace time and gives equal dims one symbol, so the graph is
+    # traced at batch 2 (the batch is always dynamic) and, for dynamic H / W, at a size where no feature map
+    # (or patch count) is 1 and H != W
+    at_size = example.expand(2, -1, -1, -1)
     if dynamic:
-        # torch.export fixes every dim that is 1 at trace time and gives equal dims one symbol, so a dynamic
-        # graph is traced at batch 2 and at a size where no feature map (or patch count) is 1 and H != W
         used, reason = _export(model, _dynamic_example(c, h, w), path, True, opset, exporter)
         if "height" not in _dynamic_dims(path):  # the model needs a fixed size: export at the one asked for
-            used, reason = _export(model, example.expand(2, -1, -1, -1), path, True, opset, exporter)
+            used, reason = _export(model, at_size, path, True, opset, exporter)
     else:
-        used, reason = _export(model, example, path, False, opset, exporter)
+        used, reason = _export(model, at_size, path, False, opset, exporter)
 
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
-    # the graph's own input size, so quantize / benchmarks feed it what it was exported for
-    meta = {"default_cfg": _jsonable({**cfg, "input_size": (c, h, w)}), "exporter": used, "model": getattr(model, "model_name", None),
+    meta = {"data_config": cfg.to_dict(), "exporter": used, "model": getattr(model, "model_name", None),
             "num_classes": getattr(model, "num_classes", None), "labels": getattr(model, "labels", None)}
     meta.update(metadata or {})
     del proto.metadata_props[:]
@@ -111,7 +111,9 @@ def _dynamic_example(c: int, h: int, w: int) -> torch.Tensor:
 
 def _export(model: nn.Module, x: torch.Tensor, path: Path, dynamic: bool, opset: int, exporter: str
             ) -> tuple[str, str | None]:
-    """Export with the dynamo exporter, or the legacy one as asked / as a fallback: (exporter used, why fallback)."""
+    """Export with the dynamo exporter, or the legacy one as asked / as a fallback: (exporter used, why fallback).
+
+    The batch is dynamic either way; `dynamic` makes H and W dynamic too."""
     reason = None
     if exporter in ("auto", "dynamo"):
         try:
@@ -138,38 +140,36 @@ def _dynamic_dims(path_or_proto) -> list[str]:
 def _export_dynamo(model: nn.Module, x: torch.Tensor, path: Path, dynamic: bool, opset: int) -> None:
     from torch.export import Dim
 
-    shapes = None
+    shapes = {0: Dim("batch", min=1, max=4096)}
     if dynamic:
         # AUTO lets torch.export keep H / W static where the model's code needs them fixed
-        shapes = ({0: Dim("batch", min=1, max=4096), 2: Dim.AUTO, 3: Dim.AUTO},)
+        shapes.update({2: Dim.AUTO, 3: Dim.AUTO})
     _quiet_export(torch.onnx.export, model, (x,), str(path), dynamo=True, external_data=False,
-                  opset_version=opset, dynamic_shapes=shapes, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                  opset_version=opset, dynamic_shapes=(shapes,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                   verbose=False, report=False)
 
 
 def _export_legacy(model: nn.Module, x: torch.Tensor, path: Path, dynamic: bool, opset: int) -> None:
-    axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch"}} if dynamic else None
+    spatial = {2: "height", 3: "width"} if dynamic else {}
+    axes = {INPUT_NAME: {0: "batch", **spatial}, OUTPUT_NAME: {0: "batch"}}
     _quiet_export(torch.onnx.export, model, (x,), str(path), dynamo=False, opset_version=opset,
                   input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes)
 
 
-def _jsonable(v):
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    return v
-
-
 def read_metadata(path_or_proto) -> dict:
-    """The mobilevision metadata (default_cfg, labels, model name, exporter) stored in an exported graph."""
+    """The mobilevision metadata (data_config, labels, model name, exporter) stored in an exported graph.
+
+    Graphs from older versions stored the data config under `default_cfg`; it is returned as `data_config`."""
     import onnx
 
     proto = path_or_proto if isinstance(path_or_proto, onnx.ModelProto) else onnx.load(str(path_or_proto),
                                                                                       load_external_data=False)
     for p in proto.metadata_props:
         if p.key == METADATA_KEY:
-            return json.loads(p.value)
+            meta = json.loads(p.value)
+            if "data_config" not in meta and "default_cfg" in meta:
+                meta["data_config"] = meta.pop("default_cfg")
+            return meta
     return {}
 
 
@@ -269,18 +269,21 @@ def ort_session(path: str | os.PathLike, threads: int = 0, spin: bool = True):
 
 
 def verify_onnx(model: nn.Module, path: str | os.PathLike, sizes: Sequence[tuple[int, int]] | None = None,
-                batch: int = 2, photos: bool = True, fuse_first: bool = True, session=None) -> list[dict]:
+                batch: int = 2, photos: bool = True, fuse_first: bool = True) -> list[dict]:
     """Max abs difference between PyTorch and onnxruntime on the same inputs, per size and input kind.
 
     For each (H, W) in `sizes` (default: the model's default size): a random batch of `batch` inputs and,
-    with `photos`, scikit-image's sample photos preprocessed with the model's `default_cfg` at that size.
-    Returns rows {"size", "inputs", "max_abs_diff", "max_abs_logit", "top1_agree"}.
+    with `photos`, scikit-image's sample photos preprocessed with the model's data config at that size.
+    A graph with a fixed batch is fed at that batch. Returns rows {"size", "inputs", "max_abs_diff",
+    "max_abs_logit", "top1_agree"}.
     """
-    cfg = dict(getattr(model, "default_cfg", {}) or {})
-    c, h0, w0 = cfg.get("input_size", (3, 224, 224))
-    sizes = list(sizes or [(h0, w0)])
+    from .runtime import OnnxClassifier
+
+    cfg = resolve_data_config(model)
+    c = cfg.input_size[0]
+    sizes = list(sizes or [cfg.size])
     model = fuse(model) if fuse_first else model.eval()
-    sess = session or ort_session(path, spin=False)
+    runner = OnnxClassifier(path)
     pics = sample_photos() if photos else {}
     rows = []
     for h, w in sizes:
@@ -290,7 +293,7 @@ def verify_onnx(model: nn.Module, path: str | os.PathLike, sizes: Sequence[tuple
         x = torch.cat(list(parts.values()))  # one forward per size on both kinds of input
         with torch.no_grad():
             ref_all = model(x).numpy()
-        got_all = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+        got_all = runner.run(x.numpy())
         if got_all.shape != ref_all.shape:
             raise RuntimeError(f"onnxruntime output shape {got_all.shape} != PyTorch {ref_all.shape} at {h}x{w}")
         start = 0

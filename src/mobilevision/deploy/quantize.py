@@ -2,49 +2,73 @@
 real images, with the latency and accuracy change measured on a labelled set."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
+from mobilevision.data.config import create_transform, resolve_data_config
 from mobilevision.data.datasets import IMAGE_EXTENSIONS, DigitsSource
 
-from .benchmark import time_onnxruntime
-from .export import ort_session, read_metadata
-from .predict import load_image, preprocess
+from .bench import time_onnxruntime
+from .inference import load_image
+from .runtime import OnnxClassifier
+
+logger = logging.getLogger("mobilevision.deploy")
 
 COMPUTE_OPS = ("Conv", "MatMul", "Gemm")
 
 
-def digits_arrays(cfg: dict, split: str = "val") -> tuple[np.ndarray, np.ndarray]:
+def _arrays(images, cfg) -> np.ndarray:
+    tf = create_transform(cfg)
+    mode = "L" if cfg.input_size[0] == 1 else "RGB"
+    return np.stack([tf(img.convert(mode)).numpy() for img in images])
+
+
+def digits_arrays(cfg: Any, split: str = "val") -> tuple[np.ndarray, np.ndarray]:
     """The built-in digits set as `mobilevision train --data digits` splits and evaluates it.
 
     `split` is "train" or "val" (the fixed stratified 80/20 split of `DigitsSource`); images are made at
-    cfg's input size and passed through cfg's eval transform. Returns (N, C, H, W) float32 and (N,) int64.
+    cfg's input size (cfg: a DataConfig, model or dict) and passed through its eval transform.
+    Returns (N, C, H, W) float32 and (N,) int64.
     """
-    c, h, w = cfg.get("input_size", (3, 224, 224))
-    source = DigitsSource(split, image_size=max(h, w))
-    x = np.stack([preprocess(img, cfg).numpy() for img in source.images])
-    return x, np.asarray(source.targets, dtype=np.int64)
+    cfg = resolve_data_config(cfg)
+    source = DigitsSource(split, image_size=max(cfg.size))
+    return _arrays(source.images, cfg), np.asarray(source.targets, dtype=np.int64)
 
 
-def folder_arrays(directory: str | os.PathLike, cfg: dict, size: tuple[int, int], limit: int | None = None
+def folder_arrays(directory: str | os.PathLike, cfg: Any, size: tuple[int, int] | None = None,
+                  limit: int | None = None, labels: Sequence[str] | None = None
                   ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
-    """Images under `directory` preprocessed with `cfg` at `size`: (N, C, H, W), labels or None, class names.
+    """Images under `directory` preprocessed with `cfg` (at `size` (H, W) if given): (N, C, H, W), labels or
+    None, class folder names.
 
-    With class subdirectories (ImageFolder layout) the labels are the sorted subdirectory indices;
-    a flat directory gives no labels.
+    With class subdirectories (ImageFolder layout) and `labels` (the model's class names), a folder's images
+    get the index of its name in `labels`; a folder name outside them is a ValueError. Without `labels` the
+    indices are the sorted folder order (as training on that folder assigns them). A flat directory gives no
+    labels.
     """
     root = Path(directory).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"calibration directory not found: {root}")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if classes and labels is not None:
+        unknown = [c for c in classes if c not in labels]
+        if unknown:
+            raise ValueError(f"class folders {unknown[:5]} under {root} are not among the model's labels "
+                             f"({', '.join(list(labels)[:10])}{', ...' if len(labels) > 10 else ''})")
+        index = {c: list(labels).index(c) for c in classes}
+    else:
+        index = {c: i for i, c in enumerate(classes)}
     files: list[tuple[Path, int | None]] = []
     if classes:
-        for i, c in enumerate(classes):
-            files += [(f, i) for f in sorted((root / c).rglob("*")) if f.suffix.lower() in IMAGE_EXTENSIONS]
+        for c in classes:
+            files += [(f, index[c]) for f in sorted((root / c).rglob("*")) if f.suffix.lower() in IMAGE_EXTENSIONS]
     else:
         files = [(f, None) for f in sorted(root.iterdir()) if f.suffix.lower() in IMAGE_EXTENSIONS]
     if not files:
@@ -52,7 +76,7 @@ def folder_arrays(directory: str | os.PathLike, cfg: dict, size: tuple[int, int]
     if limit:
         step = max(1, len(files) // limit)
         files = files[::step][:limit]
-    x = np.stack([preprocess(load_image(f), cfg, size=size).numpy() for f, _ in files])
+    x = _arrays([load_image(f) for f, _ in files], resolve_data_config(cfg, input_size=size))
     y = np.array([lab for _, lab in files], dtype=np.int64) if classes else None
     return x, y, classes
 
@@ -100,34 +124,29 @@ class QuantizeReport:
         return {**asdict(self), "latency_ratio": self.latency_ratio}
 
 
-def _input_geometry(path: Path) -> tuple[str, tuple[int, int, int], dict]:
-    sess = ort_session(path)
-    inp = sess.get_inputs()[0]
-    cfg = read_metadata(path).get("default_cfg", {})
-    c, h, w = cfg.get("input_size", (3, 224, 224))
-    dims = inp.shape
-    geometry = tuple(d if isinstance(d, int) else dflt for d, dflt in zip(dims[1:], (c, h, w)))
-    return inp.name, geometry, cfg
-
-
 def ort_latency_ms(path: str | os.PathLike, x: np.ndarray, threads: int = 2, warmup: int = 5, runs: int = 30
                    ) -> float:
     """Median wall time (ms) of one onnxruntime run on `x` with `threads` intra-op threads."""
     return time_onnxruntime(path, x, threads, warmup, runs)["median_ms"]
 
 
-def _predict(path: Path, x: np.ndarray, batch: int = 32) -> np.ndarray:
-    sess = ort_session(path)
-    name = sess.get_inputs()[0].name
-    fixed_batch = sess.get_inputs()[0].shape[0]
-    step = fixed_batch if isinstance(fixed_batch, int) else batch
-    outs = []
-    for i in range(0, len(x), step):
-        chunk = x[i:i + step]
-        if len(chunk) < step and isinstance(fixed_batch, int):  # pad a static-batch graph
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), 0)])
-        outs.append(sess.run(None, {name: chunk})[0][: len(x[i:i + step])])
-    return np.concatenate(outs)
+@contextlib.contextmanager
+def _ort_logs_to_debug():
+    """onnxruntime's quantizer logs a dozen-plus advisory warnings on the root logger (and would install a
+    stderr handler there): send them to our logger at DEBUG instead, for the duration."""
+    root = logging.getLogger()
+
+    class ToDebug(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logger.debug("onnxruntime: %s", record.getMessage())
+
+    saved = root.handlers[:], root.level
+    root.handlers = [ToDebug()]
+    try:
+        yield
+    finally:
+        root.handlers, level = saved
+        root.setLevel(level)
 
 
 def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calibration: str = "digits",
@@ -136,8 +155,9 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
     """Quantize an exported FP32 graph to INT8 (static, QDQ, per-channel weights, MinMax calibration).
 
     `calibration` is "digits" (calibrate on the digits train split, evaluate on its val split) or a
-    directory of images (calibrate and evaluate on it; accuracy only with class subdirectories whose
-    count matches the model's outputs). Returns sizes, batch-1 latencies and top-1 before and after.
+    directory of images (calibrate and evaluate on it; accuracy with class subdirectories, matched by name
+    to the labels saved in the graph, or by sorted order when the graph has none and the counts agree).
+    Returns sizes, batch-1 latencies and top-1 before and after.
 
     `reduce_range` quantizes weights to 7 bits: x86 CPUs without VNNI saturate in the u8 x s8 multiply-add
     (onnxruntime's documented caveat); on this project's AVX2 test machine full-range per-channel weights cost
@@ -149,24 +169,21 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
     src = Path(fp32_path).expanduser()
     if not src.is_file():
         raise FileNotFoundError(f"ONNX file not found: {src}")
-    try:
-        input_name, (c, h, w), cfg = _input_geometry(src)
-    except ModuleNotFoundError:
-        raise
-    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types for bad files
-        raise ValueError(f"{src} is not a loadable ONNX model: {str(err).strip().splitlines()[0][:200]}") from None
-    cfg = {**cfg, "input_size": (c, h, w)}
+    fp32 = OnnxClassifier(src)
+    cfg, input_name = fp32.data_config, fp32.input_name  # the graph's own input size
     if calibration == "digits":
         calib, _ = digits_arrays(cfg, "train")
         calib = calib[:: max(1, len(calib) // num_calibration)][:num_calibration]
         x_eval, y_eval = digits_arrays(cfg, "val")
     else:
-        x_eval, y_eval, _ = folder_arrays(calibration, cfg, (h, w))
+        x_eval, y_eval, classes = folder_arrays(calibration, cfg, labels=fp32.labels)
+        if y_eval is not None and fp32.labels is None and len(classes) != fp32.num_classes:
+            y_eval = None  # folder order means nothing for a graph of another class count
         calib = x_eval[:: max(1, len(x_eval) // num_calibration)][:num_calibration]
 
     out = Path(out_path).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _ort_logs_to_debug():
         prepped = Path(tmp) / "prep.onnx"
         cwd = os.getcwd()
         try:  # shape inference + graph optimisation before quantizing (onnxruntime's recommendation)
@@ -176,6 +193,7 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
             prepped = src
         finally:
             os.chdir(cwd)
+
         def run(op_types: list[str] | None) -> None:
             quantize_static(
                 str(prepped), str(out), ArrayCalibrationReader(input_name, calib),
@@ -195,8 +213,8 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
             run(list(COMPUTE_OPS))
     _copy_metadata(src, out)
 
-    logits32 = _predict(src, x_eval)
-    logits8 = _predict(out, x_eval)
+    logits32 = fp32.run(x_eval, batch=32)
+    logits8 = OnnxClassifier(out).run(x_eval, batch=32)
     n_out = logits32.shape[-1]
     usable = y_eval is not None and int(y_eval.max()) < n_out and (calibration != "digits" or n_out == 10)
     top1_32 = float((logits32.argmax(-1) == y_eval).mean()) if usable else None

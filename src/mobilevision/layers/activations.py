@@ -1,5 +1,7 @@
-"""Activations of the MetaFormer baselines (Yu et al. 2022)."""
+"""The one activation factory, and the activations of the MetaFormer baselines (Yu et al. 2022)."""
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -25,9 +27,29 @@ class SquaredReLU(nn.Module):
         return F.relu(x).square()
 
 
-def create_metaformer_act(name: str) -> nn.Module:
-    """'gelu' | 'star_relu' | 'squared_relu' | 'relu' -> module."""
-    table = {"gelu": nn.GELU, "star_relu": StarReLU, "squared_relu": SquaredReLU, "relu": nn.ReLU}
-    if name not in table:
-        raise ValueError(f"unknown activation {name!r}; accepted: {', '.join(sorted(table))}")
-    return table[name]()
+def create_act(act: str | Callable[..., nn.Module] | None, inplace: bool = True) -> nn.Module:
+    """An activation module from a name, a module class (called with no arguments) or None (identity).
+
+    Names: 'relu', 'relu6', 'hard_swish', 'hard_sigmoid', 'silu' / 'swish', 'sigmoid', 'gelu', 'tanh',
+    'star_relu', 'squared_relu', 'identity'. `inplace` applies to the ones that support it.
+    """
+    if act is None or act == "identity":
+        return nn.Identity()
+    if not isinstance(act, str):
+        return act()
+    table: dict[str, Callable[[], nn.Module]] = {
+        "relu": lambda: nn.ReLU(inplace=inplace),
+        "relu6": lambda: nn.ReLU6(inplace=inplace),
+        "hard_swish": lambda: nn.Hardswish(inplace=inplace),
+        "hard_sigmoid": lambda: nn.Hardsigmoid(inplace=inplace),
+        "silu": lambda: nn.SiLU(inplace=inplace),
+        "swish": lambda: nn.SiLU(inplace=inplace),
+        "sigmoid": nn.Sigmoid,
+        "gelu": nn.GELU,
+        "tanh": nn.Tanh,
+        "star_relu": StarReLU,
+        "squared_relu": SquaredReLU,
+    }
+    if act not in table:
+        raise ValueError(f"unknown activation {act!r}; accepted: {', '.join(sorted(table))}")
+    return table[act]()

@@ -5,36 +5,17 @@ from typing import Callable
 
 from torch import nn
 
+from .activations import create_act
+
 
 def get_padding(kernel_size: int, stride: int = 1, dilation: int = 1) -> int:
     """Symmetric 'same'-style padding of PyTorch-trained models."""
     return ((stride - 1) + dilation * (kernel_size - 1)) // 2
 
 
-def create_act(act: str | Callable[..., nn.Module] | None, inplace: bool = True) -> nn.Module:
-    """An activation module from a name ('relu', 'relu6', 'hard_swish', 'silu', 'gelu', ...) or a class."""
-    if act is None or act == "identity":
-        return nn.Identity()
-    if not isinstance(act, str):
-        return act()
-    table: dict[str, Callable[[], nn.Module]] = {
-        "relu": lambda: nn.ReLU(inplace=inplace),
-        "relu6": lambda: nn.ReLU6(inplace=inplace),
-        "hard_swish": lambda: nn.Hardswish(inplace=inplace),
-        "hard_sigmoid": lambda: nn.Hardsigmoid(inplace=inplace),
-        "silu": lambda: nn.SiLU(inplace=inplace),
-        "swish": lambda: nn.SiLU(inplace=inplace),
-        "sigmoid": lambda: nn.Sigmoid(),
-        "gelu": lambda: nn.GELU(),
-        "tanh": lambda: nn.Tanh(),
-    }
-    if act not in table:
-        raise ValueError(f"unknown activation {act!r}; accepted: {', '.join(sorted(table))}")
-    return table[act]()
-
-
 class ConvNormAct(nn.Sequential):
-    """conv -> BatchNorm -> activation; submodules named `conv`, `bn`, `act`.
+    """conv -> BatchNorm -> activation; submodules named `conv`, `bn`, `act` unless `names` says otherwise
+    (timm's MobileNet-family conv block is `conv`, `bn1`, `act1`).
 
     Shapes: (B, in_chs, H, W) -> (B, out_chs, H / stride, W / stride).
     """
@@ -51,17 +32,15 @@ class ConvNormAct(nn.Sequential):
         bias: bool = False,
         norm: bool = True,
         bn_eps: float = 1e-5,
+        names: tuple[str, str, str] = ("conv", "bn", "act"),
     ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(
-            in_chs, out_chs, kernel_size, stride, get_padding(kernel_size, stride, dilation),
-            dilation=dilation, groups=groups, bias=bias,
-        )
-        self.bn = nn.BatchNorm2d(out_chs, eps=bn_eps) if norm else nn.Identity()
-        self.act = create_act(act)
+        conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, get_padding(kernel_size, stride, dilation),
+                         dilation=dilation, groups=groups, bias=bias)
+        self.add_module(names[0], conv)
+        self.add_module(names[1], nn.BatchNorm2d(out_chs, eps=bn_eps) if norm else nn.Identity())
+        self.add_module(names[2], create_act(act))
 
     @property
     def out_channels(self) -> int:
-        return self.conv.out_channels
-
-
+        return self[0].out_channels

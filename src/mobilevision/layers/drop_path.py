@@ -1,5 +1,7 @@
-"""Stochastic depth."""
+"""Stochastic depth: the DropPath layer and the one per-block rate schedule."""
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -29,12 +31,18 @@ class DropPath(nn.Module):
         return f"drop_prob={self.drop_prob:.3f}"
 
 
-def drop_path_rates(drop_path_rate: float, depths: list[int] | tuple[int, ...]) -> list[list[float]]:
-    """Linearly increasing per-block rates from 0 to `drop_path_rate`, split by stage (ConvNeXt, MetaFormer)."""
+def drop_path_rates(rate: float, depths: Sequence[int], endpoint: bool = True) -> list[list[float]]:
+    """Per-block rates growing linearly over all sum(depths) blocks, split by stage.
+
+    endpoint=True: rate * i / (N - 1), 0 .. rate (ConvNeXt, MetaFormer: torch.linspace(0, rate, N));
+    endpoint=False: rate * i / N (TF EfficientNet and timm's EfficientNetBuilder). Plain Python floats, so
+    it also runs under torch.device('meta').
+    """
     total = sum(depths)
-    rates = torch.linspace(0, drop_path_rate, total, device="cpu").tolist() if total > 0 else []
+    div = total - 1 if endpoint else total
+    flat = [rate * i / div if div > 0 else 0.0 for i in range(total)]
     out, start = [], 0
-    for depth in depths:
-        out.append(rates[start:start + depth])
-        start += depth
+    for d in depths:
+        out.append(flat[start:start + d])
+        start += d
     return out

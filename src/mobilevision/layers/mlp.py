@@ -1,10 +1,12 @@
-"""Channel MLPs: the MetaFormer / ConvNeXt block MLP and the ConvFormer / CAFormer classifier head."""
+"""The one channel MLP (transformer FFN, MetaFormer / ConvNeXt block MLP) and the ConvFormer / CAFormer MLP head."""
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import nn
 
-from .activations import create_metaformer_act
+from .activations import create_act
 from .grn import GRN
 
 
@@ -12,8 +14,9 @@ class Mlp(nn.Module):
     """fc1 -> act -> (GRN) -> dropout -> fc2 -> dropout, applied per position.
 
     `use_conv=True` uses 1x1 convs on (B, C, H, W); otherwise Linear layers on channels-last (..., C).
-    `grn=True` inserts ConvNeXt V2's GRN on the hidden tensor (channels-last only).
-    Submodules `fc1`, `act`, `grn`, `fc2` (timm's names).
+    `grn=True` inserts ConvNeXt V2's GRN on the hidden tensor (channels-last only). `act` is a name of
+    `create_act` or a module class. Submodules `fc1`, `act`, `grn`, `fc2` (timm's names).
+    Shapes: (..., in_features) -> (..., out_features or in_features).
     """
 
     def __init__(
@@ -21,7 +24,7 @@ class Mlp(nn.Module):
         in_features: int,
         hidden_features: int,
         out_features: int | None = None,
-        act: str = "gelu",
+        act: str | Callable[..., nn.Module] = "gelu",
         bias: bool = True,
         drop: float = 0.0,
         use_conv: bool = False,
@@ -33,7 +36,7 @@ class Mlp(nn.Module):
         out_features = out_features or in_features
         layer = (lambda i, o: nn.Conv2d(i, o, 1, bias=bias)) if use_conv else (lambda i, o: nn.Linear(i, o, bias=bias))
         self.fc1 = layer(in_features, hidden_features)
-        self.act = create_metaformer_act(act)
+        self.act = create_act(act, inplace=False)
         self.grn = GRN(hidden_features) if grn else nn.Identity()
         self.drop1 = nn.Dropout(drop)
         self.fc2 = layer(hidden_features, out_features)
@@ -57,7 +60,7 @@ class MlpHead(nn.Module):
         super().__init__()
         hidden = int(mlp_ratio * dim)
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = create_metaformer_act(act)
+        self.act = create_act(act, inplace=False)
         self.norm = nn.LayerNorm(hidden, eps=norm_eps)
         self.head_drop = nn.Dropout(drop)
         self.fc2 = nn.Linear(hidden, num_classes)

@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .conv_norm_act import create_act
+from .activations import create_act
 
 
 class SqueezeExcite(nn.Module):

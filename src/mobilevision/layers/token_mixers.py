@@ -6,10 +6,10 @@ the MetaFormer stage lays out its tensors for its mixer.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .activations import StarReLU
+from .attention import Attention
 
 
 class IdentityMixer(nn.Module):
@@ -46,17 +46,20 @@ class SepConv(nn.Module):
     """ConvFormer's mixer: 1x1 (C -> 2C) -> StarReLU -> depthwise kxk -> 1x1 (2C -> C), no biases.
 
     The official code writes the 1x1s as Linear layers on channels-last tensors; 1x1 convs are the same maths
-    and match timm's parameter shapes. (B, C, H, W) -> (B, C, H, W).
+    and match timm's parameter shapes. `dilation` dilates the depthwise conv (output stride below 32).
+    (B, C, H, W) -> (B, C, H, W).
     """
 
     channels_last = False
 
-    def __init__(self, dim: int, expansion_ratio: float = 2.0, kernel_size: int = 7, bias: bool = False) -> None:
+    def __init__(self, dim: int, expansion_ratio: float = 2.0, kernel_size: int = 7, bias: bool = False,
+                 dilation: int = 1) -> None:
         super().__init__()
         mid = int(expansion_ratio * dim)
         self.pwconv1 = nn.Conv2d(dim, mid, 1, bias=bias)
         self.act1 = StarReLU()
-        self.dwconv = nn.Conv2d(mid, mid, kernel_size, padding=kernel_size // 2, groups=mid, bias=bias)
+        self.dwconv = nn.Conv2d(mid, mid, kernel_size, padding=kernel_size // 2 * dilation, dilation=dilation,
+                                groups=mid, bias=bias)
         self.pwconv2 = nn.Conv2d(mid, dim, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,8 +67,8 @@ class SepConv(nn.Module):
         return self.pwconv2(self.dwconv(x))
 
 
-class Attention(nn.Module):
-    """Multi-head self-attention over all H*W positions via F.scaled_dot_product_attention.
+class AttentionMixer(Attention):
+    """CAFormer's mixer: the one `Attention` over all H*W positions of a channels-last map.
 
     `num_heads = dim // head_dim` (at least 1); qkv and proj without bias as in CAFormer.
     Shapes: (B, H, W, C) -> (B, H, W, C).
@@ -75,23 +78,11 @@ class Attention(nn.Module):
 
     def __init__(self, dim: int, head_dim: int = 32, qkv_bias: bool = False, proj_bias: bool = False,
                  attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
-        super().__init__()
-        self.head_dim = head_dim
-        self.num_heads = max(1, dim // head_dim)
-        inner = self.num_heads * head_dim
-        self.qkv = nn.Linear(dim, inner * 3, bias=qkv_bias)
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(inner, dim, bias=proj_bias)
-        self.proj_drop = nn.Dropout(proj_drop)
+        super().__init__(dim, max(1, dim // head_dim), head_dim, qkv_bias, proj_bias, attn_drop, proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
-        qkv = self.qkv(x.reshape(b, h * w, c))  # (B, N, 3 * heads * head_dim)
-        qkv = qkv.reshape(b, h * w, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # (B, heads, N, head_dim)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        out = out.transpose(1, 2).reshape(b, h, w, self.num_heads * self.head_dim)
-        return self.proj_drop(self.proj(out))
+        return super().forward(x.reshape(b, h * w, c)).reshape(b, h, w, c)
 
 
 class RandomMixing(nn.Module):
@@ -121,7 +112,7 @@ TOKEN_MIXERS: dict[str, type[nn.Module]] = {
     "identity": IdentityMixer,
     "pool": Pooling,
     "sepconv": SepConv,
-    "attention": Attention,
+    "attention": AttentionMixer,
     "random": RandomMixing,
 }
 

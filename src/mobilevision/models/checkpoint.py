@@ -1,13 +1,11 @@
-"""Reading, remapping, saving and downloading weights. Nothing here runs pickled code."""
+"""Reading, remapping and saving weights (the saved format: safetensors + config.json). Nothing here runs
+pickled code. Downloads live in `hub.py`."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
 import tempfile
-import urllib.error
-import urllib.request
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,10 +13,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from mobilevision.data.config import resolve_data_config
+
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 _NESTED_KEYS = ("state_dict", "model", "model_state", "state_dict_ema", "model_ema", "module")
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
+ONNX_SUFFIX = ".onnx"
 
 
 def resolve_weights_path(path: str | os.PathLike) -> Path:
@@ -47,6 +48,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     p = resolve_weights_path(path)
     if p.stat().st_size == 0:
         raise ValueError(f"checkpoint {p} is empty (0 bytes); re-download or re-save it")
+    if p.suffix == ONNX_SUFFIX:
+        raise ValueError(f"{p} is an ONNX graph, not PyTorch weights: run it with onnxruntime "
+                         "(`mobilevision predict` / `eval` take it as --checkpoint) or pass the weights it was "
+                         "exported from")
     if p.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -100,28 +105,39 @@ def classifier_keys(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> li
     return [k for k in state_dict if any(k.startswith(p) for p in prefixes)]
 
 
-def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> nn.Module:
+def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = True,
+                    new_head: bool = False) -> nn.Module:
     """Load our own, timm's or the official layout of this model's weights into `model` (in place).
 
     The model's family filter (set by `create_model`) detects a foreign layout from the keys and remaps
-    it. If the checkpoint's classifier has another number of classes than the model, the classifier is
-    left at its initialisation (fine-tuning) with a warning. A mismatch elsewhere raises ValueError that
-    lists the first offending keys.
+    it. A checkpoint whose classifier has another number of classes than the model is a ValueError unless
+    `new_head=True` (fine-tuning: the classifier keeps its initialisation, with a warning). A mismatch
+    elsewhere raises ValueError that lists the first offending keys.
     """
     state = read_state_dict(path)
-    return load_state_dict_into(model, state, source=str(path), strict=strict)
+    return load_state_dict_into(model, state, source=str(path), strict=strict, new_head=new_head)
 
 
 def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], source: str = "state dict",
-                         strict: bool = True) -> nn.Module:
-    """Remap `state` with the model's checkpoint filter and load it, with readable errors."""
+                         strict: bool = True, new_head: bool = False) -> nn.Module:
+    """Remap `state` with the model's checkpoint filter and load it, with readable errors (see load_checkpoint)."""
     target = model.model if hasattr(model, "out_indices") and hasattr(model, "model") else model
     filt = getattr(target, "checkpoint_filter", None)
     if filt is not None:
         state = filt(state, target)
     own = target.state_dict()
     head = set(classifier_keys(target, own))
-    head_mismatch = [k for k in head if k in state and state[k].shape != own[k].shape]
+    # another class count (not another width: that is a wrong model, reported below with the other shapes)
+    head_mismatch = sorted(k for k in head if k in state and state[k].ndim and own[k].ndim
+                           and state[k].shape[0] != own[k].shape[0])
+    if head_mismatch and not new_head:
+        k = head_mismatch[0]
+        saved_n, model_n = int(state[k].shape[0]), int(own[k].shape[0])
+        raise ValueError(
+            f"checkpoint {source} has a {saved_n}-class classifier but the model was built with {model_n} "
+            f"classes; pass num_classes={saved_n} (CLI: --num-classes {saved_n}) to use the trained head, or "
+            f"num_classes=N explicitly for a new N-class head"
+        )
     if head_mismatch or (head and not any(k in state for k in head)):
         if head_mismatch:
             warnings.warn(
@@ -158,8 +174,19 @@ def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], sourc
     return model
 
 
-def atomic_write_bytes(path: Path, write_fn) -> None:
-    """Write through a temporary file in the same directory, fsync, then rename over `path`."""
+def file_mode() -> int:
+    """The mode a plain `open(path, "w")` would give a new file: 0o666 less the process umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write_bytes(path: str | os.PathLike, write_fn) -> None:
+    """Write through a temporary file in the same directory, fsync, then rename over `path`.
+
+    `write_fn(tmp_path)` writes the content. The file gets the umask's usual mode (mkstemp's would be 0600).
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -167,6 +194,7 @@ def atomic_write_bytes(path: Path, write_fn) -> None:
         write_fn(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -187,7 +215,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, labels: list
         "num_classes": getattr(target, "num_classes", None),
         "in_chans": getattr(target, "in_chans", 3),
         "overrides": getattr(target, "creation_overrides", {}),
-        "default_cfg": _jsonable(getattr(target, "default_cfg", {})),
+        "data_config": _data_config_dict(target),
         "labels": labels,
     }
     if extra:
@@ -195,6 +223,10 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, labels: list
     text = json.dumps(config, indent=2)
     atomic_write_bytes(d / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
     return d
+
+
+def _data_config_dict(model: nn.Module) -> dict:
+    return resolve_data_config(model).to_dict()
 
 
 def read_config(path: str | os.PathLike) -> dict | None:
@@ -209,65 +241,5 @@ def read_config(path: str | os.PathLike) -> dict | None:
         raise ValueError(f"{cfg_path} is not valid JSON: {err}") from None
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def cache_dir() -> Path:
-    """Where downloaded weights live: $MOBILEVISION_CACHE or ~/.cache/mobilevision."""
-    return Path(os.environ.get("MOBILEVISION_CACHE", Path.home() / ".cache" / "mobilevision"))
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def download_url(url: str, sha256: str | None, filename: str | None = None) -> Path:
-    """Fetch `url` into the cache (once), verifying its sha256; `file://` URLs work too."""
-    name = filename or url.rstrip("/").split("/")[-1]
-    dest = cache_dir() / "url" / name
-    if dest.is_file() and (sha256 is None or sha256_of(dest) == sha256):
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=dest.parent)
-    os.close(fd)
-    try:
-        try:
-            with urllib.request.urlopen(url, timeout=30) as resp, open(tmp, "wb") as out:
-                while chunk := resp.read(1 << 20):
-                    out.write(chunk)
-        except (urllib.error.URLError, OSError) as err:
-            raise RuntimeError(
-                f"could not download {url} ({getattr(err, 'reason', err)}). Without network access, download "
-                "the file elsewhere and pass it with checkpoint_path=PATH (CLI: --checkpoint PATH)."
-            ) from None
-        if sha256 is not None:
-            got = sha256_of(tmp)
-            if got != sha256:
-                raise ValueError(f"sha256 of {url} is {got}, expected {sha256}: the download is corrupt or altered")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return dest
-
-
-def download_hf(repo_id: str, filename: str = WEIGHTS_NAME) -> Path:
-    """Fetch a file from the Hugging Face Hub (cached by huggingface_hub)."""
-    try:
-        from huggingface_hub import hf_hub_download
-
-        return Path(hf_hub_download(repo_id, filename))
-    except Exception as err:  # the hub raises many connection error types
-        raise RuntimeError(
-            f"could not fetch {filename} from the Hugging Face Hub repo {repo_id} ({type(err).__name__}). "
-            "Without network access, download it elsewhere and pass checkpoint_path=PATH (CLI: --checkpoint PATH)."
-        ) from None
+# downloads moved to hub.py; these names stay importable from here
+from .hub import cache_dir, download_hf, download_url, sha256_of  # noqa: E402,F401

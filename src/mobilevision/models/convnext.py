@@ -18,20 +18,25 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mobilevision.models.features import Classifier, stage_outputs
-from mobilevision.layers.drop_path import DropPath
+from mobilevision.models.features import Classifier, check_output_stride
+from mobilevision.layers.classifier import ClassifierHead
+from mobilevision.layers.drop_path import DropPath, drop_path_rates
 from mobilevision.layers.mlp import Mlp
 from mobilevision.layers.norms import LayerNorm2d
-from mobilevision.models.registry import ModelConfig, WeightSource, register_model
+from mobilevision.layers.weight_init import init_weights
+from mobilevision.models.registry import WeightSource, register_variants
 
 
 class ConvNeXtBlock(nn.Module):
-    """One ConvNeXt (V1: layer-scale) or ConvNeXt V2 (GRN, no layer-scale) block. (B, C, H, W) -> same."""
+    """One ConvNeXt (V1: layer-scale) or ConvNeXt V2 (GRN, no layer-scale) block. (B, C, H, W) -> same.
+
+    `dilation` dilates the depthwise conv (output stride below 32)."""
 
     def __init__(self, dim: int, kernel_size: int = 7, mlp_ratio: float = 4.0, ls_init_value: float | None = 1e-6,
-                 use_grn: bool = False, drop_path: float = 0.0) -> None:
+                 use_grn: bool = False, drop_path: float = 0.0, dilation: int = 1) -> None:
         super().__init__()
-        self.conv_dw = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.conv_dw = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2 * dilation, dilation=dilation,
+                                 groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(mlp_ratio * dim), act="gelu", grn=use_grn)
         self.gamma = nn.Parameter(torch.full((dim,), float(ls_init_value))) if ls_init_value is not None else None
@@ -46,39 +51,34 @@ class ConvNeXtBlock(nn.Module):
 
 
 class ConvNeXtStage(nn.Module):
-    """downsample (Identity in stage 1, else LayerNorm -> conv 2x2 s2) then `depth` blocks."""
+    """downsample (Identity in stage 1, else LayerNorm -> conv 2x2 s2) then `depth` blocks.
+
+    `dilation` (in, out) > 1 replaces the stride: the 2x2 conv runs at stride 1 with dilation `in` and 'same'
+    padding (one extra row / column at the bottom / right, as timm), the blocks' depthwise convs at `out`.
+    """
 
     def __init__(self, in_chs: int, out_chs: int, depth: int, rates: Sequence[float], downsample: bool = True,
-                 **block_kwargs) -> None:
+                 dilation: tuple[int, int] = (1, 1), **block_kwargs) -> None:
         super().__init__()
         if not downsample:
             self.downsample = nn.Identity()
-        else:
+        elif dilation[1] == 1:
             self.downsample = nn.Sequential(LayerNorm2d(in_chs, eps=1e-6), nn.Conv2d(in_chs, out_chs, 2, stride=2))
-        self.blocks = nn.Sequential(*[ConvNeXtBlock(out_chs, drop_path=rates[j], **block_kwargs) for j in range(depth)])
+        else:
+            self.downsample = nn.Sequential(LayerNorm2d(in_chs, eps=1e-6),
+                                            nn.Conv2d(in_chs, out_chs, 2, dilation=dilation[0], padding="same"))
+        self.blocks = nn.Sequential(*[ConvNeXtBlock(out_chs, drop_path=rates[j], dilation=dilation[1], **block_kwargs)
+                                      for j in range(depth)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.downsample(x))
 
 
-class ConvNeXtHead(nn.Module):
-    """global mean -> LayerNorm (eps 1e-6) -> dropout -> Linear. (B, C, H, W) -> (B, classes)."""
-
-    def __init__(self, dim: int, num_classes: int, drop_rate: float = 0.0) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(self.norm(x.mean((2, 3))))  # (B, C)
-        return x if pre_logits else self.fc(x)
-
-
 class ConvNeXt(Classifier):
     """ConvNeXt V1 (`ls_init_value=1e-6`, `use_grn=False`) and V2 (`ls_init_value=None`, `use_grn=True`).
 
-    Four stages at reductions 4, 8, 16, 32 with widths `dims` and `depths` blocks.
+    Four stages at reductions 4, 8, 16, 32 with widths `dims` and `depths` blocks; `output_stride` 16 or 8
+    dilates the last one or two stages instead (same weights).
     """
 
     def __init__(
@@ -93,8 +93,10 @@ class ConvNeXt(Classifier):
         in_chans: int = 3,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        output_stride: int = 32,
     ) -> None:
         super().__init__()
+        check_output_stride(output_stride, "ConvNeXt")
         if len(depths) != len(dims) or not depths:
             raise ValueError(f"depths {tuple(depths)} and dims {tuple(dims)} must be non-empty and of equal length")
         if kernel_size < 1 or kernel_size % 2 == 0:
@@ -102,50 +104,30 @@ class ConvNeXt(Classifier):
         self.num_classes = num_classes
         self.num_features = dims[-1]
         self.stem = nn.Sequential(nn.Conv2d(in_chans, dims[0], 4, stride=4), LayerNorm2d(dims[0], eps=1e-6))
-        total = sum(depths)
-        flat = [drop_path_rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
-        stages, self.feature_info, start, prev = [], [], 0, dims[0]
+        rates = drop_path_rates(drop_path_rate, depths)
+        stages, self.feature_info, prev, reduction, dilation = [], [], dims[0], 4, 1
         for i, (depth, dim) in enumerate(zip(depths, dims)):
-            stages.append(ConvNeXtStage(prev, dim, depth, flat[start:start + depth], downsample=i > 0,
-                                        kernel_size=kernel_size,
+            prev_dilation = dilation
+            if i > 0 and reduction * 2 > output_stride:
+                dilation *= 2
+            elif i > 0:
+                reduction *= 2
+            stages.append(ConvNeXtStage(prev, dim, depth, rates[i], downsample=i > 0,
+                                        dilation=(prev_dilation, dilation), kernel_size=kernel_size,
                                         ls_init_value=ls_init_value, use_grn=use_grn))
-            self.feature_info.append({"num_chs": dim, "reduction": 4 * 2 ** i, "module": f"stages.{i}"})
-            start, prev = start + depth, dim
+            self.feature_info.append({"num_chs": dim, "reduction": reduction, "module": f"stages.{i}"})
+            prev = dim
         self.stages = nn.Sequential(*stages)
-        self.head = ConvNeXtHead(dims[-1], num_classes, drop_rate)
-        self.apply(_init_weights)
+        self.head = ClassifierHead(dims[-1], num_classes, drop_rate, norm=nn.LayerNorm(dims[-1], eps=1e-6),
+                                   init="trunc_normal")
+        init_weights(self, "trunc_normal")
         if isinstance(self.head.fc, nn.Linear):
             with torch.no_grad():
                 self.head.fc.weight.mul_(head_init_scale)
                 self.head.fc.bias.mul_(head_init_scale)
 
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return stage_outputs(self.stem(x), self.stages)  # stem: (B, dims[0], H/4, W/4)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, H, W) -> (B, dims[-1], H/32, W/32)."""
-        return self.stages(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.head.fc.apply(_init_weights)
-
     def no_weight_decay(self) -> set[str]:
         return {n for n, _ in self.named_parameters() if n.endswith(".gamma")}
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, (nn.Conv2d, nn.Linear)):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
@@ -226,16 +208,12 @@ VARIANTS = (
                     _V2_URL + "convnextv2_huge_1k_224_ema.pt"),
 )
 
-for _v in VARIANTS:
-    register_model(ModelConfig(
-        name=_v.name,
-        family="convnextv2" if _v.v2 else "convnext",
-        builder=ConvNeXt,
-        kwargs={"depths": _v.depths, "dims": _v.dims, "ls_init_value": None if _v.v2 else 1e-6, "use_grn": _v.v2},
-        input_size=(3, 224, 224),
-        crop_pct=0.875,
-        interpolation="bicubic",
-        # The official release files (`note`) load too, through checkpoint_filter; their sha256 is not recorded.
-        weights=WeightSource(hf_hub_id=f"timm/{_v.name}.{_v.hf_tag}", note=f"official release: {_v.url}"),
-        checkpoint_filter=checkpoint_filter,
-    ))
+register_variants(
+    "convnext", ConvNeXt,
+    {v.name: dict(family="convnextv2" if v.v2 else "convnext",
+                  kwargs={"depths": v.depths, "dims": v.dims, "ls_init_value": None if v.v2 else 1e-6, "use_grn": v.v2},
+                  # The official release files (`note`) load too, through checkpoint_filter; their sha256 is not recorded.
+                  weights=WeightSource(hf_hub_id=f"timm/{v.name}.{v.hf_tag}", note=f"official release: {v.url}"))
+     for v in VARIANTS},
+    input_size=(3, 224, 224), crop_pct=0.875, interpolation="bicubic", checkpoint_filter=checkpoint_filter,
+)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from mobilevision.layers.helpers import make_divisible
 from mobilevision.models.inverted_residual import BlockSpec, SERule
 from mobilevision.models.mobilenet import HeadSpec, MobileNet
-from mobilevision.models.registry import INCEPTION_MEAN, INCEPTION_STD, ModelConfig, WeightSource, register_model
+from mobilevision.models.registry import INCEPTION_MEAN, INCEPTION_STD, WeightSource, register_variants
 
 
 @dataclass(frozen=True)
@@ -104,14 +104,14 @@ TIMM_DEFAULTS: dict[str, DataCfg] = {
     "efficientnet_b7": DataCfg(None, 0.949),
 }
 
-for _name, _sc in SCALING.items():
-    _data = TIMM_DEFAULTS[_name]
-    _extra = {} if not _data.inception_norm else dict(mean=INCEPTION_MEAN, std=INCEPTION_STD)
-    register_model(ModelConfig(
-        _name, "efficientnet", efficientnet,
-        kwargs=dict(width=_sc.width, depth=_sc.depth, recipe_drop_rate=_sc.dropout),
-        input_size=(3, _sc.resolution, _sc.resolution), crop_pct=_data.crop_pct, interpolation="bicubic",
-        weights=WeightSource(hf_hub_id=_data.hf_hub_id) if _data.hf_hub_id else WeightSource(
-            note=f"timm registers {_name} without trained weights (its tf_{_name} ports use TF padding)"),
-        **_extra,
-    ))
+
+def _record(name: str, sc: Scaling) -> dict:
+    data = TIMM_DEFAULTS[name]
+    weights = WeightSource(hf_hub_id=data.hf_hub_id) if data.hf_hub_id else WeightSource(
+        note=f"timm registers {name} without trained weights (its tf_{name} ports use TF padding)")
+    norm = dict(mean=INCEPTION_MEAN, std=INCEPTION_STD) if data.inception_norm else {}
+    return dict(kwargs=dict(width=sc.width, depth=sc.depth, recipe_drop_rate=sc.dropout),
+                input_size=(3, sc.resolution, sc.resolution), crop_pct=data.crop_pct, weights=weights, **norm)
+
+
+register_variants("efficientnet", efficientnet, {n: _record(n, sc) for n, sc in SCALING.items()}, interpolation="bicubic")

@@ -6,10 +6,12 @@ from typing import Sequence
 
 from torch import nn
 
-from .checkpoint import download_hf, download_url, load_checkpoint, read_config
-from .features import FeatureExtractor
-from .registry import get_config
 from mobilevision.data.config import resolve_data_config
+
+from .checkpoint import load_checkpoint, read_config
+from .features import FeatureExtractor
+from .hub import download_hf, download_url
+from .registry import get_config
 
 
 def create_model(
@@ -21,6 +23,8 @@ def create_model(
     in_chans: int | None = None,
     features_only: bool = False,
     out_indices: Sequence[int] | None = None,
+    output_stride: int = 32,
+    feature_location: str = "",
     drop_rate: float = 0.0,
     drop_path_rate: float = 0.0,
     **overrides,
@@ -29,10 +33,15 @@ def create_model(
 
     `checkpoint_path` takes a file (.safetensors / .pth / .pt / .bin, in this library's, timm's or the
     official layout) or a directory written by `save_pretrained`; its `config.json` supplies num_classes,
-    in_chans and overrides that were not given here. `features_only=True` returns a `FeatureExtractor`
-    whose forward gives the stage maps chosen by `out_indices`.
+    in_chans and overrides that were not given here. Weights whose classifier has another class count than
+    the model are an error unless `num_classes` is given here (then the head is new: fine-tuning).
+    `features_only=True` returns a `FeatureExtractor` whose forward gives the stage maps chosen by
+    `out_indices`. `output_stride` (8 | 16 | 32) dilates the last stages instead of striding them;
+    `feature_location="expansion"` taps the inverted-residual families' expansion convs (SSDLite); both reach
+    the family's builder only when not the default, so families without them raise a clear ValueError.
     """
     cfg = get_config(name)
+    new_head = num_classes is not None  # the caller asked for this head, whatever the weights hold
     saved = read_config(checkpoint_path) if checkpoint_path is not None else None
     if saved:
         saved_name = saved.get("model")
@@ -56,6 +65,10 @@ def create_model(
         if not 0.0 <= value < 1.0:
             raise ValueError(f"{arg} must be in [0, 1), got {value}")
 
+    if output_stride != 32:
+        overrides["output_stride"] = output_stride
+    if feature_location:
+        overrides["feature_location"] = feature_location
     kwargs = {**cfg.kwargs, **overrides}
     try:
         model = cfg.builder(
@@ -74,9 +87,9 @@ def create_model(
         model.labels = list(saved["labels"])
 
     if checkpoint_path is not None:
-        load_checkpoint(model, checkpoint_path)
+        load_checkpoint(model, checkpoint_path, new_head=new_head)
     elif pretrained:
-        load_checkpoint(model, _fetch_pretrained(name))
+        load_checkpoint(model, _fetch_pretrained(name), new_head=new_head)
 
     if features_only:
         return FeatureExtractor(model, out_indices)

@@ -28,8 +28,11 @@ class Classifier(CarriesDataConfig, nn.Module):
     """Base of every model in the zoo (timm's protocol).
 
     Subclasses set `num_classes`, `num_features`, `feature_info` (one `{"num_chs", "reduction", "module"}`
-    per stage) and implement `forward_stages`, `forward_features`, `forward_head`, `get_classifier` and
-    `reset_classifier`.
+    per stage) and implement (or inherit) `forward_stages`, `forward_features` and `forward_head`.
+    `forward_features(x)` returns exactly what `forward_head` takes, so `forward_head(forward_features(x))`
+    is the forward pass of every family: the last map (B, C, H', W') everywhere except Mobile-Former, whose
+    head also reads the global tokens (a `(map, tokens)` named tuple there). A model whose head is a
+    `layers.ClassifierHead` named `head` gets `get_classifier` and `reset_classifier` from here.
     """
 
     num_classes: int
@@ -37,20 +40,26 @@ class Classifier(CarriesDataConfig, nn.Module):
     feature_info: list[dict]
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """One feature map per `feature_info` entry, in order: (B, C_i, H / r_i, W / r_i)."""
-        raise NotImplementedError
+        """One feature map per `feature_info` entry, in order: (B, C_i, H / r_i, W / r_i).
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        The default is the stem-then-stages walk of models with `stem` and `stages` (every stage a map)."""
+        return stage_outputs(self.stem(x), self.stages)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        raise NotImplementedError
+    def forward_features(self, x: torch.Tensor):
+        """(B, C_in, H, W) -> the last map (B, C, H / r, W / r); the default runs `stem` then `stages`."""
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x, pre_logits: bool = False) -> torch.Tensor:
+        """Features -> logits (B, num_classes), or the pre-logits (B, num_features); default: `self.head`."""
+        return self.head(x, pre_logits=pre_logits)
 
     def get_classifier(self) -> nn.Module:
-        raise NotImplementedError
+        return self.head.fc
 
     def reset_classifier(self, num_classes: int) -> None:
-        raise NotImplementedError
+        """A new classifier for `num_classes` (0: `forward` returns the pooled features)."""
+        self.head.reset(num_classes)
+        self.num_classes = num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> logits (B, num_classes), or pooled features when num_classes == 0."""
@@ -59,6 +68,16 @@ class Classifier(CarriesDataConfig, nn.Module):
     def no_weight_decay(self) -> set[str]:
         """Names of parameters to exempt from weight decay beyond norms and biases."""
         return set()
+
+
+OUTPUT_STRIDES = (8, 16, 32)
+
+
+def check_output_stride(output_stride: int, family: str, supported: Sequence[int] = OUTPUT_STRIDES, why: str = "") -> None:
+    """ValueError naming the accepted strides when a family cannot give maps at `output_stride`."""
+    if output_stride not in supported:
+        raise ValueError(f"output_stride {output_stride} is not supported by {family} models (use one of "
+                         f"{tuple(supported)}){': ' + why if why else ''}")
 
 
 def stage_outputs(x: torch.Tensor, stages: Sequence[nn.Module]) -> list[torch.Tensor]:

@@ -9,16 +9,19 @@ timm keeps them inside its BatchNormAct2d.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from mobilevision.layers.conv_norm_act import create_act, get_padding
-from mobilevision.layers.drop_path import DropPath
+from mobilevision.layers.activations import create_act
+from mobilevision.layers.conv_norm_act import ConvNormAct, get_padding
+from mobilevision.layers.drop_path import DropPath, drop_path_rates
 from mobilevision.layers.helpers import make_divisible
 from mobilevision.layers.squeeze_excite import SqueezeExcite
+from mobilevision.models.features import check_output_stride
 
 BLOCK_KINDS = ("ds", "ir", "cn")
 SE_WIDTH_RULES = ("divisible", "block_in", "floor")
@@ -93,8 +96,9 @@ class SERule:
                              gate=self.gate)
 
 
-def _dw_conv(chs: int, kernel: int, stride: int) -> nn.Conv2d:
-    return nn.Conv2d(chs, chs, kernel, stride, get_padding(kernel, stride), groups=chs, bias=False)
+def _dw_conv(chs: int, kernel: int, stride: int, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(chs, chs, kernel, stride, get_padding(kernel, stride, dilation), dilation=dilation, groups=chs,
+                     bias=False)
 
 
 def _pw_conv(in_chs: int, out_chs: int) -> nn.Conv2d:
@@ -110,10 +114,10 @@ class DepthwiseSeparable(nn.Module):
 
     def __init__(self, in_chs: int, out_chs: int, kernel: int = 3, stride: int = 1, act: str = "relu",
                  se: nn.Module | None = None, pw_act: bool = False, skip: bool = True,
-                 drop_path: float = 0.0, bn_eps: float = 1e-5) -> None:
+                 drop_path: float = 0.0, bn_eps: float = 1e-5, dilation: int = 1) -> None:
         super().__init__()
         self.has_skip = skip and stride == 1 and in_chs == out_chs
-        self.conv_dw = _dw_conv(in_chs, kernel, stride)
+        self.conv_dw = _dw_conv(in_chs, kernel, stride, dilation)
         self.bn1 = nn.BatchNorm2d(in_chs, eps=bn_eps)
         self.act1 = create_act(act)
         self.se = se if se is not None else nn.Identity()
@@ -134,18 +138,19 @@ class DepthwiseSeparable(nn.Module):
 class InvertedResidual(nn.Module):
     """pw expand -> BN -> act; dw kxk -> BN -> act; [SE]; pw project -> BN (linear); shortcut when it fits.
 
+    `expand(x)` is the expansion output (B, hidden, H, W), the "expansion" feature tap of SSDLite.
     Shapes: (B, in_chs, H, W) -> (B, hidden, H', W') -> (B, out_chs, H / stride, W / stride).
     """
 
     def __init__(self, in_chs: int, hidden: int, out_chs: int, kernel: int = 3, stride: int = 1,
                  act: str = "relu", se: nn.Module | None = None, skip: bool = True, drop_path: float = 0.0,
-                 bn_eps: float = 1e-5) -> None:
+                 bn_eps: float = 1e-5, dilation: int = 1) -> None:
         super().__init__()
         self.has_skip = skip and stride == 1 and in_chs == out_chs
         self.conv_pw = _pw_conv(in_chs, hidden)
         self.bn1 = nn.BatchNorm2d(hidden, eps=bn_eps)
         self.act1 = create_act(act)
-        self.conv_dw = _dw_conv(hidden, kernel, stride)
+        self.conv_dw = _dw_conv(hidden, kernel, stride, dilation)
         self.bn2 = nn.BatchNorm2d(hidden, eps=bn_eps)
         self.act2 = create_act(act)
         self.se = se if se is not None else nn.Identity()
@@ -153,9 +158,13 @@ class InvertedResidual(nn.Module):
         self.bn3 = nn.BatchNorm2d(out_chs, eps=bn_eps)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def expand(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act1(self.bn1(self.conv_pw(x)))  # (B, hidden, H, W)
+
+    def forward(self, x: torch.Tensor, expanded: torch.Tensor | None = None) -> torch.Tensor:
+        """`expanded`: `expand(x)` when the caller has it already (feature taps), else computed here."""
         shortcut = x
-        x = self.act1(self.bn1(self.conv_pw(x)))  # (B, hidden, H, W)
+        x = self.expand(x) if expanded is None else expanded
         x = self.act2(self.bn2(self.conv_dw(x)))  # (B, hidden, H', W')
         x = self.bn3(self.conv_pwl(self.se(x)))  # (B, C_out, H', W')
         if self.has_skip:
@@ -163,37 +172,25 @@ class InvertedResidual(nn.Module):
         return x
 
 
-class ConvBnAct(nn.Module):
-    """conv kxk -> BN -> act, named `conv`, `bn1` as timm's ConvBnAct block (no shortcut).
-
-    Shapes: (B, in_chs, H, W) -> (B, out_chs, H / stride, W / stride).
-    """
-
-    def __init__(self, in_chs: int, out_chs: int, kernel: int = 1, stride: int = 1, act: str = "relu",
-                 bn_eps: float = 1e-5) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel, stride, get_padding(kernel, stride), bias=False)
-        self.bn1 = nn.BatchNorm2d(out_chs, eps=bn_eps)
-        self.act1 = create_act(act)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act1(self.bn1(self.conv(x)))
-
-
 def make_block(spec: BlockSpec, in_chs: int, stride: int, *, act: str, se_rule: SERule,
-               hidden_divisor: int = 8, drop_path: float = 0.0, bn_eps: float = 1e-5) -> nn.Module:
-    """One block of `spec` taking `in_chs` channels (stride given separately for repeats)."""
+               hidden_divisor: int = 8, drop_path: float = 0.0, bn_eps: float = 1e-5, dilation: int = 1) -> nn.Module:
+    """One block of `spec` taking `in_chs` channels (stride and depthwise dilation given separately)."""
     block_act = spec.act or act
     if spec.kind == "cn":
-        return ConvBnAct(in_chs, spec.out_chs, spec.kernel, stride, block_act, bn_eps)
+        # timm's ConvBnAct block names: `conv`, `bn1`
+        return ConvNormAct(in_chs, spec.out_chs, spec.kernel, stride, act=block_act, bn_eps=bn_eps,
+                           names=("conv", "bn1", "act1"))
     if spec.kind == "ds":
         se = se_rule.make(in_chs, in_chs, spec.se, block_act) if spec.se else None
         return DepthwiseSeparable(in_chs, spec.out_chs, spec.kernel, stride, block_act, se, spec.pw_act,
-                                  spec.skip, drop_path, bn_eps)
+                                  spec.skip, drop_path, bn_eps, dilation)
     hidden = make_divisible(in_chs * spec.exp, hidden_divisor)
     se = se_rule.make(hidden, in_chs, spec.se, block_act) if spec.se else None
     return InvertedResidual(in_chs, hidden, spec.out_chs, spec.kernel, stride, block_act, se, spec.skip,
-                            drop_path, bn_eps)
+                            drop_path, bn_eps, dilation)
+
+
+FEATURE_LOCATIONS = ("", "expansion")
 
 
 def build_stages(
@@ -207,6 +204,9 @@ def build_stages(
     bn_eps: float = 1e-5,
     stem_reduction: int = 2,
     stem_module: str = "bn1",
+    output_stride: int = 32,
+    dilate_first: bool = False,
+    feature_location: str = "",
 ) -> tuple[nn.Sequential, list[dict], int]:
     """Turn a stage table into `blocks`: (nn.Sequential of stages, feature_info, output channels).
 
@@ -214,29 +214,52 @@ def build_stages(
     EfficientNet and timm's EfficientNetBuilder. A feature map is taken at the end of every stage that is
     followed by a strided stage or ends the network, plus the stem output (`stem_module`) when the first
     block is strided, so the maps have reductions 2, 4, 8, 16, 32.
+
+    `output_stride` 8 or 16: the strides that would go beyond it become 1 and the later depthwise convs are
+    dilated instead (DeepLab); the first block of a dilated stage keeps the previous dilation (TF slim, timm)
+    unless `dilate_first` (torchvision's MobileNetV3 `dilated=True`). feature_info's reductions follow.
+    `feature_location="expansion"`: each tap before a strided stage is instead the expansion output
+    (`conv_pw` -> BN -> act, before the strided depthwise conv) of that stage's first block (the SSDLite taps
+    of the MobileNetV2/V3 papers); the tap that ends the network stays the network output. Taps whose next
+    block has no expansion keep the stage output. Each entry's `module` names where its map is taken.
     """
+    check_output_stride(output_stride, "inverted-residual")
+    if feature_location not in FEATURE_LOCATIONS:
+        raise ValueError(f"feature_location {feature_location!r} not accepted; use one of {FEATURE_LOCATIONS}")
     if not stages or any(len(s) == 0 for s in stages):
         raise ValueError("build_stages needs a non-empty list of non-empty stages")
-    total = sum(spec.repeats for stage in stages for spec in stage)
-    reduction = stem_reduction
-    feature_info: list[dict] = []
+    rates = drop_path_rates(drop_path_rate, [sum(spec.repeats for spec in stage) for stage in stages], endpoint=False)
+    reduction, dilation = stem_reduction, 1
+    taps: list[tuple[int, int, int]] = []  # (stage index whose output is tapped, channels, reduction)
     if stages[0][0].stride > 1:
-        feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=stem_module))
-    idx = 0
+        taps.append((-1, in_chs, reduction))
     out_stages = []
     for s, stage in enumerate(stages):
-        blocks = []
+        blocks, idx = [], 0
         for spec in stage:
             for r in range(spec.repeats):
-                stride = spec.stride if r == 0 else 1
-                blocks.append(make_block(spec, in_chs, stride, act=act, se_rule=se_rule,
-                                         hidden_divisor=hidden_divisor, drop_path=drop_path_rate * idx / total,
-                                         bn_eps=bn_eps))
+                stride, block_dilation = (spec.stride if r == 0 else 1), dilation
+                block_spec = spec
+                if stride > 1 and reduction * stride > output_stride:
+                    dilation *= stride
+                    stride, block_dilation = 1, (dilation if dilate_first else block_dilation)
+                    block_spec = dataclasses.replace(spec, skip=False)  # it replaces a strided block: no shortcut
                 reduction *= stride
+                blocks.append(make_block(block_spec, in_chs, stride, act=act, se_rule=se_rule,
+                                         hidden_divisor=hidden_divisor, drop_path=rates[s][idx],
+                                         bn_eps=bn_eps, dilation=block_dilation))
                 in_chs = spec.out_chs
                 idx += 1
         out_stages.append(nn.Sequential(*blocks))
-        last = s + 1 == len(stages)
-        if last or stages[s + 1][0].stride > 1:
-            feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f"blocks.{s}"))
-    return nn.Sequential(*out_stages), feature_info, in_chs
+        if s + 1 == len(stages) or stages[s + 1][0].stride > 1:
+            taps.append((s, in_chs, reduction))
+    blocks = nn.Sequential(*out_stages)
+    feature_info = []
+    for s, chs, red in taps:
+        nxt = blocks[s + 1][0] if s + 1 < len(blocks) else None
+        if feature_location == "expansion" and isinstance(nxt, InvertedResidual):
+            feature_info.append(dict(num_chs=nxt.conv_pw.out_channels, reduction=red,
+                                     module=f"blocks.{s + 1}.0.conv_pw"))
+        else:
+            feature_info.append(dict(num_chs=chs, reduction=red, module=stem_module if s < 0 else f"blocks.{s}"))
+    return blocks, feature_info, in_chs

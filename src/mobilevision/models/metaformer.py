@@ -12,6 +12,10 @@ weights `forward_features` (stem + stages) is identical and the logits differ sl
 ConvFormer / CAFormer: the MLP head's LayerNorm uses eps 1e-6 as in timm (whose weights `pretrained=True` fetches);
 the official code uses 1e-5 (pass `head_mlp_norm_eps=1e-5` to reproduce it; logits move by ~1e-4 at random init).
 
+`output_stride=16 | 8` (dense backbones) runs the last downsampling convs at stride 1 with dilation and
+dilates the SepConv mixers' depthwise convs; models with the pooling or random mixer in a dilated stage raise
+ValueError (an average pool has no dilated form).
+
 Hybrid stages (PoolFormer paper, Table 6): `create_model("poolformer_s12",
 token_mixers=("pool", "pool", "attention", "attention"))`.
 """
@@ -24,13 +28,15 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mobilevision.models.features import Classifier, stage_outputs
-from mobilevision.layers.drop_path import DropPath
+from mobilevision.models.features import Classifier, check_output_stride
+from mobilevision.layers.classifier import ClassifierHead
+from mobilevision.layers.drop_path import DropPath, drop_path_rates
 from mobilevision.layers.layer_scale import LayerScale
-from mobilevision.layers.mlp import Mlp, MlpHead
+from mobilevision.layers.mlp import Mlp
 from mobilevision.layers.norms import GroupNorm1, channel_layer_norm
 from mobilevision.layers.token_mixers import TOKEN_MIXERS, create_token_mixer
-from mobilevision.models.registry import ModelConfig, WeightSource, register_model
+from mobilevision.layers.weight_init import init_weights
+from mobilevision.models.registry import WeightSource, register_variants
 
 NORMS = ("groupnorm1", "groupnorm1_nobias", "layernorm_nobias")
 HEADS = ("norm_pool_linear", "pool_norm_linear", "pool_norm_mlp")
@@ -85,12 +91,12 @@ class Downsampling(nn.Module):
     """(optional norm) -> conv; the stem (7x7 s4 p2, norm after) and stage transitions (norm before, 3x3 s2 p1)."""
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int, padding: int,
-                 pre_norm: nn.Module | None = None, post_norm: nn.Module | None = None) -> None:
+                 pre_norm: nn.Module | None = None, post_norm: nn.Module | None = None, dilation: int = 1) -> None:
         super().__init__()
         if pre_norm is not None and post_norm is not None:
             raise ValueError("Downsampling takes a pre_norm or a post_norm, not both")
         self.pre = pre_norm is not None
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding)
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation)
         norm = pre_norm if pre_norm is not None else post_norm
         self.norm = norm if norm is not None else nn.Identity()
 
@@ -116,31 +122,14 @@ class MetaFormerStage(nn.Module):
         return self.blocks(x)
 
 
-class MetaFormerHead(nn.Module):
+def metaformer_head(kind: str, dim: int, num_classes: int, drop_rate: float, mlp_norm_eps: float) -> ClassifierHead:
     """'norm_pool_linear' (PoolFormer v1: GroupNorm on the map, mean, Linear), 'pool_norm_linear' (mean,
     LayerNorm, Linear) or 'pool_norm_mlp' (mean, LayerNorm, MlpHead). (B, C, H, W) -> (B, classes)."""
-
-    def __init__(self, kind: str, dim: int, num_classes: int, drop_rate: float, mlp_norm_eps: float) -> None:
-        super().__init__()
-        self.kind, self.dim, self.mlp_norm_eps = kind, dim, mlp_norm_eps
-        self.norm = GroupNorm1(dim, eps=1e-5) if kind == "norm_pool_linear" else nn.LayerNorm(dim, eps=1e-6)
-        self.drop = nn.Dropout(drop_rate)
-        self.fc = self.make_fc(num_classes, drop_rate)
-
-    def make_fc(self, num_classes: int, drop_rate: float = 0.0) -> nn.Module:
-        if num_classes == 0:
-            return nn.Identity()
-        if self.kind == "pool_norm_mlp":
-            return MlpHead(self.dim, num_classes, norm_eps=self.mlp_norm_eps, drop=drop_rate)
-        return nn.Linear(self.dim, num_classes)
-
-    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.kind == "norm_pool_linear":
-            x = self.norm(x).mean((2, 3))  # (B, C)
-        else:
-            x = self.norm(x.mean((2, 3)))  # (B, C)
-        x = self.drop(x)
-        return x if pre_logits else self.fc(x)
+    v1 = kind == "norm_pool_linear"
+    norm = GroupNorm1(dim, eps=1e-5) if v1 else nn.LayerNorm(dim, eps=1e-6)
+    return ClassifierHead(dim, num_classes, drop_rate, norm=norm, norm_first=v1,
+                          fc="mlp" if kind == "pool_norm_mlp" else "linear", mlp_norm_eps=mlp_norm_eps,
+                          init="trunc_normal")
 
 
 class MetaFormer(Classifier):
@@ -173,8 +162,10 @@ class MetaFormer(Classifier):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
+        output_stride: int = 32,
     ) -> None:
         super().__init__()
+        check_output_stride(output_stride, "MetaFormer")
         n = len(depths)
         if len(dims) != n or n == 0:
             raise ValueError(f"depths {tuple(depths)} and dims {tuple(dims)} must be non-empty and of equal length")
@@ -197,11 +188,22 @@ class MetaFormer(Classifier):
             return channel_layer_norm(dim, eps=1e-6, bias=False) if conv_norms else None
 
         self.stem = Downsampling(in_chans, dims[0], 7, 4, 2, post_norm=conv_norm(dims[0]))
-        rates = stage_drop_path_rates(drop_path_rate, depths)
-        stages, self.feature_info = [], []
+        rates = drop_path_rates(drop_path_rate, depths)
+        stages, self.feature_info, reduction, dilation = [], [], 4, 1
         for i in range(n):
-            down = nn.Identity() if i == 0 else Downsampling(dims[i - 1], dims[i], 3, 2, 1, pre_norm=conv_norm(dims[i - 1]))
+            stride, prev_dilation = (1 if i == 0 else 2), dilation
+            if stride > 1 and reduction * stride > output_stride:  # dilate instead (TF / timm rule)
+                stride, dilation = 1, dilation * 2
+                if mixers[i] in ("pool", "random"):
+                    # an average pool has no dilated form; the random mixer's matrix fixes the map size
+                    raise ValueError(f"output_stride {output_stride} is not supported by the {mixers[i]!r} token "
+                                     f"mixer of stage {i}: use output_stride=32 (the four maps at strides 4..32)")
+            reduction *= stride
+            down = nn.Identity() if i == 0 else Downsampling(dims[i - 1], dims[i], 3, stride, prev_dilation,
+                                                             pre_norm=conv_norm(dims[i - 1]), dilation=prev_dilation)
             mixer_kwargs = {"num_tokens": (img_size // 2 ** (i + 2)) ** 2} if mixers[i] == "random" else {}
+            if mixers[i] == "sepconv" and dilation > 1:
+                mixer_kwargs["dilation"] = dilation
             blocks = [
                 MetaFormerBlock(
                     dims[i], create_token_mixer(mixers[i], dims[i], **mixer_kwargs), norm=norm, norm_eps=norm_eps,
@@ -211,49 +213,13 @@ class MetaFormer(Classifier):
                 for j in range(depths[i])
             ]
             stages.append(MetaFormerStage(down, blocks))
-            self.feature_info.append({"num_chs": dims[i], "reduction": 2 ** (i + 2), "module": f"stages.{i}"})
+            self.feature_info.append({"num_chs": dims[i], "reduction": reduction, "module": f"stages.{i}"})
         self.stages = nn.Sequential(*stages)
-        self.head = MetaFormerHead(head, dims[-1], num_classes, drop_rate, head_mlp_norm_eps)
-        self.apply(_init_weights)
-
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return stage_outputs(self.stem(x), self.stages)  # stem: (B, dims[0], H/4, W/4)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, H, W) -> last stage map (B, dims[-1], H/32, W/32), before any head norm."""
-        return self.stages(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head.fc = self.head.make_fc(num_classes)
-        self.head.fc.apply(_init_weights)
+        self.head = metaformer_head(head, dims[-1], num_classes, drop_rate, head_mlp_norm_eps)
+        init_weights(self, "trunc_normal")
 
     def no_weight_decay(self) -> set[str]:
         return {n for n, _ in self.named_parameters() if n.endswith(".scale")}
-
-
-def stage_drop_path_rates(rate: float, depths: Sequence[int]) -> list[list[float]]:
-    """linspace(0, rate, sum(depths)) split by stage, in plain Python so it also runs under torch.device('meta')."""
-    total = sum(depths)
-    flat = [rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
-    out, start = [], 0
-    for d in depths:
-        out.append(flat[start:start + d])
-        start += d
-    return out
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, (nn.Conv2d, nn.Linear)):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
@@ -321,15 +287,11 @@ VARIANTS = (
                        "head_mlp_norm_eps": 1e-6}),
 )
 
-for _v in VARIANTS:
-    register_model(ModelConfig(
-        name=_v.name,
-        family="poolformer" if _v.name.startswith("poolformer_") else "metaformer",
-        builder=MetaFormer,
-        kwargs={"depths": _v.depths, "dims": _v.dims, **_v.arch},
-        input_size=(3, 224, 224),
-        crop_pct=_v.crop_pct,
-        interpolation="bicubic",
-        weights=WeightSource(hf_hub_id=f"timm/{_v.name}.{_v.hf_tag}"),
-        checkpoint_filter=checkpoint_filter,
-    ))
+register_variants(
+    "metaformer", MetaFormer,
+    {v.name: dict(family="poolformer" if v.name.startswith("poolformer_") else "metaformer",
+                  kwargs={"depths": v.depths, "dims": v.dims, **v.arch}, crop_pct=v.crop_pct,
+                  weights=WeightSource(hf_hub_id=f"timm/{v.name}.{v.hf_tag}"))
+     for v in VARIANTS},
+    input_size=(3, 224, 224), interpolation="bicubic", checkpoint_filter=checkpoint_filter,
+)

@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobilevision.models.features import Classifier
-from mobilevision.layers.attention import FeedForward
+from mobilevision.models.features import Classifier, check_output_stride
 from mobilevision.layers.conv_norm_act import ConvNormAct
 from mobilevision.layers.drop_path import DropPath
 from mobilevision.layers.dynamic_relu import TokenDynamicReLU
-from mobilevision.models.registry import ModelConfig, WeightSource, register_model
+from mobilevision.layers.mlp import Mlp
+from mobilevision.layers.weight_init import init_weights
+from mobilevision.models.registry import WeightSource, register_variants
 
 
 class ChannelShuffle(nn.Module):
@@ -97,7 +98,7 @@ class Former(nn.Module):
         self.q = nn.Linear(token_dim, token_dim)
         self.proj = nn.Linear(token_dim, token_dim)
         self.norm1 = nn.LayerNorm(token_dim)
-        self.ffn = FeedForward(token_dim, token_dim * ffn_ratio, act="gelu")
+        self.ffn = Mlp(token_dim, token_dim * ffn_ratio, act="gelu")
         self.norm2 = nn.LayerNorm(token_dim)
         self.drop_path = DropPath(drop_path)
 
@@ -345,19 +346,28 @@ del L, D, B
 
 
 # -------------------------------------------------------------------------------------------------- model
+class MobileFormerFeatures(NamedTuple):
+    """What Mobile-Former's `forward_features` returns: the last map and the global tokens."""
+
+    map: torch.Tensor  # (B, C, H/32, W/32)
+    tokens: torch.Tensor  # (B, T, d)
+
+
 class MobileFormer(Classifier):
     """Mobile-Former classifier; `cfg` is a `MobileFormerConfig`.
 
-    `forward_features(x)` returns the last map (B, C, H/32, W/32); the head also needs the tokens, so use
-    `forward_features_tokens(x)` -> (map, tokens) and `forward_head(map, tokens=tokens)`. `drop_path_rate`
+    `forward_features(x)` returns `MobileFormerFeatures(map (B, C, H/32, W/32), tokens (B, T, d))`, what
+    `forward_head` takes (the head reads token 0 beside the pooled map). `drop_path_rate`
     grows linearly over the blocks as in the released code; `token_id=-1` selects the spatial-aware DY-ReLU.
     Weights initialise as the released code does (conv N(0, 2/(k*k*C_out)), Linear N(0, 0.01) with zero
     bias, tokens N(0, 1)), so its DY-ReLUs start close to, not exactly at, ReLU.
     """
 
     def __init__(self, cfg: MobileFormerConfig, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, token_id: int = 0) -> None:
+                 drop_path_rate: float = 0.0, token_id: int = 0, output_stride: int = 32) -> None:
         super().__init__()
+        # Neither the paper nor the released code defines a dilated Mobile-Former.
+        check_output_stride(output_stride, "Mobile-Former", (32,), "use its maps at strides 2..32 (features_only=True)")
         self.num_classes, self.num_features = num_classes, cfg.num_features
         self.tokens = nn.Parameter(torch.randn(cfg.token_num, cfg.token_dim))  # (T, d)
         self.stem = ConvNormAct(in_chans, cfg.stem_chs, 3, 2, act="relu6")
@@ -378,17 +388,7 @@ class MobileFormer(Classifier):
         self.head = MobileFormerHead(chs, cfg.token_dim, cfg.num_features, num_classes, 6, cfg.groups, drop_rate)
         self.feature_info = [dict(num_chs=c, reduction=r, module=m) for r, (c, m, _) in sorted(stage_ends.items())]
         self._stage_index = [idx for _, (_, _, idx) in sorted(stage_ends.items())]
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0.0, (2.0 / (m.kernel_size[0] * m.kernel_size[1] * m.out_channels)) ** 0.5)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self, "mobile_former")
 
     def _initial_tokens(self, x: torch.Tensor) -> torch.Tensor:
         return self.tokens.repeat(x.shape[0], 1, 1)  # (B, T, d); a copy, not a view (module hooks need grad_fn)
@@ -403,28 +403,20 @@ class MobileFormer(Classifier):
                 maps.append(x)
         return maps
 
-    def forward_features_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_features(self, x: torch.Tensor) -> MobileFormerFeatures:
         """(last map (B, C, H/32, W/32), tokens (B, T, d) after the final Mobile->Former)."""
         tokens = self._initial_tokens(x)
         x = self.stem(x)
         for block in self.blocks:
             x, tokens = block(x, tokens)
         tokens, _ = self.last_mobile_to_former(x, tokens)
-        return x, tokens
+        return MobileFormerFeatures(x, tokens)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features_tokens(x)[0]
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False,
-                     tokens: torch.Tensor | None = None) -> torch.Tensor:
-        if tokens is None:
-            raise ValueError("Mobile-Former's head also reads the global tokens: call "
-                             "forward_head(map, tokens=tokens) with the output of forward_features_tokens(x)")
-        return self.head(x, tokens, pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats, tokens = self.forward_features_tokens(x)
-        return self.head(feats, tokens)
+    def forward_head(self, x: MobileFormerFeatures, pre_logits: bool = False) -> torch.Tensor:
+        if not isinstance(x, tuple) or len(x) != 2:
+            raise ValueError("Mobile-Former's head also reads the global tokens: pass it what forward_features(x) "
+                             "returns, a (map, tokens) pair")
+        return self.head(x[0], x[1], pre_logits)
 
     def get_classifier(self) -> nn.Module:
         return self.head.classifier
@@ -489,25 +481,14 @@ def checkpoint_filter(state_dict: dict[str, torch.Tensor], model: MobileFormer) 
     return out
 
 
-def _build(num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-           variant: str = "mobileformer_294m", **kwargs) -> MobileFormer:
-    if variant not in MOBILE_FORMER_CONFIGS:
-        raise ValueError(f"unknown Mobile-Former variant {variant!r}; accepted: {', '.join(MOBILE_FORMER_CONFIGS)}")
-    return MobileFormer(MOBILE_FORMER_CONFIGS[variant], num_classes, in_chans, drop_rate, drop_path_rate, **kwargs)
-
-
-for _name in MOBILE_FORMER_CONFIGS:
-    register_model(ModelConfig(
-        name=_name,
-        family="mobileformer",
-        builder=_build,
-        kwargs=dict(variant=_name),
-        input_size=(3, 224, 224),
-        crop_pct=0.875,
-        interpolation="bilinear",
-        weights=WeightSource(note=(
-            "the authors' ImageNet checkpoints are linked from the AAboys/MobileFormer README (a cloud-drive "
-            "download); they are not fetched automatically: download one and pass checkpoint_path=FILE "
-            "(its released key layout is remapped)")),
-        checkpoint_filter=checkpoint_filter,
-    ))
+register_variants(
+    "mobileformer", MobileFormer, {n: dict(kwargs=dict(cfg=c)) for n, c in MOBILE_FORMER_CONFIGS.items()},
+    input_size=(3, 224, 224),
+    crop_pct=0.875,
+    interpolation="bilinear",
+    weights=WeightSource(note=(
+        "the authors' ImageNet checkpoints are linked from the AAboys/MobileFormer README (a cloud-drive "
+        "download); they are not fetched automatically: download one and pass checkpoint_path=FILE "
+        "(its released key layout is remapped)")),
+    checkpoint_filter=checkpoint_filter,
+)

@@ -4,6 +4,13 @@ inverted-residual family shares (EfficientNet and MoGA build on it too).
 Layout is timm's: `conv_stem`, `bn1`, `blocks.<stage>.<block>...`, `conv_head`, `bn2` (V1/V2), `classifier`,
 so timm checkpoints of the same name load as they are.
 
+torchvision's form is a set of options of the same models, not another layout: its `mobilenet_v2` state dict
+loads into `mobilenetv2_100` as it is; its MobileNetV3s need `bn_eps=1e-3` (torchvision's BatchNorm eps), and
+`reduced_tail=True` / `dilated=True` are its `_mobilenet_v3_conf` options, e.g.
+`create_model("mobilenetv3_large_100", bn_eps=1e-3, reduced_tail=True, checkpoint_path="tv.pth")`.
+`torchvision_filter` detects torchvision's keys (`features.N...`, `classifier.N`) and maps them by position;
+its Linear(960, 1280) head is our 1x1 `conv_head` with bias, its SE the same hard-sigmoid SE.
+
 Papers: MobileNets (arXiv 1704.04861) Table 1, MobileNetV2 (arXiv 1801.04381) Table 2,
 Searching for MobileNetV3 (arXiv 1905.02244) Tables 1-2, TF slim `mobilenet_v3.py` for the minimalistic
 variants.
@@ -11,7 +18,6 @@ variants.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -20,11 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from mobilevision.models.features import Classifier
-from mobilevision.layers.conv_norm_act import create_act
+from mobilevision.layers.activations import create_act
 from mobilevision.layers.helpers import make_divisible
+from mobilevision.layers.weight_init import init_weights
 from mobilevision.models.inverted_residual import BlockSpec, SERule, build_stages
 from mobilevision.models.registry import (
-    IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD, ModelConfig, WeightSource, register_model,
+    IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD, WeightSource, register_variants,
 )
 
 HEAD_KINDS = ("none", "pre_pool", "post_pool")
@@ -53,7 +60,8 @@ class MobileNet(Classifier):
 
     Input (B, in_chans, H, W); `forward_stages` gives the maps listed in `feature_info` (reductions 2..32);
     `forward_features` gives (B, C, H/32, W/32) (after the head conv for "pre_pool" heads); pooled features
-    have `num_features` channels.
+    have `num_features` channels. `output_stride`, `dilate_first` and `feature_location` are those of
+    `build_stages` (dense-prediction backbones: dilation instead of the last strides, SSDLite expansion taps).
     """
 
     def __init__(
@@ -71,6 +79,9 @@ class MobileNet(Classifier):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         bn_eps: float = 1e-5,
+        output_stride: int = 32,
+        dilate_first: bool = False,
+        feature_location: str = "",
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -81,10 +92,15 @@ class MobileNet(Classifier):
         self.act1 = create_act(stem_act or act)
         self.blocks, self.feature_info, chs = build_stages(
             stages, stem_chs, act=act, se_rule=se_rule, hidden_divisor=hidden_divisor,
-            drop_path_rate=drop_path_rate, bn_eps=bn_eps,
+            drop_path_rate=drop_path_rate, bn_eps=bn_eps, output_stride=output_stride, dilate_first=dilate_first,
+            feature_location=feature_location,
         )
-        self._feature_stages = {int(f["module"].split(".")[1]) for f in self.feature_info
-                                if f["module"].startswith("blocks.")}
+        if feature_location == "expansion" and not any(f["module"].endswith("conv_pw") for f in self.feature_info):
+            raise ValueError("feature_location='expansion' needs inverted-residual blocks; this model has none "
+                             "(MobileNetV1): use feature_location=''")
+        taps = [f["module"].split(".") for f in self.feature_info if f["module"].startswith("blocks.")]
+        self._feature_stages = {int(t[1]) for t in taps if len(t) == 2}
+        self._expansion_stages = {int(t[1]) for t in taps if len(t) > 2}
         self._stem_feature = any(f["module"] == "bn1" for f in self.feature_info)
         if head.kind == "none":
             self.conv_head, self.bn2, self.act2 = nn.Identity(), nn.Identity(), nn.Identity()
@@ -99,23 +115,7 @@ class MobileNet(Classifier):
             self.act2 = create_act(act)
             self.num_features = head.width
         self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # TF EfficientNet / MobileNet init: conv He-normal on fan-out, Linear uniform on fan-out.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                bound = 1.0 / math.sqrt(m.weight.shape[0])
-                nn.init.uniform_(m.weight, -bound, bound)
-                nn.init.zeros_(m.bias)
+        init_weights(self, "tf_mobilenet")
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.act1(self.bn1(self.conv_stem(x)))  # (B, stem_chs, H/2, W/2)
@@ -124,7 +124,12 @@ class MobileNet(Classifier):
         x = self.forward_stem(x)
         maps = [x] if self._stem_feature else []
         for i, stage in enumerate(self.blocks):
-            x = stage(x)
+            if i in self._expansion_stages:  # tap the first block's expansion, then finish the stage
+                expanded = stage[0].expand(x)
+                maps.append(expanded)
+                x = stage[1:](stage[0](x, expanded))
+            else:
+                x = stage(x)
             if i in self._feature_stages:
                 maps.append(x)
         return maps
@@ -248,17 +253,81 @@ def _bneck_specs(table: Sequence[Sequence[Bneck]], stem: int, minimal: bool) -> 
     return stages
 
 
-def mobilenet_v3(*, size: str = "large", width: float = 1.0, minimal: bool = False, **kwargs) -> MobileNet:
-    """MobileNetV3-Large/Small; SE make_divisible(hidden/4, 8) with ReLU and h-sigmoid; head unscaled."""
+def _reduce_tail(table: Sequence[Sequence[Bneck]]) -> tuple[tuple[Bneck, ...], ...]:
+    """MobileNetV3 paper Table 6 dagger (torchvision `reduced_tail`): the last stage's widths halved (the
+    expansion of its first block, which reads the previous stage, is kept)."""
+    last = tuple(dataclasses.replace(r, out=r.out // 2, exp=r.exp if i == 0 else r.exp // 2)
+                 for i, r in enumerate(table[-1]))
+    return tuple(table[:-1]) + (last,)
+
+
+def mobilenet_v3(*, size: str = "large", width: float = 1.0, minimal: bool = False, reduced_tail: bool = False,
+                 dilated: bool = False, **kwargs) -> MobileNet:
+    """MobileNetV3-Large/Small; SE make_divisible(hidden/4, 8) with ReLU and h-sigmoid; head unscaled.
+
+    torchvision's options (`_mobilenet_v3_conf`): `reduced_tail` halves the last stage, the last 1x1 conv and
+    the head (detection backbones); `dilated` = output stride 16 with every block of the last stage dilated
+    (torchvision's segmentation backbones). torchvision's own MobileNetV3 also uses BatchNorm eps 1e-3: pass
+    `bn_eps=1e-3` to load its state dicts (`torchvision_filter` checks it).
+    """
     if size not in MOBILENET_V3_ENDS:
         raise ValueError(f"MobileNetV3 size {size!r} not accepted; use one of {sorted(MOBILENET_V3_ENDS)}")
     stem, last, head = MOBILENET_V3_ENDS[size]
     table = MOBILENET_V3_LARGE if size == "large" else MOBILENET_V3_SMALL
+    if reduced_tail:
+        table, last, head = _reduce_tail(table), last // 2, head // 2
+    if dilated:
+        if kwargs.get("output_stride", 16) != 16:
+            raise ValueError(f"dilated=True is output stride 16; got output_stride={kwargs['output_stride']}")
+        kwargs.update(output_stride=16, dilate_first=True)
     act = "relu" if minimal else "hard_swish"
     stages = _bneck_specs(table, stem, minimal) + [[BlockSpec("cn", 1, 1, last)]]
     stem_chs = stem if width < 0.75 else make_divisible(stem * width)  # timm keeps the stem below 0.75
     return MobileNet(scale_stages(stages, width), stem_chs=stem_chs, head=HeadSpec("post_pool", head, bias=True),
                      act=act, se_rule=SERule("divisible", act="relu", gate="hard_sigmoid"), **kwargs)
+
+
+def _modules_in_order(state_dict: dict[str, torch.Tensor], natural: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+    """{module path: {parameter / buffer name: tensor}} in the state dict's order, or with `natural` in
+    torchvision's registration order (`features` by index, then `classifier`), whatever order a file kept."""
+    def order(key: str) -> tuple:
+        return (key.startswith("classifier."),) + tuple((0, int(p)) if p.isdigit() else (1, p) for p in key.split("."))
+
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for key in sorted(state_dict, key=order) if natural else state_dict:
+        value = state_dict[key]
+        module, _, leaf = key.rpartition(".")
+        out.setdefault(module, {})[leaf] = value
+    return out
+
+
+def torchvision_filter(state_dict: dict[str, torch.Tensor], model: MobileNet) -> dict[str, torch.Tensor]:
+    """Map torchvision's `mobilenet_v2` / `mobilenet_v3_*` layout onto ours; timm's and ours pass unchanged.
+
+    torchvision registers the same layers in the same order (`features.0` = stem conv + BN, `features.i.conv`
+    or `.block` = one block, the last 1x1 conv, then `classifier`), so modules are matched by position, each
+    with the same parameter names and sizes; its MobileNetV3 head Linear(960, 1280) becomes our 1x1
+    `conv_head`. torchvision's MobileNetV3 uses BatchNorm eps 1e-3: the model must be built with bn_eps=1e-3.
+    """
+    if "features.0.0.weight" not in state_dict or not any(k.startswith("classifier.") for k in state_dict):
+        return state_dict
+    if model.head_kind == "post_pool":
+        eps = {m.eps for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
+        if eps != {1e-3}:
+            raise ValueError(f"torchvision's MobileNetV3 uses BatchNorm eps 1e-3, this model {sorted(eps)}: build it "
+                             f"with create_model({getattr(model, 'model_name', 'mobilenetv3_large_100')!r}, "
+                             f"bn_eps=1e-3, checkpoint_path=...)")
+    theirs, ours = _modules_in_order(state_dict, natural=True), _modules_in_order(model.state_dict())
+    if len(theirs) != len(ours):
+        raise ValueError(f"torchvision checkpoint has {len(theirs)} layers, this model {len(ours)}: check the "
+                         f"variant, num_classes and reduced_tail")
+    out = {}
+    for (their_mod, their_p), (our_mod, our_p) in zip(theirs.items(), ours.items()):
+        if set(their_p) != set(our_p) or any(v.numel() != our_p[k].numel() for k, v in their_p.items()):
+            raise ValueError(f"torchvision layer {their_mod} {[tuple(v.shape) for v in their_p.values()]} does not "
+                             f"fit {our_mod} {[tuple(v.shape) for v in our_p.values()]}")
+        out.update({f"{our_mod}.{k}": v.reshape(our_p[k].shape) for k, v in their_p.items()})
+    return out
 
 
 @dataclass(frozen=True)
@@ -308,12 +377,12 @@ def _weights(v: Variant) -> WeightSource:
     return WeightSource(note=_UNTRAINED.format(v.name))
 
 
+# timm's layout is ours, so timm checkpoints need no filter; torchvision's V2 / V3 are matched by position.
 for _family, _builder, _variants in (("mobilenetv1", mobilenet_v1, V1_VARIANTS),
                                      ("mobilenetv2", mobilenet_v2, V2_VARIANTS),
                                      ("mobilenetv3", mobilenet_v3, V3_VARIANTS)):
-    for _v in _variants:
-        # timm's layout is ours, so timm checkpoints need no filter.
-        register_model(ModelConfig(
-            _v.name, _family, _builder, kwargs=_v.kwargs, input_size=(3, 224, 224), mean=_v.mean, std=_v.std,
-            crop_pct=0.875, interpolation=_v.interpolation, weights=_weights(_v),
-        ))
+    register_variants(_family, _builder, {v.name: dict(kwargs=v.kwargs, mean=v.mean, std=v.std,
+                                                       interpolation=v.interpolation, weights=_weights(v))
+                                          for v in _variants},
+                      input_size=(3, 224, 224), crop_pct=0.875,
+                      checkpoint_filter=None if _family == "mobilenetv1" else torchvision_filter)

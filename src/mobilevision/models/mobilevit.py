@@ -16,26 +16,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobilevision.models.features import Classifier, stage_outputs
+from mobilevision.models.features import Classifier, check_output_stride, stage_outputs
 from mobilevision.layers.attention import TransformerEncoderLayer
+from mobilevision.layers.classifier import ClassifierHead
 from mobilevision.layers.conv_norm_act import ConvNormAct
 from mobilevision.layers.drop_path import DropPath
 from mobilevision.layers.helpers import make_divisible
-from mobilevision.models.registry import ModelConfig, WeightSource, register_model
+from mobilevision.layers.weight_init import init_weights
+from mobilevision.models.registry import WeightSource, register_variants
 
 
-class InvertedResidual(nn.Module):
-    """MV2 block: 1x1 expand (BN, act) -> 3x3 depthwise/stride (BN, act) -> 1x1 project (BN, linear).
+class MV2Block(nn.Module):
+    """MobileNetV2 block of MobileViT (ConvNormAct units, cvnets / timm names): 1x1 expand (BN, act) -> 3x3 depthwise/stride (BN, act) -> 1x1 project (BN, linear).
 
     Residual only when stride 1 and in_chs == out_chs. Shapes: (B, in, H, W) -> (B, out, H/s, W/s).
     """
 
     def __init__(self, in_chs: int, out_chs: int, stride: int, expansion: float, act: str = "silu",
-                 drop_path: float = 0.0) -> None:
+                 drop_path: float = 0.0, dilation: int = 1) -> None:
         super().__init__()
         mid = make_divisible(in_chs * expansion)
         self.conv1_1x1 = ConvNormAct(in_chs, mid, 1, act=act)
-        self.conv2_kxk = ConvNormAct(mid, mid, 3, stride, groups=mid, act=act)
+        self.conv2_kxk = ConvNormAct(mid, mid, 3, stride, groups=mid, dilation=dilation, act=act)
         self.conv3_1x1 = ConvNormAct(mid, out_chs, 1, act=None)
         self.has_skip = stride == 1 and in_chs == out_chs
         self.drop_path = DropPath(drop_path)
@@ -81,10 +83,10 @@ class MobileViTBlock(nn.Module):
 
     def __init__(self, chs: int, transformer_dim: int, depth: int, num_heads: int = 4, mlp_ratio: float = 2.0,
                  patch_size: int = 2, act: str = "silu", drop: float = 0.0, attn_drop: float = 0.0,
-                 drop_path: float = 0.0) -> None:
+                 drop_path: float = 0.0, dilation: int = 1) -> None:
         super().__init__()
         self.patch = (patch_size, patch_size)
-        self.conv_kxk = ConvNormAct(chs, chs, 3, act=act)
+        self.conv_kxk = ConvNormAct(chs, chs, 3, dilation=dilation, act=act)  # cvnets dilates only this conv
         self.conv_1x1 = nn.Conv2d(chs, transformer_dim, 1, bias=False)
         self.transformer = nn.Sequential(*[
             TransformerEncoderLayer(transformer_dim, num_heads, mlp_ratio, qkv_bias=True, act=act, drop=drop,
@@ -157,66 +159,49 @@ MOBILEVIT_CONFIGS: dict[str, MobileViTConfig] = {
 }
 
 
-class ClassifierHead(nn.Module):
-    """Global average pool -> dropout -> Linear (`fc`, Identity when num_classes == 0). (B, C, H, W) -> (B, K)."""
-
-    def __init__(self, in_chs: int, num_classes: int, drop_rate: float = 0.0) -> None:
-        super().__init__()
-        self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(in_chs, num_classes) if num_classes > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(x.mean((2, 3)))  # (B, C)
-        return x if pre_logits else self.fc(x)
-
-
 class MobileViT(Classifier):
     """MobileViT v1 classifier; `cfg` is a `MobileViTConfig`.
 
     `transformer_drop` / `attn_drop` are the transformer dropouts (cvnets recipe: 0.05 for XXS, 0.1 for
     XS/S, attention 0); `drop_rate` is the classifier dropout (cvnets: 0.1); timm's defaults are all 0.
+    `output_stride` 16 (the paper's DeepLabv3 setting) or 8 turns the last strides into dilation as cvnets
+    does: the stage's first MV2 block keeps the previous dilation, the MobileViT block's local 3x3 conv (and
+    later MV2 blocks) take the new one.
     """
 
     def __init__(self, cfg: MobileViTConfig, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, transformer_drop: float = 0.0, attn_drop: float = 0.0) -> None:
+                 drop_path_rate: float = 0.0, transformer_drop: float = 0.0, attn_drop: float = 0.0,
+                 output_stride: int = 32) -> None:
         super().__init__()
+        check_output_stride(output_stride, "MobileViT")
         self.num_classes = num_classes
         self.num_features = cfg.num_features
         self.drop_rate = drop_rate
         self.stem = ConvNormAct(in_chans, cfg.stem_chs, 3, 2, act="silu")
-        stages, chs, reduction = [], cfg.stem_chs, 2
+        stages, chs, reduction, dilation = [], cfg.stem_chs, 2, 1
         self.feature_info = []
         for i, st in enumerate(cfg.stages):
             blocks: list[nn.Module] = []
+            stride, prev_dilation = st.stride, dilation
+            if stride > 1 and reduction * stride > output_stride:  # cvnets: dilate instead of striding
+                stride, dilation = 1, dilation * stride
             for j in range(st.num_mv2):
-                stride = st.stride if j == 0 else 1
-                blocks.append(InvertedResidual(chs, st.out_chs, stride, cfg.expansion, drop_path=drop_path_rate))
+                blocks.append(MV2Block(chs, st.out_chs, stride if j == 0 else 1, cfg.expansion,
+                                       drop_path=drop_path_rate, dilation=prev_dilation if j == 0 else dilation))
                 chs = st.out_chs
             if st.transformer_dim is not None:
                 blocks.append(MobileViTBlock(
                     chs, st.transformer_dim, st.transformer_depth, cfg.num_heads, cfg.mlp_ratio, cfg.patch_size,
-                    drop=transformer_drop, attn_drop=attn_drop, drop_path=drop_path_rate,
+                    drop=transformer_drop, attn_drop=attn_drop, drop_path=drop_path_rate, dilation=dilation,
                 ))
             stages.append(nn.Sequential(*blocks))
-            reduction *= st.stride
+            reduction *= stride
             self.feature_info.append(dict(num_chs=chs, reduction=reduction, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.final_conv = ConvNormAct(chs, cfg.num_features, 1, act="silu")
         self.feature_info[-1] = dict(num_chs=cfg.num_features, reduction=reduction, module="final_conv")
         self.head = ClassifierHead(cfg.num_features, num_classes, drop_rate)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # cvnets: conv kaiming-normal (fan_out), linear trunc-normal std 0.02, norms (1, 0).
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_weights(self, "cvnets")
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         maps = stage_outputs(self.stem(x), self.stages)  # stem: (B, 16, H/2, W/2)
@@ -225,16 +210,6 @@ class MobileViT(Classifier):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.final_conv(self.stages(self.stem(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits)
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -298,24 +273,13 @@ def checkpoint_filter(state_dict: dict[str, torch.Tensor], model: MobileViT) -> 
     return state_dict
 
 
-def _build(num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-           variant: str = "mobilevit_s", **kwargs) -> MobileViT:
-    if variant not in MOBILEVIT_CONFIGS:
-        raise ValueError(f"unknown MobileViT variant {variant!r}; accepted: {', '.join(MOBILEVIT_CONFIGS)}")
-    return MobileViT(MOBILEVIT_CONFIGS[variant], num_classes, in_chans, drop_rate, drop_path_rate, **kwargs)
-
-
-for _name in MOBILEVIT_CONFIGS:
-    register_model(ModelConfig(
-        name=_name,
-        family="mobilevit",
-        builder=_build,
-        kwargs=dict(variant=_name),
-        input_size=(3, 256, 256),
-        mean=(0.0, 0.0, 0.0),  # cvnets feeds [0, 1] pixels without normalisation
-        std=(1.0, 1.0, 1.0),
-        crop_pct=0.9,
-        interpolation="bicubic",
-        weights=WeightSource(hf_hub_id=f"timm/{_name}.cvnets_in1k"),
-        checkpoint_filter=checkpoint_filter,
-    ))
+register_variants(
+    "mobilevit", MobileViT, {n: dict(kwargs=dict(cfg=c), weights=WeightSource(hf_hub_id=f"timm/{n}.cvnets_in1k"))
+                             for n, c in MOBILEVIT_CONFIGS.items()},
+    input_size=(3, 256, 256),
+    mean=(0.0, 0.0, 0.0),  # cvnets feeds [0, 1] pixels without normalisation
+    std=(1.0, 1.0, 1.0),
+    crop_pct=0.9,
+    interpolation="bicubic",
+    checkpoint_filter=checkpoint_filter,
+)

@@ -18,7 +18,7 @@ import torch
 
 from mobilevision.models.inverted_residual import BlockSpec, SERule
 from mobilevision.models.mobilenet import HeadSpec, MobileNet
-from mobilevision.models.registry import ModelConfig, WeightSource, register_model
+from mobilevision.models.registry import WeightSource, register_variants
 
 
 @dataclass(frozen=True)
@@ -149,8 +149,6 @@ _GATED = ("MoGA weights are not public files: the official README gives them on 
 
 # The repo's eval preprocessing (dataloader.py) is not published; resize-256 / center-crop-224 bilinear with
 # ImageNet mean/std is the standard torchvision evaluation the paper's era used.
-for _name in MOGA_TABLES:
-    register_model(ModelConfig(
-        _name, "moga", moga, kwargs=dict(variant=_name), input_size=(3, 224, 224), crop_pct=0.875,
-        interpolation="bilinear", weights=WeightSource(note=_GATED), checkpoint_filter=checkpoint_filter,
-    ))
+register_variants("moga", moga, {name: dict(kwargs=dict(variant=name)) for name in MOGA_TABLES},
+                  input_size=(3, 224, 224), crop_pct=0.875, interpolation="bilinear", weights=WeightSource(note=_GATED),
+                  checkpoint_filter=checkpoint_filter)

@@ -63,6 +63,17 @@ def register_model(cfg: ModelConfig) -> ModelConfig:
     return cfg
 
 
+def register_variants(family: str, builder: Callable[..., Any], variants: dict[str, dict], **shared: Any) -> None:
+    """Register a family's variant table, one `ModelConfig` per entry.
+
+    `variants` maps each name to its fields: `kwargs` (the builder's arguments) and any other ModelConfig
+    field that differs from `shared` (e.g. `weights`, `input_size`, `crop_pct`, or `family` for a sub-family).
+    """
+    for name, fields in variants.items():
+        register_model(ModelConfig(name, fields.get("family", family), builder,
+                                   **{**shared, **{k: v for k, v in fields.items() if k != "family"}}))
+
+
 def _import_families() -> None:
     """Import every module in `mobilevision.models` so their variants register themselves."""
     global _FAMILIES_IMPORTED

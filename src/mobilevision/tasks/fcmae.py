@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mobilevision.models.convnext import ConvNeXt, ConvNeXtBlock, _init_weights
+from mobilevision.layers.weight_init import init_weights
+from mobilevision.models.convnext import ConvNeXt, ConvNeXtBlock
 
 from ..data import EvalView, TrainView, open_split
 from ..data.config import create_transform, resolve_data_config
@@ -125,7 +126,7 @@ class FCMAE(nn.Module):
                                        for _ in range(decoder_depth)])
         self.pred = nn.Conv2d(decoder_dim, PATCH * PATCH * self.in_chans, 1)
         for m in (self.proj, self.decoder, self.pred):
-            m.apply(_init_weights)  # ConvNeXt's: trunc-normal 0.02; LayerNorms keep their (1, 0) init
+            init_weights(m, "trunc_normal")  # ConvNeXt's: trunc-normal 0.02; LayerNorms keep their (1, 0) init
         nn.init.normal_(self.mask_token, std=0.02)
 
     def no_weight_decay(self) -> set[str]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import statistics
 import tempfile
@@ -28,7 +29,15 @@ def time_torch(model: nn.Module, x: torch.Tensor, threads: int = 2, warmup: int 
 
     Each of the `runs` measurements times one call, so the p90 is a real tail; `warmup` calls come first.
     """
-    from torch.utils.benchmark import Timer
+    # importing torch.utils.benchmark imports cpp_extension, which logs "No CUDA runtime is found" on a
+    # CPU-only machine with a CUDA toolkit directory
+    ext_log = logging.getLogger("torch.utils.cpp_extension")
+    level = ext_log.level
+    ext_log.setLevel(logging.ERROR)
+    try:
+        from torch.utils.benchmark import Timer
+    finally:
+        ext_log.setLevel(level)
 
     timer = Timer(stmt="model(x)", setup="", globals={"model": model, "x": x}, num_threads=threads)
     with torch.no_grad():
@@ -54,6 +63,19 @@ def time_onnxruntime(path: str | os.PathLike, x: np.ndarray, threads: int = 2, w
     return _summary(times, x.shape[0])
 
 
+def _parse_sizes(sizes: str | Sequence) -> list[tuple[int, int]]:
+    """Sizes as (H, W): "224,256" (squares), ints (squares) or (H, W) pairs."""
+    if isinstance(sizes, str):
+        return [(v, v) for v in _parse_ints(sizes, "size")]
+    out = []
+    for s in sizes:
+        h, w = (s, s) if isinstance(s, int) else tuple(s)
+        if int(h) < 1 or int(w) < 1:
+            raise ValueError(f"size must be positive integers, got {h}x{w}")
+        out.append((int(h), int(w)))
+    return list(dict.fromkeys(out))
+
+
 def _parse_ints(text: str | Sequence[int], what: str) -> list[int]:
     if isinstance(text, str):
         try:
@@ -68,25 +90,25 @@ def _parse_ints(text: str | Sequence[int], what: str) -> list[int]:
 
 
 def benchmark(names: Sequence[str], backend: str = "eager", batches: Sequence[int] | str = (1,),
-              sizes: Sequence[int] | str | None = None, threads: int = 2, warmup: int = 5, runs: int = 30,
+              sizes: Sequence | str | None = None, threads: int = 2, warmup: int = 5, runs: int = 30,
               fused: bool = True, log=print) -> list[dict]:
-    """Latency (median, p90 ms) and throughput of each model x batch x square size on `backend`.
+    """Latency (median, p90 ms) and throughput of each model x batch x size on `backend`.
 
-    `sizes` defaults to each model's default input size. Models run fused (the inference form).
+    `sizes`: ints or "224,256" (squares) or (H, W) pairs; default each model's default input size. Models run fused (the inference form).
     ValueError for an unknown backend / model or a size a model cannot take.
     """
     import mobilevision
     from mobilevision.models.registry import get_config
 
     from .export import export_onnx
-    from .fuse import fuse
+    from .fusion import fuse
 
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; accepted: {', '.join(BACKENDS)}")
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     batches = _parse_ints(batches, "batch")
-    sizes = _parse_ints(sizes, "size") if sizes else None
+    sizes = _parse_sizes(sizes) if sizes else None
     cfgs = {n: get_config(n) for n in names}  # unknown names fail before any work
     rows = []
     prev_threads = torch.get_num_threads()
@@ -97,8 +119,9 @@ def benchmark(names: Sequence[str], backend: str = "eager", batches: Sequence[in
             model = mobilevision.create_model(name).eval()
             model = fuse(model) if fused else model
             c = cfg.input_size[0]
-            for size in sizes or [cfg.input_size[-1]]:
-                _check_size(model, name, c, size)
+            for h, w in sizes or [cfg.input_size[1:]]:
+                _check_size(model, name, c, h, w)
+                size = h if h == w else f"{h}x{w}"
                 runner = model
                 onnx_dir = None
                 if backend == "compile":
@@ -106,17 +129,18 @@ def benchmark(names: Sequence[str], backend: str = "eager", batches: Sequence[in
                 elif backend == "onnxruntime":
                     onnx_dir = tempfile.TemporaryDirectory()
                     path = Path(onnx_dir.name) / f"{name}.onnx"
-                    export_onnx(model, path, input_size=(c, size, size), dynamic=True, fuse_first=False)
+                    export_onnx(model, path, input_size=(c, h, w), dynamic=True, fuse_first=False)
                 for b in batches:
-                    x = torch.randn(b, c, size, size)
+                    x = torch.randn(b, c, h, w)
                     if backend == "onnxruntime":
                         stats = time_onnxruntime(path, x.numpy(), threads, warmup, runs)
                     else:
                         stats = time_torch(runner, x, threads, warmup, runs)
-                    row = {"model": name, "backend": backend, "batch": b, "size": size, "threads": threads, **stats}
+                    row = {"model": name, "backend": backend, "batch": b, "size": size, "height": h, "width": w,
+                           "threads": threads, **stats}
                     rows.append(row)
                     if log:
-                        log(f"  {name:<28} {backend:<12} b={b:<3} {size}px  median {stats['median_ms']:8.2f} ms  "
+                        log(f"  {name:<28} {backend:<12} b={b:<3} {h}x{w}px  median {stats['median_ms']:8.2f} ms  "
                             f"p90 {stats['p90_ms']:8.2f} ms  {stats['throughput_ips']:8.1f} img/s")
                 if onnx_dir is not None:
                     onnx_dir.cleanup()
@@ -125,13 +149,13 @@ def benchmark(names: Sequence[str], backend: str = "eager", batches: Sequence[in
     return rows
 
 
-def _check_size(model: nn.Module, name: str, c: int, size: int) -> None:
+def _check_size(model: nn.Module, name: str, c: int, h: int, w: int) -> None:
     try:
         with torch.no_grad():
-            model(torch.zeros(1, c, size, size))
+            model(torch.zeros(1, c, h, w))
     except Exception as err:  # noqa: BLE001 - any failure means the model cannot take this size
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"model {name!r} cannot take input size {size}x{size}: {msg[:200]}") from None
+        raise ValueError(f"model {name!r} cannot take input size {h}x{w}: {msg[:200]}") from None
 
 
 def format_table(rows: Sequence[dict]) -> str:
@@ -179,10 +203,10 @@ def plot_latency(rows: Sequence[dict], path: str | os.PathLike) -> None:
     for r in rows:
         groups.setdefault((r["model"], r["backend"], r["batch"]), []).append(r)
     for (model, backend, batch), rs in groups.items():
-        rs = sorted(rs, key=lambda r: r["size"])
-        ax.plot([r["size"] for r in rs], [r["median_ms"] for r in rs], marker="o",
+        rs = sorted(rs, key=lambda r: r["height"] * r["width"])
+        ax.plot([(r["height"] * r["width"]) ** 0.5 for r in rs], [r["median_ms"] for r in rs], marker="o",
                 label=f"{model} ({backend}, batch {batch})")
-    ax.set_xlabel("input resolution (px)")
+    ax.set_xlabel("input resolution (px, sqrt(H x W))")
     ax.set_ylabel("median latency (ms)")
     threads = sorted({r["threads"] for r in rows})
     ax.set_title(f"CPU latency vs resolution ({', '.join(map(str, threads))} threads)")

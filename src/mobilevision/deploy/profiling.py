@@ -1,11 +1,26 @@
 """Counting: parameters, multiply-accumulates and activation memory."""
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+
+@contextlib.contextmanager
+def _eval_pass(model: nn.Module, handles: list | None = None) -> Iterator[None]:
+    """Eval mode and no_grad for one measuring forward; afterwards the hooks go and the mode comes back."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for h in handles or []:
+            h.remove()
+        model.train(was_training)
 
 
 def count_params(model: nn.Module) -> int:
@@ -20,12 +35,9 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int], batch: int = 
     """
     device = next(model.parameters()).device
     x = torch.zeros((batch, *input_size), device=device)
-    was_training = model.training
-    model.eval()
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
+    with _eval_pass(model), counter:
         model(x)
-    model.train(was_training)
     return counter.get_total_flops() // 2
 
 
@@ -51,15 +63,8 @@ def activation_memory(model: nn.Module, input_size: tuple[int, int, int], batch:
                 sizes.append(t.numel() * t.element_size())
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros((batch, *input_size), device=device))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    with _eval_pass(model, handles):
+        model(torch.zeros((batch, *input_size), device=device))
     return {"total": sum(sizes), "peak_single": max(sizes, default=0)}
 
 
@@ -81,16 +86,9 @@ def stage_table(model: nn.Module, input_size: tuple[int, int, int]) -> list[dict
                 done.setdefault(i, counter.get_total_flops())
 
             handles.append(sub.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with counter, torch.no_grad():
-            fn = getattr(model, "forward_stages", None)
-            maps = fn(torch.zeros((1, *input_size), device=device)) if fn is not None else []
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    with _eval_pass(model, handles), counter:
+        fn = getattr(model, "forward_stages", None)
+        maps = fn(torch.zeros((1, *input_size), device=device)) if fn is not None else []
     rows, prev = [], 0
     for i, info in enumerate(infos):
         name = info.get("module", "")

@@ -159,8 +159,9 @@ def _call_block_fuse(model: nn.Module) -> None:
 
 
 def _default_example(model: nn.Module) -> torch.Tensor:
-    cfg = getattr(model, "default_cfg", None) or {}
-    c, h, w = cfg.get("input_size", (getattr(model, "in_chans", 3), 224, 224))
+    from mobilevision.data.config import resolve_data_config
+
+    c, h, w = resolve_data_config(model).input_size
     # Folding does not depend on the size; keep verification cheap but above any model's minimum.
     h, w = min(h, 128), min(w, 128)
     p = next(iter(model.parameters()), None)
@@ -178,7 +179,7 @@ def fuse(model: nn.Module, example: torch.Tensor | None = None, atol: float = 1e
          return_report: bool = False) -> nn.Module | tuple[nn.Module, FuseReport]:
     """A new eval-mode model with BN / layer-scale folded and no random ops; `model` is left unchanged.
 
-    `example` is the verification input (default: (2, C, min(H,128), min(W,128)) from `default_cfg`).
+    `example` is the verification input (default: (2, C, min(H,128), min(W,128)) from the model's data config).
     The fused outputs are checked against the original: a fold that changes them by more than
     `atol * max(1, max|output|)` is left out; RuntimeError if the result still differs.
     """

@@ -1,0 +1,144 @@
+"""Built-in real-derived scenes for detection and segmentation: real handwritten digits on real photos.
+
+Each scene is a crop of one of scikit-image's sample photos, resized to `size` x `size`, with 1-4 of
+scikit-learn's handwritten digits (8x8 scans, upsampled) pasted at random positions and heights
+(24-96 px at 320 px). Boxes are the tight boxes of the pasted strokes, the mask is the stroke pixels
+(class = digit + 1, background 0). Train scenes use only the digits of the fixed classification train
+split and val scenes only the val split, so the two never share a digit scan. Scene `i` of a split is a
+pure function of (split, i, seed): every epoch, rank and resumed run sees the same scenes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+
+# Colour photos that ship inside scikit-image (no download).
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
+          "colorwheel")
+NUM_CLASSES = 10  # digits 0-9; segmentation adds background as class 0
+SPLIT_SIZES = {"train": 1000, "val": 200}
+_SPLIT_IDS = {"train": 1, "val": 2}
+
+
+@dataclass
+class Scene:
+    """image: RGB (size x size); boxes: (N, 4) float32 xyxy in pixels; labels: (N,) int64 digit 0-9;
+    mask: (size, size) uint8 with 0 = background and digit + 1 on its strokes."""
+
+    image: Image.Image
+    boxes: np.ndarray
+    labels: np.ndarray
+    mask: np.ndarray
+
+
+@lru_cache(maxsize=1)
+def _photos() -> tuple[np.ndarray, ...]:
+    try:
+        import skimage.data
+    except ImportError as err:
+        raise ModuleNotFoundError(
+            "the built-in digits scenes need scikit-image: pip install scikit-image", name="skimage") from err
+    return tuple(np.ascontiguousarray(getattr(skimage.data, n)()[..., :3]) for n in PHOTOS)
+
+
+@lru_cache(maxsize=2)
+def _digit_scans(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 8, 8) float32 ink in [0, 1] and (N,) labels of the classification split `split`."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from .datasets import DIGITS_SPLIT_SEED, DIGITS_VAL_FRACTION
+
+    digits = load_digits()
+    idx = np.arange(len(digits.target))
+    train, val = train_test_split(idx, test_size=DIGITS_VAL_FRACTION, stratify=digits.target,
+                                  random_state=DIGITS_SPLIT_SEED)
+    chosen = np.sort(train if split == "train" else val)
+    return digits.images[chosen].astype(np.float32) / 16.0, digits.target[chosen].astype(np.int64)
+
+
+class DigitsScenes:
+    """`scenes[i] -> Scene`; `len(scenes)` scenes of `split` ('train' | 'val').
+
+    size: side of the square scene in pixels; digit heights are drawn in [min_height, max_height] px,
+    scaled with `size / 320`; at most `max_digits` per scene, placed without overlapping.
+    """
+
+    def __init__(self, split: str = "train", *, size: int = 320, num_scenes: int | None = None, seed: int = 0,
+                 min_digits: int = 1, max_digits: int = 4, min_height: int = 24, max_height: int = 96) -> None:
+        if split not in _SPLIT_IDS:
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        if size < 32:
+            raise ValueError(f"scene size must be >= 32 px, got {size}")
+        if not 1 <= min_digits <= max_digits:
+            raise ValueError(f"need 1 <= min_digits <= max_digits, got {min_digits}, {max_digits}")
+        self.split, self.size, self.seed = split, int(size), int(seed)
+        self.num_scenes = SPLIT_SIZES[split] if num_scenes is None else int(num_scenes)
+        self.min_digits, self.max_digits = min_digits, max_digits
+        scale = self.size / 320
+        self.min_height = max(8, round(min_height * scale))
+        self.max_height = max(self.min_height, min(self.size // 2, round(max_height * scale)))
+        self.classes = [str(d) for d in range(NUM_CLASSES)]
+
+    def __len__(self) -> int:
+        return self.num_scenes
+
+    def __getitem__(self, index: int) -> Scene:
+        if not 0 <= index < self.num_scenes:
+            raise IndexError(f"scene {index} out of range (0..{self.num_scenes - 1})")
+        rng = np.random.default_rng([self.seed, _SPLIT_IDS[self.split], index])
+        canvas = self._background(rng)  # (S, S, 3) float32 in [0, 255]
+        mask = np.zeros((self.size, self.size), np.uint8)
+        scans, scan_labels = _digit_scans(self.split)
+        boxes, labels = [], []
+        for _ in range(int(rng.integers(self.min_digits, self.max_digits + 1))):
+            k = int(rng.integers(len(scans)))
+            placed = self._paste(canvas, mask, scans[k], int(scan_labels[k]), boxes, rng)
+            if placed is not None:
+                boxes.append(placed)
+                labels.append(int(scan_labels[k]))
+        image = Image.fromarray(np.clip(np.rint(canvas), 0, 255).astype(np.uint8), "RGB")
+        return Scene(image, np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64), mask)
+
+    def _background(self, rng: np.random.Generator) -> np.ndarray:
+        photos = _photos()
+        photo = photos[int(rng.integers(len(photos)))]
+        h, w = photo.shape[:2]
+        side = int(rng.integers(min(h, w) // 3, min(h, w) + 1))
+        y, x = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
+        crop = Image.fromarray(photo[y:y + side, x:x + side]).resize((self.size, self.size), Image.BILINEAR)
+        return np.asarray(crop, np.float32).copy()
+
+    def _paste(self, canvas: np.ndarray, mask: np.ndarray, scan: np.ndarray, digit: int, taken: list,
+               rng: np.random.Generator) -> list[float] | None:
+        """Paste one scan in a free spot; returns its stroke box [x0, y0, x1, y1] or None if no spot was free."""
+        height = int(rng.integers(self.min_height, self.max_height + 1))
+        width = max(4, round(height * rng.uniform(0.6, 0.9)))  # the scans are square; real digits are narrow
+        ink = np.asarray(Image.fromarray(scan).resize((width, height), Image.BILINEAR), np.float32).clip(0, 1)
+        for _ in range(20):
+            y0 = int(rng.integers(self.size - height + 1))
+            x0 = int(rng.integers(self.size - width + 1))
+            box = [x0, y0, x0 + width, y0 + height]
+            if all(not _overlap(box, t, margin=2) for t in taken):
+                break
+        else:
+            return None
+        region = canvas[y0:y0 + height, x0:x0 + width]
+        # Ink colour far from the local background so the digit stays visible on any photo.
+        local = region.reshape(-1, 3).mean(0)
+        colour = np.where(local > 127, rng.uniform(0, 60, 3), rng.uniform(195, 255, 3)).astype(np.float32)
+        alpha = ink[..., None]
+        region[:] = region * (1 - alpha) + colour * alpha
+        strokes = ink > 0.5
+        mask[y0:y0 + height, x0:x0 + width][strokes] = digit + 1
+        ys, xs = np.nonzero(strokes)
+        if len(ys) == 0:
+            return None
+        return [float(x0 + xs.min()), float(y0 + ys.min()), float(x0 + xs.max() + 1), float(y0 + ys.max() + 1)]
+
+
+def _overlap(a: list, b: list, margin: int = 0) -> bool:
+    return not (a[2] + margin <= b[0] or b[2] + margin <= a[0] or a[3] + margin <= b[1] or b[3] + margin <= a[1])
