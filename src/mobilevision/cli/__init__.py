@@ -88,19 +88,9 @@ class _OneLine(logging.Formatter):
         return f"mobilevision: warning: {msg}" if record.levelno >= logging.WARNING else msg
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever sys.stderr is at the time (it may be replaced after the handler is made)."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value) -> None:
-        pass
-
-
 def _setup_logging() -> None:
+    from mobilevision.train.log import StderrHandler as _StderrHandler  # follows the current sys.stderr
+
     log = logging.getLogger("mobilevision")
     if not any(isinstance(h, _StderrHandler) for h in log.handlers):
         h = _StderrHandler()

@@ -13,7 +13,7 @@ from ..models.checkpoint import atomic_write_bytes
 logger = logging.getLogger("mobilevision.train")
 
 
-class _StderrHandler(logging.StreamHandler):
+class StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is at the time (pytest and notebooks swap it)."""
 
     def __init__(self) -> None:
@@ -29,8 +29,8 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def setup_logging(enabled: bool) -> None:
-    if enabled and not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        h = _StderrHandler()
+    if enabled and not any(isinstance(h, StderrHandler) for h in logger.handlers):
+        h = StderrHandler()
         h.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         logger.addHandler(h)
         logger.setLevel(logging.INFO)
