@@ -48,6 +48,7 @@ def dilate_(model: nn.Module, output_stride: int, name: str = "backbone") -> nn.
                     f"kernel ({k}x{k}); use output_stride=32 (e.g. with the 'fpn' head)")
             dilation *= s
             m.stride = (1, 1)
+            m._native_stride = s
         if dilation > 1 and k > 1:
             m.dilation = (dilation, dilation)
             m.padding = ((k - 1) // 2 * dilation, (k - 1) // 2 * dilation)
@@ -101,3 +102,65 @@ def check_reductions(backbone: FeatureExtractor, size: int = 64) -> None:
         if abs(m.shape[-1] - want) > 1:
             raise ValueError(f"backbone map {f['module']} is {m.shape[-1]} px for a {size} px input, expected "
                              f"~{want} (reduction {f['reduction']}): this backbone does not support that output_stride")
+
+
+class BlockTaps(FeatureExtractor):
+    """An inverted-residual backbone (`forward_stem` + `blocks` of stages) tapped after chosen blocks.
+
+    torchvision's MobileNetV3 segmenters read the stride-8 map right after the first stride-8 block
+    (`features[4]`, i.e. our `blocks.2.0`), not at the end of that stage. `taps`: (stage, block) pairs in
+    forward order. forward: (B, C, H, W) -> one map per tap.
+    """
+
+    def __init__(self, extractor: FeatureExtractor, taps: Sequence[tuple[int, int]],
+                 feature_info: list[dict]) -> None:
+        nn.Module.__init__(self)
+        self.model = extractor.model
+        self.out_indices = list(range(len(taps)))
+        self.taps = [tuple(t) for t in taps]
+        self.feature_info = feature_info
+        self.data_config = extractor.data_config
+        self.output_stride = getattr(extractor, "output_stride", 32)
+        self._last = max(self.taps)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.model.forward_stem(x)
+        found: dict[tuple[int, int], torch.Tensor] = {}
+        for s, stage in enumerate(self.model.blocks):
+            for b, block in enumerate(stage):
+                x = block(x)
+                if (s, b) in self.taps:
+                    found[(s, b)] = x
+                if (s, b) == self._last:
+                    return [found[self.taps[i]] for i in self.out_indices]
+        raise RuntimeError("unreachable: every tap lies inside the backbone")
+
+
+def tap_blocks(extractor: FeatureExtractor, modules: Sequence[str]) -> BlockTaps:
+    """`BlockTaps` at module names like 'blocks.2.0' (a block) or 'blocks.6' (a stage's last block)."""
+    model = extractor.model
+    if not (hasattr(model, "forward_stem") and isinstance(getattr(model, "blocks", None), nn.Sequential)):
+        raise ValueError(f"block taps {list(modules)} need an inverted-residual backbone (stem + blocks)")
+    taps, info = [], []
+    for name in modules:
+        parts = name.split(".")
+        if parts[0] != "blocks" or len(parts) not in (2, 3):
+            raise ValueError(f"block tap {name!r} must look like 'blocks.S' or 'blocks.S.B'")
+        s = int(parts[1])
+        b = int(parts[2]) if len(parts) == 3 else len(model.blocks[s]) - 1
+        block = model.blocks[s][b]
+        chs = [m.out_channels for m in block.modules() if isinstance(m, nn.Conv2d)][-1]
+        # reduction: the native stride up to that block, capped by the output stride
+        red = 2
+        for si, stage in enumerate(model.blocks):
+            for bi, blk in enumerate(stage):
+                strides = [getattr(m, "_native_stride", m.stride[0]) for m in blk.modules() if isinstance(m, nn.Conv2d)]
+                red *= max(strides)
+                if (si, bi) == (s, b):
+                    break
+            else:
+                continue
+            break
+        info.append(dict(num_chs=chs, reduction=min(red, getattr(extractor, "output_stride", 32)), module=name))
+        taps.append((s, b))
+    return BlockTaps(extractor, taps, info)

@@ -11,7 +11,7 @@ from mobilevision.data.config import resolve_data_config
 from mobilevision.models.features import CarriesDataConfig, FeatureExtractor
 from mobilevision.models.registry import get_config
 
-from .backbone import check_reductions, dense_backbone
+from .backbone import check_reductions, dense_backbone, tap_blocks
 from .heads import DeepLabV3Head, FCNHead, LRASPPHead, SemanticFPNHead
 
 HEADS = ("deeplabv3", "lraspp", "fpn")
@@ -69,6 +69,7 @@ def create_segmenter(
     extra_conv: bool | None = None,
     drop_final_conv: bool | None = None,
     low_index: int | None = None,
+    taps: Sequence[str] | None = None,
     backbone_overrides: dict | None = None,
     **unknown: Any,
 ) -> Segmenter:
@@ -80,7 +81,9 @@ def create_segmenter(
     dropout: after the ASPP projection (0.5) or before the FPN classifier (0.1). extra_conv: DeepLabv3's 3x3
     conv after ASPP (torchvision: yes; ml-cvnets and the MobileNetV2 paper: no). drop_final_conv: run ASPP on
     the last stage's output rather than a final 1x1 expansion (MobileViT). low_index: the stride-8 map for
-    LR-ASPP / aux (default: the map with reduction 8). backbone_overrides: passed to create_model (e.g.
+    LR-ASPP / aux (default: the map with reduction 8). taps: read the maps after these blocks instead of at
+    stage ends (inverted-residual backbones; torchvision's MobileNetV3 segmenters use
+    ('blocks.2.0', 'blocks.6')). backbone_overrides: passed to create_model (e.g.
     bn_eps=1e-3). Input: normalised images (the backbone's `data_config`).
     """
     if unknown:
@@ -95,6 +98,8 @@ def create_segmenter(
         drop_final_conv = cfg.family == "mobilevit"
     feats = dense_backbone(backbone, output_stride=os_, drop_final_conv=drop_final_conv, in_chans=in_chans,
                            drop_path_rate=drop_path_rate, **(backbone_overrides or {}))
+    if taps:
+        feats = tap_blocks(feats, taps)
     if os_ != 32:
         check_reductions(feats)
     info = feats.feature_info
@@ -105,6 +110,7 @@ def create_segmenter(
     config = dict(head=head, backbone=backbone, num_classes=num_classes, output_stride=os_, aux=aux,
                   in_chans=in_chans, channels=channels, rates=list(rates) if rates else None, dropout=dropout,
                   extra_conv=extra_conv, drop_final_conv=drop_final_conv, low_index=low_index,
+                  taps=list(taps) if taps else None,
                   backbone_overrides=backbone_overrides)
     aux_head = None
     if head == "deeplabv3":
@@ -131,8 +137,12 @@ def create_segmenter(
         mod = SemanticFPNHead([chs[i] for i in keep], [reds[i] for i in keep], num_classes, channels or 256,
                               dropout=0.1 if dropout is None else dropout)
         feats = _with_output_norms(feats, cfg.family)
-    return Segmenter(feats, mod, num_classes, aux_head=aux_head, aux_index=0 if aux_head is not None else None,
-                     head_name=head, config=config)
+    model = Segmenter(feats, mod, num_classes, aux_head=aux_head, aux_index=0 if aux_head is not None else None,
+                      head_name=head, config=config)
+    from .presets import torchvision_filter  # noqa: PLC0415  (presets imports this module)
+
+    model.checkpoint_filter = torchvision_filter  # passes our own layout through unchanged
+    return model
 
 
 def _index_of_reduction(reds: list[int], r: int, name: str) -> int:

@@ -37,7 +37,7 @@ def _build(num_classes: int = 21, in_chans: int = 3, drop_rate: float = 0.0, dro
 # stage sizes of MOBILENET_V3_LARGE give our (stage, block) of each; features.16 is the closing 1x1 conv.
 _V3_LARGE_STAGES = (1, 2, 3, 4, 2, 3)
 _V3_BLOCKS = [(s, b) for s, n in enumerate(_V3_LARGE_STAGES) for b in range(n)]
-_V3_SE = {3, 4, 5, 11, 12, 13, 14, 15}  # torchvision feature indices whose block has squeeze-excite
+_V3_SE = {4, 5, 6, 11, 12, 13, 14, 15}  # torchvision feature indices whose block has squeeze-excite
 
 
 def _tv_backbone_key(rest: str) -> str | None:
@@ -119,6 +119,7 @@ def torchvision_filter(state_dict: dict[str, torch.Tensor], model: nn.Module) ->
 # --------------------------------------------------------------------------------------------- the presets
 _TV = dict(input_size=(3, 520, 520), mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=1.0, interpolation="bilinear")
 _TV_BACKBONE = dict(bn_eps=1e-3)  # torchvision's MobileNetV3 BatchNorm
+_TV_TAPS = ("blocks.2.0", "blocks.6")  # torchvision's features[4] (first stride-8 block) and features[16]
 _CVNETS = dict(input_size=(3, 512, 512), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), crop_pct=1.0,
                interpolation="bilinear")
 _NO_WEIGHTS = "no trained weights ship with mobilevision; torchvision's load with checkpoint_path=FILE"
@@ -126,9 +127,9 @@ _NO_WEIGHTS = "no trained weights ship with mobilevision; torchvision's load wit
 PRESETS: list[tuple[str, str, dict, dict]] = [
     ("deeplabv3_mobilenetv3_large_100", "deeplabv3",
      dict(backbone="mobilenetv3_large_100", output_stride=16, aux=True, rates=(12, 24, 36), extra_conv=True,
-          dropout=0.5, backbone_overrides=_TV_BACKBONE), _TV),
+          dropout=0.5, taps=_TV_TAPS, backbone_overrides=_TV_BACKBONE), _TV),
     ("lraspp_mobilenetv3_large_100", "lraspp",
-     dict(backbone="mobilenetv3_large_100", output_stride=16, channels=128, backbone_overrides=_TV_BACKBONE), _TV),
+     dict(backbone="mobilenetv3_large_100", output_stride=16, channels=128, taps=_TV_TAPS, backbone_overrides=_TV_BACKBONE), _TV),
     ("deeplabv3_mobilenetv2_100", "deeplabv3",
      dict(backbone="mobilenetv2_100", output_stride=16, rates=(6, 12, 18), extra_conv=False, dropout=0.1),
      dict(_TV, input_size=(3, 512, 512))),
