@@ -63,7 +63,7 @@ def main() -> None:
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             opt.step()
-            losses.append(float(terms["loss"]))
+            losses.append(float(terms["loss"].detach()))
             step += 1
             if time.time() - start > args.minutes * 60:
                 break

@@ -228,7 +228,7 @@ def segmentation_transform(mean: Sequence[float], std: Sequence[float], *, train
     pipeline = v2.Compose(ops)
 
     def apply(img: Image.Image, mask: np.ndarray):
-        x, m = pipeline(img, tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask))))
+        x, m = pipeline(img, tv_tensors.Mask(torch.from_numpy(np.array(mask, np.uint8, copy=True))))
         return x.as_subclass(torch.Tensor), m.as_subclass(torch.Tensor).long()
 
     return apply

@@ -172,3 +172,18 @@ def _with_output_norms(feats: FeatureExtractor, family: str) -> FeatureExtractor
     feats.__class__ = NormedFeatures
     feats.out_norms = nn.ModuleList([make(f["num_chs"]) for f in feats.feature_info])
     return feats
+
+
+class LogitsOnly(nn.Module):
+    """`segmenter(x)["out"]` as a plain tensor-out module, for exporters that want one output:
+    (B, C, H, W) -> (B, num_classes, H, W)."""
+
+    def __init__(self, segmenter: Segmenter) -> None:
+        super().__init__()
+        self.segmenter = segmenter
+        self.num_classes = segmenter.num_classes
+        self.data_config = segmenter.data_config
+        self.model_name = getattr(segmenter, "model_name", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.segmenter(x, aux=False)["out"]
