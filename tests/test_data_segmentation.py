@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from mobilevision.data.segmentation import (IGNORE_INDEX, DigitsSegmentSource, SegmentationView, load_mask,
-                                            open_pairs, open_segmentation, open_voc, pad_collate, save_mask,
-                                            segmentation_transform)
+                                            open_pairs, open_segmentation, open_voc, overlay_mask, pad_collate,
+                                            save_mask, segmentation_transform)
 
 
 def _photo(name: str, size=(72, 56)) -> Image.Image:
@@ -51,6 +51,13 @@ def test_voc_palette_masks_round_trip(tmp_path):
     save_mask(m, tmp_path / "m.png")
     assert Image.open(tmp_path / "m.png").mode == "P"
     assert np.array_equal(load_mask(tmp_path / "m.png"), m)
+
+
+def test_overlay_colours_only_labelled_pixels():
+    img, m = _photo("coffee"), _mask(label=15)
+    out = np.asarray(overlay_mask(img, m, alpha=1.0))
+    assert (out[m == 0] == np.asarray(img)[m == 0]).all()
+    assert (out[m == 15] == (192, 128, 128)).all()  # VOC's "person" colour
 
 
 def test_voc_folder_skips_and_counts_broken_pairs(tmp_path):

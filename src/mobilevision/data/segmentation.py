@@ -64,6 +64,17 @@ def save_mask(mask: np.ndarray, path: str | os.PathLike) -> None:
     img.save(path)
 
 
+def overlay_mask(image: Image.Image, mask: np.ndarray, alpha: float = 0.5) -> Image.Image:
+    """The image with the mask's VOC colours blended in (background 0 and ignore 255 left as they are)."""
+    rgb = np.asarray(image.convert("RGB"), np.float32)
+    if rgb.shape[:2] != mask.shape:
+        raise ValueError(f"mask {mask.shape} and image {rgb.shape[:2]} differ in size")
+    colours = np.asarray(voc_palette(), np.float32).reshape(256, 3)[mask]
+    on = ((mask != 0) & (mask != IGNORE_INDEX))[..., None]
+    out = np.where(on, (1 - alpha) * rgb + alpha * colours, rgb)
+    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), "RGB")
+
+
 class PairSource:
     """Checked (image, mask) file pairs; `load(i) -> (PIL RGB, (H, W) uint8)`.
 
