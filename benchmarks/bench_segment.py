@@ -1,0 +1,87 @@
+"""Eager CPU latency of our DeepLabv3-MobileNetV3 and LR-ASPP vs torchvision's, same weights, batch 1.
+
+    python benchmarks/bench_segment.py [--threads 2] [--size 520] [--runs 20] [--out bench_segment.csv]
+
+torchvision's `deeplabv3_mobilenet_v3_large(aux_loss=True)` / `lraspp_mobilenet_v3_large` at random init are
+loaded into our presets (their state dict, our key mapping); both run eager (train form, no fusing), no_grad,
+in eval mode (DeepLabv3 without its aux head on both sides), timed alternately call by call in this process.
+Ratio = ours / torchvision (lower is better; goal <= 1.0). The CPU model and flags go in the CSV.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+from pathlib import Path
+
+import torch
+
+import mobilevision
+from mobilevision.deploy.benchmark import paired_times, print_rows, write_csv
+
+
+def cpu_info() -> dict:
+    """CPU model name and its SIMD flags of interest (from /proc/cpuinfo where there is one)."""
+    model, flags = platform.processor() or platform.machine(), []
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        for line in text.splitlines():
+            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                flags = sorted(f for f in have if f.startswith(("avx", "amx", "fma", "sse4")))
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "cpu_flags": " ".join(flags)}
+
+
+def pairs():
+    from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large
+
+    for ours_name, fn, kw in (("deeplabv3_mobilenetv3_large_100", deeplabv3_mobilenet_v3_large, {"aux_loss": True}),
+                              ("lraspp_mobilenetv3_large_100", lraspp_mobilenet_v3_large, {})):
+        ref = fn(weights=None, weights_backbone=None, **kw).eval()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "tv.pth"
+            torch.save(ref.state_dict(), path)
+            ours = mobilevision.create_model(ours_name, checkpoint_path=path).eval()
+        if kw.get("aux_loss"):
+            ref.aux_classifier = None  # eval-time output only, as ours gives in eval mode
+        yield ours_name, fn.__name__, ours, ref
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--size", type=int, default=520)
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--out", default="bench_segment.csv")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    info = cpu_info()
+    print(f"CPU: {info['cpu']} [{info['cpu_flags']}], torch {torch.__version__}, {args.threads} threads", flush=True)
+    x = torch.randn(1, 3, args.size, args.size)
+    rows = []
+    for ours_name, ref_name, ours, ref in pairs():
+        with torch.no_grad():
+            diff = (ours(x)["out"] - ref(x)["out"]).abs().max().item()
+            t_ours, t_ref = paired_times(lambda: ours(x), lambda: ref(x), args.runs, args.warmup)
+        row = {"model": ours_name, "torchvision": ref_name, "size": args.size, "threads": args.threads,
+               "ours_ms": t_ours["median_ms"], "torchvision_ms": t_ref["median_ms"],
+               "ours_p90_ms": t_ours["p90_ms"], "torchvision_p90_ms": t_ref["p90_ms"],
+               "ratio": t_ours["median_ms"] / t_ref["median_ms"], "max_abs_diff": diff, **info}
+        print(f"{ours_name:<34} ours {row['ours_ms']:8.2f} ms  torchvision {row['torchvision_ms']:8.2f} ms  "
+              f"ratio {row['ratio']:.3f}", flush=True)
+        rows.append(row)
+    print()
+    print_rows(rows, ["model", "size", "ours_ms", "torchvision_ms", "ratio", "max_abs_diff"])
+    write_csv(rows, args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

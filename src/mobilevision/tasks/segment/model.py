@@ -1,0 +1,189 @@
+"""`Segmenter` (backbone + head + optional aux head) and `create_segmenter`, the any-backbone builder."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mobilevision.data.config import resolve_data_config
+from mobilevision.models.features import CarriesDataConfig, FeatureExtractor
+from mobilevision.models.registry import get_config
+
+from .backbone import check_reductions, dense_backbone, tap_blocks
+from .heads import DeepLabV3Head, FCNHead, LRASPPHead, SemanticFPNHead
+
+HEADS = ("deeplabv3", "lraspp", "fpn")
+_DEFAULT_OS = {"deeplabv3": 16, "lraspp": 16, "fpn": 32}
+
+
+class Segmenter(CarriesDataConfig, nn.Module):
+    """Backbone maps -> head -> logits bilinearly upsampled to the input size (torchvision's segmenters).
+
+    forward(x: (B, C, H, W) normalised like the backbone's classifier) -> {"out": (B, num_classes, H, W)}, plus
+    "aux" (same shape) from the auxiliary head when there is one and the model is training or `aux=True`.
+    `in_indices` picks the backbone maps the head reads; `aux_index` the one the aux head reads.
+    """
+
+    def __init__(self, backbone: FeatureExtractor, head: nn.Module, num_classes: int, *,
+                 aux_head: nn.Module | None = None, aux_index: int | None = None, head_name: str = "",
+                 config: dict | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.aux_head = aux_head
+        self.aux_index = aux_index
+        self.num_classes = num_classes
+        self.head_name = head_name
+        self.segmenter_config = dict(config or {})
+        self.data_config = resolve_data_config(backbone)
+
+    def forward(self, x: torch.Tensor, aux: bool | None = None) -> dict[str, torch.Tensor]:
+        size = x.shape[-2:]
+        maps = self.backbone(x)
+        out = {"out": F.interpolate(self.head(maps), size=size, mode="bilinear", align_corners=False)}
+        want_aux = self.training if aux is None else aux
+        if want_aux and self.aux_head is not None:
+            a = self.aux_head(maps[self.aux_index])
+            out["aux"] = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
+        return out
+
+    def no_weight_decay(self) -> set[str]:
+        fn = getattr(self.backbone.model, "no_weight_decay", None)
+        return {f"backbone.model.{n}" for n in fn()} if fn is not None else set()
+
+
+def create_segmenter(
+    head: str,
+    backbone: str,
+    num_classes: int = 21,
+    *,
+    output_stride: int | None = None,
+    aux: bool = False,
+    in_chans: int | None = None,
+    drop_path_rate: float = 0.0,
+    channels: int | None = None,
+    rates: Sequence[int] | None = None,
+    dropout: float | None = None,
+    extra_conv: bool | None = None,
+    drop_final_conv: bool | None = None,
+    low_index: int | None = None,
+    taps: Sequence[str] | None = None,
+    backbone_overrides: dict | None = None,
+    **unknown: Any,
+) -> Segmenter:
+    """A segmenter with `head` ('deeplabv3' | 'lraspp' | 'fpn') on any registered `backbone`.
+
+    output_stride: 8 / 16 / 32 (default 16 for deeplabv3 and lraspp, 32 for fpn). aux: an FCN auxiliary head on
+    the stride-8 map (torchvision's DeepLabv3). channels: ASPP width (256) / LR-ASPP inter channels (128) /
+    FPN width (256). rates: ASPP dilation rates ((12, 24, 36) torchvision; (6, 12, 18) the MobileViT paper).
+    dropout: after the ASPP projection (0.5) or before the FPN classifier (0.1). extra_conv: DeepLabv3's 3x3
+    conv after ASPP (torchvision: yes; ml-cvnets and the MobileNetV2 paper: no). drop_final_conv: run ASPP on
+    the last stage's output rather than a final 1x1 expansion (MobileViT). low_index: the stride-8 map for
+    LR-ASPP / aux (default: the map with reduction 8). taps: read the maps after these blocks instead of at
+    stage ends (inverted-residual backbones; torchvision's MobileNetV3 segmenters use
+    ('blocks.2.0', 'blocks.6')). backbone_overrides: passed to create_model (e.g.
+    bn_eps=1e-3). Input: normalised images (the backbone's `data_config`).
+    """
+    if unknown:
+        raise ValueError(f"create_segmenter got unknown argument(s) {sorted(unknown)}")
+    if head not in HEADS:
+        raise ValueError(f"unknown segmentation head {head!r}; use one of {', '.join(HEADS)}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1 (background counts as a class), got {num_classes}")
+    cfg = get_config(backbone)
+    os_ = _DEFAULT_OS[head] if output_stride is None else int(output_stride)
+    if drop_final_conv is None:
+        drop_final_conv = cfg.family == "mobilevit"
+    feats = dense_backbone(backbone, output_stride=os_, drop_final_conv=drop_final_conv, in_chans=in_chans,
+                           drop_path_rate=drop_path_rate, **(backbone_overrides or {}))
+    if taps:
+        feats = tap_blocks(feats, taps)
+    if os_ != 32:
+        check_reductions(feats)
+    info = feats.feature_info
+    chs = [f["num_chs"] for f in info]
+    reds = [f["reduction"] for f in info]
+    if low_index is None:
+        low_index = _index_of_reduction(reds, 8, backbone)
+    config = dict(head=head, backbone=backbone, num_classes=num_classes, output_stride=os_, aux=aux,
+                  in_chans=in_chans, channels=channels, rates=list(rates) if rates else None, dropout=dropout,
+                  extra_conv=extra_conv, drop_final_conv=drop_final_conv, low_index=low_index,
+                  taps=list(taps) if taps else None,
+                  backbone_overrides=backbone_overrides)
+    aux_head = None
+    if head == "deeplabv3":
+        feats.out_indices = [feats.out_indices[low_index], feats.out_indices[-1]]
+        feats.feature_info = [info[low_index], info[-1]]
+        mod = DeepLabV3Head(chs[-1], num_classes, tuple(rates or (12, 24, 36)), channels or 256,
+                            0.5 if dropout is None else dropout, True if extra_conv is None else extra_conv)
+        if aux:
+            aux_head = FCNHead(chs[low_index], num_classes)
+    elif head == "lraspp":
+        if aux:
+            raise ValueError("the lraspp head has no auxiliary head; drop aux=True")
+        feats.out_indices = [feats.out_indices[low_index], feats.out_indices[-1]]
+        feats.feature_info = [info[low_index], info[-1]]
+        mod = LRASPPHead(chs[low_index], chs[-1], num_classes, channels or 128)
+    else:
+        if aux:
+            raise ValueError("the fpn head has no auxiliary head; drop aux=True")
+        keep = [i for i, r in enumerate(reds) if r >= 4]
+        if len(keep) < 2:
+            raise ValueError(f"the fpn head needs >= 2 maps at reductions >= 4; {backbone} has {reds}")
+        feats.out_indices = [feats.out_indices[i] for i in keep]
+        feats.feature_info = [info[i] for i in keep]
+        mod = SemanticFPNHead([chs[i] for i in keep], [reds[i] for i in keep], num_classes, channels or 256,
+                              dropout=0.1 if dropout is None else dropout)
+        feats = _with_output_norms(feats, cfg.family)
+    model = Segmenter(feats, mod, num_classes, aux_head=aux_head, aux_index=0 if aux_head is not None else None,
+                      head_name=head, config=config)
+    from .presets import torchvision_filter  # noqa: PLC0415  (presets imports this module)
+
+    model.checkpoint_filter = torchvision_filter  # passes our own layout through unchanged
+    return model
+
+
+def _index_of_reduction(reds: list[int], r: int, name: str) -> int:
+    for i, red in enumerate(reds):
+        if red == r:
+            return i
+    raise ValueError(f"backbone {name} has no stride-{r} map (reductions {reds}); pass low_index=")
+
+
+class NormedFeatures(FeatureExtractor):
+    """A FeatureExtractor whose maps each pass one norm (PoolFormer's GroupNorm, ConvNeXt's LayerNorm), as the
+    PoolFormer / ConvNeXt dense-prediction backbones add before their necks."""
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [norm(m) for norm, m in zip(self.out_norms, super().forward(x))]
+
+
+def _with_output_norms(feats: FeatureExtractor, family: str) -> FeatureExtractor:
+    from mobilevision.layers.norms import GroupNorm1, LayerNorm2d
+
+    if family in ("poolformer", "metaformer"):
+        make = GroupNorm1
+    elif family in ("convnext", "convnextv2"):
+        make = lambda c: LayerNorm2d(c, eps=1e-6)  # noqa: E731
+    else:
+        return feats
+    feats.__class__ = NormedFeatures
+    feats.out_norms = nn.ModuleList([make(f["num_chs"]) for f in feats.feature_info])
+    return feats
+
+
+class LogitsOnly(nn.Module):
+    """`segmenter(x)["out"]` as a plain tensor-out module, for exporters that want one output:
+    (B, C, H, W) -> (B, num_classes, H, W)."""
+
+    def __init__(self, segmenter: Segmenter) -> None:
+        super().__init__()
+        self.segmenter = segmenter
+        self.num_classes = segmenter.num_classes
+        self.data_config = segmenter.data_config
+        self.model_name = getattr(segmenter, "model_name", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.segmenter(x, aux=False)["out"]

@@ -1,0 +1,158 @@
+"""SegmentTask: the segmentation task for the one training loop (`train.engine.fit`).
+
+Data: 'digits-segment', a VOC folder or an images/ + masks/ folder (see `data.segmentation`). Model: a
+registered segmenter preset (`deeplabv3_mobilevit_xxs`, ...) or 'HEAD:BACKBONE' (`deeplabv3:mobilenetv2_100`).
+Loss: cross-entropy over pixels, label 255 ignored, plus `aux_weight` x the auxiliary head's loss where the
+model has one. Metric: mIoU (confusion matrix summed over DDP ranks).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mobilevision.tasks.base import Task, TaskData
+
+from .metrics import IGNORE_INDEX, ConfusionMatrix
+
+
+def _recipe_get(recipe: Any, name: str, default: Any = None) -> Any:
+    value = getattr(recipe, name, None) if recipe is not None else None
+    return default if value is None else value
+
+
+class SegmentTask(Task):
+    """`--task segment`. `model`: preset name or 'HEAD:BACKBONE' (None: the recipe's `model`); `aux_weight`: weight
+    of the aux head's loss (torchvision: 0.5 in its references, 0.4 in the DeepLab papers' PSP-style aux)."""
+
+    name = "segment"
+    metric = "miou"
+
+    def __init__(self, model: str | None = None, *, aux_weight: float = 0.4, num_classes: int | None = None,
+                 eval_size: int | None = None, num_scenes: dict | None = None) -> None:
+        self.model_name = model
+        self.aux_weight = float(aux_weight)
+        self.num_classes = num_classes
+        self.eval_size = eval_size
+        self.num_scenes = num_scenes or {}
+        self.labels: list[str] = []
+
+    # ------------------------------------------------------------------------------------------ data
+    def _model_name(self, recipe: Any) -> str:
+        name = self.model_name or _recipe_get(recipe, "model")
+        if not name:
+            raise ValueError("segment task needs a model: a preset (e.g. deeplabv3_mobilevit_xxs) or HEAD:BACKBONE")
+        return name
+
+    def _data_config(self, recipe: Any):
+        from mobilevision.data.config import resolve_data_config
+
+        name = self._model_name(recipe)
+        return resolve_data_config(name.split(":", 1)[1] if ":" in name else name)
+
+    def build_data(self, data: str, recipe: Any) -> TaskData:
+        from mobilevision.data.segmentation import (SegmentationView, open_segmentation, pad_collate,
+                                                    segmentation_transform)
+
+        cfg = self._data_config(recipe)
+        crop = int(_recipe_get(recipe, "input_size", cfg.size[0]))
+        mean, std = cfg.channel_stats
+        scale = tuple(_recipe_get(recipe, "scale", (0.5, 2.0)))
+        if scale[0] < 0.25:  # a classification recipe's RandomResizedCrop area range, not a resize range
+            scale = (0.5, 2.0)
+        train_src = open_segmentation(data, "train", self.num_classes, image_size=crop,
+                                      num_scenes=self.num_scenes.get("train"))
+        val_src = open_segmentation(data, "val", train_src.num_classes, image_size=crop,
+                                    num_scenes=self.num_scenes.get("val"))
+        train_tf = segmentation_transform(mean, std, train=True, crop_size=crop, scale=scale,
+                                          hflip=float(_recipe_get(recipe, "hflip", 0.5)))
+        eval_tf = segmentation_transform(mean, std, train=False, eval_size=self.eval_size)
+        skipped: dict[str, int] = {}
+        for split, src in (("train", train_src), ("val", val_src)):
+            for reason, n in (getattr(src, "skipped", None) or {}).items():
+                skipped[f"{split}/{reason}"] = n
+        self.num_classes = train_src.num_classes
+        self.labels = list(train_src.classes)
+        return TaskData(
+            train=SegmentationView(train_src, train_tf),
+            val=SegmentationView(val_src, eval_tf) if val_src is not None else None,
+            collate=pad_collate, skipped=skipped,
+            info={"num_classes": train_src.num_classes, "labels": list(train_src.classes), "crop_size": crop},
+        )
+
+    # ----------------------------------------------------------------------------------------- model
+    def build_model(self, recipe: Any, data: TaskData) -> nn.Module:
+        from mobilevision.models.factory import create_model
+
+        from .model import create_segmenter
+
+        name = self._model_name(recipe)
+        num_classes = int(data.info["num_classes"])
+        kwargs = dict(_recipe_get(recipe, "model_kwargs", {}))
+        dpr = float(_recipe_get(recipe, "drop_path_rate", 0.0))
+        if ":" in name:
+            head, backbone = name.split(":", 1)
+            model = create_segmenter(head, backbone, num_classes, drop_path_rate=dpr, **kwargs)
+        else:
+            model = create_model(name, num_classes=num_classes, drop_path_rate=dpr, **kwargs)
+        model.labels = list(data.info.get("labels") or [])
+        return model
+
+    # ------------------------------------------------------------------------------------------ steps
+    def loss(self, out: dict[str, torch.Tensor], masks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Pixel cross-entropy (255 ignored) of `out` (+ aux_weight x aux): {'loss', 'loss_out'[, 'loss_aux']}."""
+        main = F.cross_entropy(out["out"].float(), masks, ignore_index=IGNORE_INDEX)
+        terms = {"loss": main, "loss_out": main.detach()}
+        if "aux" in out and self.aux_weight > 0:
+            aux = F.cross_entropy(out["aux"].float(), masks, ignore_index=IGNORE_INDEX)
+            terms["loss"] = main + self.aux_weight * aux
+            terms["loss_aux"] = aux.detach()
+        return terms
+
+    def train_step(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, torch.Tensor]:
+        images, masks = batch
+        images = images.to(device, non_blocking=True)
+        masks = masks.to(device, non_blocking=True)
+        return self.loss(model(images), masks)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
+        was = model.training
+        model.eval()
+        cm = None
+        for images, masks in loader:
+            logits = model(images.to(device))["out"]
+            if cm is None:
+                cm = ConfusionMatrix(logits.shape[1], device=device)
+            cm.update(logits.argmax(1), masks.to(device))
+        model.train(was)
+        if cm is None:
+            raise ValueError("the validation loader is empty; segment evaluation needs at least one image")
+        cm.all_reduce()
+        res = cm.compute()
+        names = self.labels if len(self.labels) == cm.num_classes else [str(i) for i in range(cm.num_classes)]
+        out = {"miou": res["miou"], "pixel_acc": res["pixel_acc"], "mean_acc": res["mean_acc"]}
+        out.update({f"iou_{n}": v for n, v in zip(names, res["iou"])})
+        return out
+
+    # ------------------------------------------------------------------------------------------- save
+    def save(self, model: nn.Module, directory: Path, extra: dict[str, Any]) -> None:
+        from mobilevision.models.checkpoint import save_pretrained
+
+        target = getattr(model, "module", model)  # DDP
+        info = dict(extra or {})
+        info.setdefault("task", self.name)
+        info.setdefault("segmenter", getattr(target, "segmenter_config", None))
+        save_pretrained(target, directory, labels=getattr(target, "labels", None) or self.labels or None, extra=info)
+
+
+def baseline_miou(loader: Any, num_classes: int) -> dict[str, float]:
+    """The all-background predictor's metrics over `loader` (what a model must beat)."""
+    cm = ConfusionMatrix(num_classes)
+    for _, masks in loader:
+        cm.update(torch.zeros_like(masks), masks)
+    res = cm.compute()
+    return {"miou": res["miou"], "pixel_acc": res["pixel_acc"]}

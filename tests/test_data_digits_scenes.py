@@ -1,0 +1,51 @@
+"""The built-in digits scenes: deterministic, boxes tight around the mask strokes, train / val disjoint."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mobilevision.data.digits_scenes import DigitsScenes, _digit_scans
+
+
+def test_scene_is_a_pure_function_of_split_index_and_seed():
+    a, b = DigitsScenes("train", size=96), DigitsScenes("train", size=96)
+    s1, s2 = a[7], b[7]
+    assert np.array_equal(np.asarray(s1.image), np.asarray(s2.image))
+    assert np.array_equal(s1.mask, s2.mask) and np.array_equal(s1.boxes, s2.boxes)
+    other = DigitsScenes("train", size=96, seed=1)[7]
+    assert not np.array_equal(np.asarray(other.image), np.asarray(s1.image))
+
+
+def test_boxes_are_tight_around_their_strokes_and_no_stroke_lies_outside():
+    scenes = DigitsScenes("val", size=128)
+    for i in range(20):
+        s = scenes[i]
+        assert s.mask.shape == (128, 128) and s.image.size == (128, 128)
+        assert len(s.boxes) == len(s.labels) >= 1
+        covered = np.zeros_like(s.mask, bool)
+        for (x0, y0, x1, y1), label in zip(s.boxes.astype(int), s.labels):
+            region = s.mask[y0:y1, x0:x1] == label + 1
+            ys, xs = np.nonzero(region)
+            assert ys.min() == 0 and xs.min() == 0, (i, label)
+            assert ys.max() == y1 - y0 - 1 and xs.max() == x1 - x0 - 1, (i, label)
+            covered[y0:y1, x0:x1] = True
+        assert not (s.mask[~covered] > 0).any()
+        assert set(np.unique(s.mask)) <= {0} | {int(v) + 1 for v in s.labels}
+
+
+def test_train_and_val_use_disjoint_digit_scans():
+    train, _ = _digit_scans("train")
+    val, _ = _digit_scans("val")
+    assert len(train) + len(val) == 1797
+    train_keys = {t.tobytes() for t in train}
+    shared = sum(v.tobytes() in train_keys for v in val)
+    assert shared == 0
+
+
+def test_splits_differ_and_bad_arguments_raise():
+    assert not np.array_equal(np.asarray(DigitsScenes("train", size=64)[0].image),
+                              np.asarray(DigitsScenes("val", size=64)[0].image))
+    with pytest.raises(ValueError, match="split"):
+        DigitsScenes("test")
+    with pytest.raises(IndexError):
+        DigitsScenes("val", size=64)[200]
