@@ -25,7 +25,13 @@ def configure_train(p: argparse.ArgumentParser, task: str = "classify") -> None:
     p.add_argument("--data", required=True,
                    help="'digits' (built-in) or a directory of images (DIR/train/<folder>/... or DIR/<folder>/...; "
                         "labels are ignored, DIR/val/ if present gives a validation loss)" if pre else
-                        "'digits' (built-in) or a directory with train/<class>/ and val/<class>/")
+                        "classify: 'digits' (built-in) or a directory with train/<class>/ and val/<class>/; detect: "
+                        "'digits-detect' or COCO data (annotations JSON, or a folder with annotations/instances_"
+                        "{train,val}.json and train/, val/); segment: 'digits-segment', a VOC folder or images/ + masks/")
+    if not pre:
+        p.add_argument("--task", choices=("classify", "detect", "segment"),
+                       help="default: the model's (detector / segmenter presets), else the built-in data set's, "
+                            "else classify")
     p.add_argument("--recipe", help="shipped recipe name or a YAML file (default: "
                    + ("fcmae_digits on digits, else fcmae)" if pre else
                       "digits on digits, else the model's paper recipe or generic, at the model's input size)"))
@@ -49,7 +55,7 @@ def configure_train(p: argparse.ArgumentParser, task: str = "classify") -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any recipe field, e.g. --set mixup=0.2 --set scales=[160,192] "
                         "--set task_options.mask_ratio=0.75")
-    p.set_defaults(task=task)
+    p.set_defaults(task=task if pre else None)
 
 
 def configure_pretrain(p: argparse.ArgumentParser) -> None:
@@ -59,6 +65,7 @@ def configure_pretrain(p: argparse.ArgumentParser) -> None:
 def _choose_recipe(args: argparse.Namespace, out: Path):
     """The recipe to run and a sentence saying where it came from."""
     from mobilevision.train import default_recipe, load_recipe
+    from mobilevision.train.recipe import BUILTIN_DATA
 
     if args.resume and (out / "recipe.yaml").is_file():
         return load_recipe(out / "recipe.yaml"), f"the run's own recipe ({out / 'recipe.yaml'})"
@@ -66,7 +73,7 @@ def _choose_recipe(args: argparse.Namespace, out: Path):
         return load_recipe(args.recipe), f"recipe {args.recipe}"
     name, why = default_recipe(args.model, args.data, args.task)
     recipe = load_recipe(name)
-    if args.data != "digits" and args.input_size is None:
+    if args.data not in BUILTIN_DATA and args.input_size is None:
         from mobilevision.train import apply_overrides
 
         recipe = apply_overrides(recipe, ["input_size=null"])  # the model's own resolution
@@ -77,11 +84,15 @@ def run_train(args: argparse.Namespace) -> int:
     from mobilevision.models.registry import get_config
     from mobilevision.tasks import create_task
     from mobilevision.train import apply_overrides, fit
+    from mobilevision.train.recipe import BUILTIN_DATA, infer_task
 
     get_config(args.model)  # unknown model -> error before any work
     args.input_size = common.square(args.input_size, args.task == 'fcmae' and 'pretrain' or 'train')
-    if args.data != "digits" and not Path(args.data).expanduser().is_dir():
-        raise FileNotFoundError(f"--data {args.data!r}: not 'digits' and not a directory")
+    if args.task is None:
+        args.task = infer_task(args.model, args.data)
+    if args.data not in BUILTIN_DATA and not Path(args.data).expanduser().exists():
+        raise FileNotFoundError(f"--data {args.data!r}: not a built-in set ({', '.join(BUILTIN_DATA)}) and not a "
+                                "file or directory")
     prefix = "fcmae-" if args.task == "fcmae" else ""
     out = Path(args.output) if args.output else Path("runs") / f"{prefix}{args.model}-{Path(args.data).name or 'data'}"
     if out.exists() and not out.is_dir():
@@ -98,7 +109,7 @@ def run_train(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"--init {args.init}: checkpoint not found")
         recipe = apply_overrides(recipe, model_kwargs={**recipe.model_kwargs, "checkpoint_path": str(args.init)})
     if recipe.task != args.task:
-        command = "pretrain" if recipe.task == "fcmae" else "train"
+        command = "pretrain" if recipe.task == "fcmae" else f"train --task {recipe.task}"
         raise ValueError(f"recipe {recipe.name!r} is for task {recipe.task!r}: run it with `mobilevision {command}`")
     task = create_task(recipe.task, args.model, recipe.task_options)
     rank0 = os.environ.get("RANK", "0") == "0"
@@ -113,8 +124,14 @@ def _result_line(s: dict, out: Path) -> str:
         val = s.get("final_loss")
         return (f"final train loss {s['final_train_loss']:.4f}" + (f"  val loss {val:.4f}" if val is not None else "")
                 + f"  {s['seconds']:.1f} s  encoder -> {out / 'last'}")
-    return (f"best top-1 {s['best_top1']:.2f} (epoch {s['best_epoch']})  final top-1 {s['final_top1']:.2f}  "
-            f"skipped {s['skipped_images']}  {s['seconds']:.1f} s  -> {out}")
+    if "best_top1" in s:
+        return (f"best top-1 {s['best_top1']:.2f} (epoch {s['best_epoch']})  final top-1 {s['final_top1']:.2f}  "
+                f"skipped {s['skipped_images']}  {s['seconds']:.1f} s  -> {out}")
+    metric = next((k[5:] for k in s if k.startswith("best_") and k not in ("best_epoch", "best_source")), None)
+    if metric is None:
+        return f"{s['seconds']:.1f} s  -> {out}"
+    return (f"best {metric} {s['best_' + metric]:.4f} (epoch {s['best_epoch']})  final {metric} "
+            f"{s.get('final_' + metric, float('nan')):.4f}  {s['seconds']:.1f} s  -> {out}")
 
 
 run_pretrain = run_train

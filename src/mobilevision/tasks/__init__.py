@@ -1,4 +1,4 @@
-"""Tasks for the one training loop: classify, fcmae (and detect / segment as they are added).
+"""Tasks for the one training loop: classify, fcmae, detect and segment.
 
 `TASKS` maps a task name to "module:Class"; classes load on first use so that importing the package
 stays cheap. `register_task` adds one (a plug-in or a test).
@@ -13,6 +13,8 @@ from .base import Task, TaskData
 TASKS: dict[str, str] = {
     "classify": "mobilevision.tasks.classify:ClassifyTask",
     "fcmae": "mobilevision.tasks.fcmae:FCMAETask",
+    "detect": "mobilevision.tasks.detect.task:DetectTask",
+    "segment": "mobilevision.tasks.segment.task:SegmentTask",
 }
 
 

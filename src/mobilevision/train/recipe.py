@@ -253,14 +253,43 @@ PAPER_RECIPES = {
 }
 
 
-def default_recipe(model_name: str, data: str, task: str = "classify") -> tuple[str, str]:
-    """(recipe name, why) for a run that names no recipe: `digits` / `fcmae_digits` on the built-in set,
-    else the model family's paper recipe (`fcmae` for pre-training), else `generic`."""
+# Built-in data sets and the task each one serves; task-model families and their task.
+BUILTIN_DATA = {"digits": "classify", "digits-detect": "detect", "digits-segment": "segment"}
+TASK_OF_FAMILY = {"ssdlite": "detect", "deeplabv3": "segment", "lraspp": "segment", "fpn": "segment"}
+TASK_RECIPES = {  # task -> (recipe on its built-in set, recipe for a MobileViT backbone, recipe otherwise)
+    "detect": ("digits_detect", "ssdlite_mobilevit", "ssdlite_torchvision"),
+    "segment": ("digits_segment", "deeplabv3_mobilevit", "deeplabv3_torchvision"),
+}
+
+
+def infer_task(model_name: str, data: str) -> str:
+    """The task a run without `--task` means: the model's (a detector or segmenter preset), else the
+    built-in data set's, else classification."""
     from mobilevision.models.registry import get_config
 
+    family = get_config(model_name).family
+    if family in TASK_OF_FAMILY:
+        return TASK_OF_FAMILY[family]
+    return BUILTIN_DATA.get(data, "classify")
+
+
+def default_recipe(model_name: str, data: str, task: str = "classify") -> tuple[str, str]:
+    """(recipe name, why) for a run that names no recipe: the built-in set's own recipe (`digits`,
+    `fcmae_digits`, `digits_detect`, `digits_segment`), else the paper recipe of the model's family (MobileViT's
+    SSDLite / DeepLabv3 or torchvision's for task models; `fcmae` for pre-training), else `generic`."""
+    from mobilevision.models.registry import get_config
+
+    builtin = data in BUILTIN_DATA
     if task == "fcmae":
-        return ("fcmae_digits", "the built-in digits set") if data == "digits" else ("fcmae", "the paper recipe")
-    if data == "digits":
+        return ("fcmae_digits", "the built-in digits set") if builtin else ("fcmae", "the paper recipe")
+    if task in TASK_RECIPES:
+        on_builtin, mobilevit, other = TASK_RECIPES[task]
+        if builtin:
+            return on_builtin, f"the built-in {data} set"
+        if "mobilevit" in model_name:
+            return mobilevit, "the MobileViT paper's recipe"
+        return other, "torchvision's reference recipe"
+    if builtin:
         return "digits", "the built-in digits set"
     family = get_config(model_name).family
     if family in PAPER_RECIPES:
