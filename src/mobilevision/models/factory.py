@@ -46,7 +46,8 @@ def create_model(
         if in_chans is None:
             in_chans = saved.get("in_chans")
         overrides = {**saved.get("overrides", {}), **overrides}
-    num_classes = 1000 if num_classes is None else int(num_classes)
+    # task presets (detectors) carry their own default class count in kwargs
+    num_classes = int(cfg.kwargs.get("num_classes", 1000)) if num_classes is None else int(num_classes)
     in_chans = 3 if in_chans is None else int(in_chans)
     if num_classes < 0:
         raise ValueError(f"num_classes must be >= 0 (0 = pooled features), got {num_classes}")
@@ -56,7 +57,7 @@ def create_model(
         if not 0.0 <= value < 1.0:
             raise ValueError(f"{arg} must be in [0, 1), got {value}")
 
-    kwargs = {**cfg.kwargs, **overrides}
+    kwargs = {k: v for k, v in {**cfg.kwargs, **overrides}.items() if k != "num_classes"}
     try:
         model = cfg.builder(
             num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, drop_path_rate=drop_path_rate, **kwargs
