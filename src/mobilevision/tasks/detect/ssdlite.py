@@ -286,7 +286,7 @@ def _as_batch(images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------- builder
 def cvnets_anchor_generator(num_maps: int = 6) -> DefaultBoxGenerator:
     """cvnets' SSD anchors: scales linspace(0.1, 1.05, maps + 1), ratios [2, 3] then [2] on the last map."""
-    scales = torch.linspace(0.1, 1.05, num_maps + 1).tolist()
+    scales = [0.1 + (1.05 - 0.1) * i / num_maps for i in range(num_maps + 1)]
     return DefaultBoxGenerator([[2, 3]] * (num_maps - 1) + [[2]], scales=scales)
 
 
@@ -299,7 +299,7 @@ class SSDAnchors(DefaultBoxGenerator):
         self.reduced_first = reduced_first
         if reduced_first:
             r = math.sqrt(2.0)
-            self._wh_pairs[0] = torch.tensor([[0.1, 0.1], [0.1 * r, 0.1 / r], [0.1 / r, 0.1 * r]])
+            self._wh_pairs[0] = torch.tensor([[0.1, 0.1], [0.1 * r, 0.1 / r], [0.1 / r, 0.1 * r]], device="cpu")
 
     def num_anchors_per_location(self) -> list[int]:
         n = super().num_anchors_per_location()
