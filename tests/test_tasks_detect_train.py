@@ -112,7 +112,7 @@ def main() -> None:
 
     recipe = load_recipe(Path(__file__).parents[1] / "src/mobilevision/train/recipes" / f"{args.recipe}.yaml")
     torch.manual_seed(recipe.seed)
-    task = DetectTask(args.model, iou_crop=True, photometric=True)
+    task = DetectTask(args.model)
     data = task.build_data("digits-detect", recipe)
     if args.baseline:
         print(json.dumps({k: v for k, v in mean_box_baseline(data.train, data.val).items() if k != "ap_per_class"}))

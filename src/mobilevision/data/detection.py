@@ -259,11 +259,14 @@ def open_detection(data: str, size: int, *, augment: dict | None = None, verify_
 
     augment: options of `detection_transform` for the train set (digits default to no flip).
     """
-    augment = dict(augment or {})
+    augment = {k: v for k, v in (augment or {}).items() if v is not None}
     if data == "digits-detect":
+        # mirrored digits are other glyphs; the ink colours already contrast with the photo, and the
+        # distortion costs more CPU than the scene itself. Scenes are drawn at `size` (no resize needed).
         augment.setdefault("hflip", False)
-        train = DigitsDetect("train", detection_transform(size, True, **augment))
-        val = DigitsDetect("val", detection_transform(size, False))
+        augment.setdefault("photometric", False)
+        train = DigitsDetect("train", detection_transform(size, True, **augment), size=size)
+        val = DigitsDetect("val", detection_transform(size, False), size=size)
         return train, val, train.classes, {}
     (tr_ann, tr_dir), val_split = coco_splits(data)
     train = CocoDetection(tr_ann, tr_dir, detection_transform(size, True, **augment), verify_images)

@@ -22,8 +22,10 @@ class DetectTask(Task):
     name = "detect"
     metric = "map_50"
 
-    def __init__(self, model: str | None = None, *, iou_crop: bool = True, photometric: bool = True,
+    def __init__(self, model: str | None = None, *, iou_crop: bool = True, photometric: bool | None = None,
                  zoom_out: float = 1.0, **detector_kw: Any) -> None:
+        """photometric: SSD's photometric distortion (None = the data set's default: on for COCO data, off for
+        digits-detect); iou_crop: SSD's random IoU crop; zoom_out: SSD's zoom-out up to this factor (1 = off)."""
         self.model_name = model
         self.augment = {"iou_crop": iou_crop, "photometric": photometric, "zoom_out": zoom_out}
         self.detector_kw = detector_kw
