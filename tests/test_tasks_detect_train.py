@@ -106,11 +106,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="")
     ap.add_argument("--baseline", action="store_true")
+    ap.add_argument("--input-size", type=int, default=None, help="override the recipe's input_size")
+    ap.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from mobilevision.train.recipe import load_recipe
 
     recipe = load_recipe(Path(__file__).parents[1] / "src/mobilevision/train/recipes" / f"{args.recipe}.yaml")
+    if args.input_size:
+        recipe.input_size = args.input_size
+    if args.epochs:
+        recipe.epochs = args.epochs
     torch.manual_seed(recipe.seed)
     task = DetectTask(args.model)
     data = task.build_data("digits-detect", recipe)
@@ -141,7 +147,7 @@ def main() -> None:
             step += 1
             el = time.time() - t0
             if step % 10 == 0:
-                print(f"step {step}/{steps} ep {epoch} {el:.0f}s loss {float(out['loss']):.3f}", flush=True)
+                print(f"step {step}/{steps} ep {epoch} {el:.0f}s loss {float(out['loss'].detach()):.3f}", flush=True)
             last = step == steps or el > args.minutes * 60
             if el > next_eval or last:
                 m = task.evaluate(model, val, dev)
