@@ -41,6 +41,12 @@ def test_preset_params_and_macs(name):
             model.eval().forward_raw(torch.rand(1, 3, 320, 320, device="meta"))
         gmacs = fc.get_total_flops() / 2e9
         assert abs(gmacs - float(row["gmacs"])) <= float(row["gmacs_tol_pct"]) / 100 * float(row["gmacs"]), gmacs
+        # `mobilevision profile` counts on the meta device through the plain forward: the same core network
+        from mobilevision.deploy.profile import count_on_meta
+
+        _, macs = count_on_meta(lambda: mobilevision.create_model(name, num_classes=int(row["num_classes"])),
+                                (3, 320, 320))
+        assert macs == pytest.approx(gmacs * 1e9, rel=1e-6)
 
 
 def _photos(size: int = 320) -> torch.Tensor:

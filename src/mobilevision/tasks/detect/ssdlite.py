@@ -215,7 +215,10 @@ class SSDLite(CarriesDataConfig, nn.Module):
         boxes = self.box_coder.decode_single(out["bbox_regression"].reshape(-1, 4),
                                              out["anchors"].repeat(images.shape[0], 1))
         boxes = clip_boxes_to_image(boxes, images.shape[-2:]).view(images.shape[0], -1, 4)
-        return self.postprocess(boxes, F.softmax(out["cls_logits"], -1))
+        scores = F.softmax(out["cls_logits"], -1)
+        if images.is_meta:  # counting params / MACs on the meta device: NMS has data-dependent shapes
+            return boxes, scores
+        return self.postprocess(boxes, scores)
 
     # -- loss
     def compute_loss(self, targets: list[dict], out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
