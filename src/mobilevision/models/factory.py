@@ -55,7 +55,7 @@ def create_model(
         if in_chans is None:
             in_chans = saved.get("in_chans")
         overrides = {**saved.get("overrides", {}), **overrides}
-    num_classes = getattr(cfg, "num_classes", 1000) if num_classes is None else int(num_classes)  # task presets: 21, 91
+    num_classes = cfg.num_classes if num_classes is None else int(num_classes)  # 1000, or a task preset's (21, 91)
     in_chans = 3 if in_chans is None else int(in_chans)
     if num_classes < 0:
         raise ValueError(f"num_classes must be >= 0 (0 = pooled features), got {num_classes}")

@@ -42,6 +42,7 @@ class ModelConfig:
     std: tuple[float, float, float] = IMAGENET_STD
     crop_pct: float = 0.875
     interpolation: str = "bicubic"
+    num_classes: int = 1000  # the head's default class count (task presets: COCO's 91, VOC's 21, ...)
     weights: WeightSource = WeightSource()
     # Remaps a foreign (timm / official) state dict into this library's key layout.
     checkpoint_filter: Callable[[dict, Any], dict] | None = None

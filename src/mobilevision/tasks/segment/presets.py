@@ -6,7 +6,6 @@ Each preset is a `ModelConfig` in the one registry, so `create_model(name)`, `li
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,13 +15,6 @@ from mobilevision.data.config import IMAGENET_MEAN, IMAGENET_STD
 from mobilevision.models.registry import ModelConfig, WeightSource, register_model
 
 from .model import Segmenter, create_segmenter
-
-
-@dataclass(frozen=True)
-class TaskModelConfig(ModelConfig):
-    """A ModelConfig whose default class count is the task's (create_model reads `num_classes`)."""
-
-    num_classes: int = 21
 
 
 def _build(num_classes: int = 21, in_chans: int = 3, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
@@ -145,7 +137,7 @@ PRESETS: list[tuple[str, str, dict, dict]] = [
 ]
 
 for _name, _head, _kwargs, _data in PRESETS:
-    register_model(TaskModelConfig(
-        name=_name, family=_head, builder=_build, kwargs=dict(head=_head, **_kwargs), **_data,
+    register_model(ModelConfig(
+        name=_name, family=_head, builder=_build, kwargs=dict(head=_head, **_kwargs), num_classes=21, **_data,
         weights=WeightSource(note=_NO_WEIGHTS), checkpoint_filter=torchvision_filter,
     ))

@@ -1,0 +1,79 @@
+"""COCO box mAP from predictions and targets held in memory (pycocotools' COCOeval; no temp files).
+
+`coco_map(predictions, targets)` -> the twelve COCO numbers (`map`, `map_50`, `map_75`, `map_small`,
+`map_medium`, `map_large`, `mar_1`, `mar_10`, `mar_100`, `mar_small`, `mar_medium`, `mar_large`) in [0, 1]
+(-1 where COCO has no ground truth, e.g. no small boxes), plus `ap_per_class` {label: AP@[.5:.95]}.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import Sequence
+
+import numpy as np
+import torch
+
+COCO_KEYS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large",
+             "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large")
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def coco_map(predictions: Sequence[dict], targets: Sequence[dict], labels: Sequence[int] | None = None,
+             class_names: Sequence[str] | None = None) -> dict:
+    """predictions[i]: `boxes` (K, 4) xyxy px, `scores` (K,), `labels` (K,); targets[i]: `boxes` (N, 4) xyxy,
+    `labels` (N,), for the same image i. `labels`: the category ids to evaluate (default: those of targets and
+    predictions). `class_names[label - 1]` names `ap_per_class` keys when given."""
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except ImportError as err:
+        raise ModuleNotFoundError("COCO mAP needs pycocotools: pip install pycocotools", name="pycocotools") from err
+    if len(predictions) != len(targets):
+        raise ValueError(f"got {len(predictions)} predictions for {len(targets)} targets; one of each per image")
+    images, gts, dts = [], [], []
+    for i, (p, t) in enumerate(zip(predictions, targets)):
+        images.append({"id": i})
+        for box, lab in zip(_np(t["boxes"]).reshape(-1, 4), _np(t["labels"]).reshape(-1)):
+            w, h = float(box[2] - box[0]), float(box[3] - box[1])
+            gts.append({"id": len(gts) + 1, "image_id": i, "category_id": int(lab), "iscrowd": 0, "area": w * h,
+                        "bbox": [float(box[0]), float(box[1]), w, h]})
+        for box, score, lab in zip(_np(p["boxes"]).reshape(-1, 4), _np(p["scores"]).reshape(-1),
+                                   _np(p["labels"]).reshape(-1)):
+            w, h = float(box[2] - box[0]), float(box[3] - box[1])
+            dts.append({"id": len(dts) + 1, "image_id": i, "category_id": int(lab), "score": float(score),
+                        "area": w * h, "bbox": [float(box[0]), float(box[1]), w, h], "iscrowd": 0})
+    cat_ids = sorted(set(labels) if labels is not None else {g["category_id"] for g in gts} | {d["category_id"] for d in dts})
+    result = {k: 0.0 for k in COCO_KEYS}
+    result["ap_per_class"] = {}
+    if not gts:
+        return {**result, **{k: -1.0 for k in COCO_KEYS}}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {"images": images, "annotations": gts, "categories": [{"id": c} for c in cat_ids]}
+        gt.createIndex()
+        if not dts:
+            result["ap_per_class"] = {_name(c, class_names): 0.0 for c in cat_ids}
+            return result
+        dt = COCO()
+        dt.dataset = {"images": images, "annotations": dts, "categories": [{"id": c} for c in cat_ids]}
+        dt.createIndex()
+        ev = COCOeval(gt, dt, iouType="bbox")
+        ev.params.catIds = cat_ids
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    result.update({k: float(v) for k, v in zip(COCO_KEYS, ev.stats)})
+    precision = ev.eval["precision"][:, :, :, 0, -1]  # (T iou, R recall, K class), area all, maxDets 100
+    for k, c in enumerate(cat_ids):
+        p = precision[:, :, k]
+        result["ap_per_class"][_name(c, class_names)] = float(p[p > -1].mean()) if (p > -1).any() else -1.0
+    return result
+
+
+def _name(label: int, class_names: Sequence[str] | None) -> str:
+    if class_names is not None and 1 <= label <= len(class_names):
+        return str(class_names[label - 1])
+    return str(label)
