@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from mobilevision.data.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig
-from mobilevision.models.inverted_residual import ConvBnAct, DepthwiseSeparable, InvertedResidual
+from mobilevision.layers.conv_norm_act import ConvNormAct
+from mobilevision.models.inverted_residual import DepthwiseSeparable, InvertedResidual
 from mobilevision.models.registry import ModelConfig, WeightSource, register_model
 from .backbones import DetectionBackbone, torchvision_mobilenet_v3_large
 from .ssdlite import SSDLite, build_ssdlite
@@ -72,7 +73,7 @@ def _cfg(mean, std) -> DataConfig:
 # ----------------------------------------------------------------------------------- torchvision keys
 def _tv_block_keys(block: nn.Module) -> dict[str, str]:
     """Our sub-module prefix -> torchvision's (inside `features.i.`) for one block of the MobileNetV3 body."""
-    if isinstance(block, ConvBnAct):
+    if isinstance(block, ConvNormAct):
         return {"conv": "0", "bn1": "1"}
     se = not isinstance(block.se, nn.Identity)
     if isinstance(block, DepthwiseSeparable):
