@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 import mobilevision
-from mobilevision.deploy.benchmark import paired_times, print_rows, write_csv
+from mobilevision.deploy.bench import paired_times, print_rows, write_csv
 
 
 def cpu_info() -> dict:

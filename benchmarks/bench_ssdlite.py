@@ -19,7 +19,7 @@ import torch
 import torchvision
 
 import mobilevision
-from mobilevision.deploy.benchmark import paired_times, print_rows, write_csv
+from mobilevision.deploy.bench import paired_times, print_rows, write_csv
 
 SIMD = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "fma", "neon", "asimd")
 

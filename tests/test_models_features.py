@@ -227,7 +227,7 @@ def test_output_stride_and_feature_location_are_saved(tmp_path):
 
 
 def test_fuse_keeps_dilated_expansion_features():
-    from mobilevision.deploy.fuse import fuse
+    from mobilevision.deploy import fuse
 
     fx = mobilevision.create_model("mobilenetv3_large_100", features_only=True, output_stride=16,
                                    feature_location="expansion").eval()

@@ -42,7 +42,7 @@ def test_preset_params_and_macs(name):
         gmacs = fc.get_total_flops() / 2e9
         assert abs(gmacs - float(row["gmacs"])) <= float(row["gmacs_tol_pct"]) / 100 * float(row["gmacs"]), gmacs
         # `mobilevision profile` counts on the meta device through the plain forward: the same core network
-        from mobilevision.deploy.profile import count_on_meta
+        from mobilevision.deploy.profiling import count_on_meta
 
         _, macs = count_on_meta(lambda: mobilevision.create_model(name, num_classes=int(row["num_classes"])),
                                 (3, 320, 320))
