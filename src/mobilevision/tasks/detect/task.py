@@ -1,12 +1,13 @@
 """The detection task of the one training loop: SSDLite presets or SSDLite on any backbone, COCO mAP.
 
-`DetectTask(model=NAME)`: NAME is a registered `ssdlite*` preset or any backbone name (then
+`DetectTask(NAME)`: NAME is a registered `ssdlite*` preset or any backbone name (then
 `create_detector("ssdlite", backbone=NAME)`). Batches are `(images (B, 3, S, S) in [0, 1], targets)` from
 `data.detection.collate`; `evaluate` returns the twelve COCO numbers (`map_50` picks best/) plus
 `ap/<class>` per class, computed on boxes scaled back to each file's own size.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +19,35 @@ from mobilevision.tasks.base import Task, TaskData
 from .metrics import COCO_KEYS, coco_map
 
 
+@dataclass
+class DetectOptions:
+    """`task_options` of a detection recipe. photometric: SSD's photometric distortion (None = the data set's
+    default: on for COCO data, off for digits-detect); iou_crop: SSD's random IoU crop; zoom_out: SSD's zoom-out
+    up to this factor (1 = off); detector: extra `create_detector` arguments."""
+
+    iou_crop: bool = True
+    photometric: bool | None = None
+    zoom_out: float = 1.0
+    detector: dict = field(default_factory=dict)
+
+
 class DetectTask(Task):
     name = "detect"
     metric = "map_50"
+    Options = DetectOptions
 
-    def __init__(self, model: str | None = None, *, iou_crop: bool = True, photometric: bool | None = None,
-                 zoom_out: float = 1.0, **detector_kw: Any) -> None:
-        """photometric: SSD's photometric distortion (None = the data set's default: on for COCO data, off for
-        digits-detect); iou_crop: SSD's random IoU crop; zoom_out: SSD's zoom-out up to this factor (1 = off)."""
-        self.model_name = model
-        self.augment = {"iou_crop": iou_crop, "photometric": photometric, "zoom_out": zoom_out}
-        self.detector_kw = detector_kw
+    def __init__(self, model_name: str | None = None, options: dict | None = None, **keywords: Any) -> None:
+        """`DetectTask(NAME, iou_crop=False)` is `DetectTask(NAME, {"iou_crop": False})`; keywords that are not
+        options go to the detector."""
+        known = {f for f in DetectOptions.__dataclass_fields__}
+        opts = {**(options or {}), **{k: v for k, v in keywords.items() if k in known}}
+        extra = {k: v for k, v in keywords.items() if k not in known}
+        if extra:
+            opts["detector"] = {**opts.get("detector", {}), **extra}
+        super().__init__(model_name, opts)
+        o = self.options
+        self.augment = {"iou_crop": o.iou_crop, "photometric": o.photometric, "zoom_out": o.zoom_out}
+        self.detector_kw = dict(o.detector)
 
     # -- data
     def build_data(self, data: str, recipe: Any) -> TaskData:

@@ -7,6 +7,7 @@ model has one. Metric: mIoU (confusion matrix summed over DDP ranks).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,24 @@ class SegmentTask(Task):
     name = "segment"
     metric = "miou"
 
-    def __init__(self, model: str | None = None, *, aux_weight: float = 0.4, num_classes: int | None = None,
-                 eval_size: int | None = None, num_scenes: dict | None = None) -> None:
-        self.model_name = model
-        self.aux_weight = float(aux_weight)
-        self.num_classes = num_classes
-        self.eval_size = eval_size
-        self.num_scenes = num_scenes or {}
+    @dataclass
+    class Options:
+        """`task_options` of a segmentation recipe: aux_weight; num_classes (None = from the data); eval_size
+        (None = full images); num_scenes ({"train": N, "val": M} for digits-segment)."""
+
+        aux_weight: float = 0.4
+        num_classes: int | None = None
+        eval_size: int | None = None
+        num_scenes: dict = field(default_factory=dict)
+
+    def __init__(self, model_name: str | None = None, options: dict | None = None, **keywords: Any) -> None:
+        """`SegmentTask(NAME, aux_weight=0.5)` is `SegmentTask(NAME, {"aux_weight": 0.5})`."""
+        super().__init__(model_name, {**(options or {}), **keywords})
+        o = self.options
+        self.aux_weight = float(o.aux_weight)
+        self.num_classes = o.num_classes
+        self.eval_size = o.eval_size
+        self.num_scenes = dict(o.num_scenes)
         self.labels: list[str] = []
 
     # ------------------------------------------------------------------------------------------ data
