@@ -14,6 +14,7 @@ from .models.factory import create_model
 from .models.hub import download_hf, download_url
 from .models.features import Classifier, FeatureExtractor
 from .models.registry import get_config, list_models, model_info, published_figures, register_model
+from .tasks.detect import SSDLite, create_detector  # registers the detection presets
 from .tasks.segment import Segmenter, create_segmenter  # registers the segmentation presets
 
 __version__ = "0.1.0"
@@ -30,5 +31,5 @@ def __getattr__(name: str):
 
 __all__ = [
     "create_model", "list_models", "model_info", "load_checkpoint", "save_pretrained",
-    "register_model", "published_figures", "create_segmenter", "Segmenter", "Classifier", "FeatureExtractor", "__version__",
+    "register_model", "published_figures", "create_detector", "SSDLite", "create_segmenter", "Segmenter", "Classifier", "FeatureExtractor", "__version__",
 ]
