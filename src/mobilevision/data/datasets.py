@@ -116,6 +116,21 @@ class CheckedImageFolder:
         return load_image(path), label
 
 
+def digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed digits split: (N, 8, 8) float64 scans with ink 0-16 and (N,) int labels, in data-set order."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    if split not in ("train", "val"):
+        raise ValueError(f"digits split must be 'train' or 'val', got {split!r}")
+    digits = load_digits()
+    idx = np.arange(len(digits.target))
+    train, val = train_test_split(idx, test_size=DIGITS_VAL_FRACTION, stratify=digits.target,
+                                  random_state=DIGITS_SPLIT_SEED)
+    chosen = np.sort(train if split == "train" else val)
+    return digits.images[chosen], digits.target[chosen]
+
+
 class DigitsSource:
     """scikit-learn's 1,797 8x8 handwritten digits, upsampled (bicubic) to `image_size` and made RGB.
 
@@ -123,22 +138,13 @@ class DigitsSource:
     """
 
     def __init__(self, split: str, image_size: int = 64) -> None:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-
-        if split not in ("train", "val"):
-            raise ValueError(f"digits split must be 'train' or 'val', got {split!r}")
-        digits = load_digits()
-        idx = np.arange(len(digits.target))
-        tr, va = train_test_split(idx, test_size=DIGITS_VAL_FRACTION, stratify=digits.target,
-                                  random_state=DIGITS_SPLIT_SEED)
-        chosen = np.sort(tr if split == "train" else va)
+        scans, labels = digits_split(split)
         self.classes = [str(i) for i in range(10)]
-        self.targets = [int(digits.target[i]) for i in chosen]
+        self.targets = [int(v) for v in labels]
         self.skipped: list = []
         self.images = []
-        for i in chosen:
-            pix = np.clip(np.rint(digits.images[i] * (255.0 / 16.0)), 0, 255).astype(np.uint8)  # (8, 8) ink=255
+        for scan in scans:
+            pix = np.clip(np.rint(scan * (255.0 / 16.0)), 0, 255).astype(np.uint8)  # (8, 8) ink=255
             small = Image.fromarray(pix, "L")
             self.images.append(small.resize((image_size, image_size), Image.BICUBIC).convert("RGB"))
 

@@ -47,17 +47,10 @@ def _photos() -> tuple[np.ndarray, ...]:
 @lru_cache(maxsize=2)
 def _digit_scans(split: str) -> tuple[np.ndarray, np.ndarray]:
     """(N, 8, 8) float32 ink in [0, 1] and (N,) labels of the classification split `split`."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from .datasets import digits_split
 
-    from .datasets import DIGITS_SPLIT_SEED, DIGITS_VAL_FRACTION
-
-    digits = load_digits()
-    idx = np.arange(len(digits.target))
-    train, val = train_test_split(idx, test_size=DIGITS_VAL_FRACTION, stratify=digits.target,
-                                  random_state=DIGITS_SPLIT_SEED)
-    chosen = np.sort(train if split == "train" else val)
-    return digits.images[chosen].astype(np.float32) / 16.0, digits.target[chosen].astype(np.int64)
+    scans, labels = digits_split(split)
+    return scans.astype(np.float32) / 16.0, labels.astype(np.int64)
 
 
 class DigitsScenes:
