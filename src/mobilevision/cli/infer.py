@@ -37,6 +37,10 @@ def configure_predict(p: argparse.ArgumentParser) -> None:
     common.add_input_size(p, help="input size (default: the checkpoint's)")
     common.add_output(p, help="also write the results to this .json or .csv file")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--save-dir", default="predictions",
+                   help="detectors and segmenters: where the drawn images (<stem>.boxes.png) or the palette masks "
+                        "(<stem>.mask.png) and overlays (<stem>.overlay.png) go (default: predictions/)")
+    p.add_argument("--score-thresh", type=float, default=0.3, help="detectors: lowest score drawn / listed")
     p.set_defaults(_finalize=_split_predict_inputs)
 
 
@@ -67,6 +71,8 @@ def run_predict(args: argparse.Namespace) -> int:
     if not args.images:
         raise ValueError("give at least one image file or folder")
     files = image_files(args.images)
+    if args.model and _task_of(args.model) in ("detect", "segment"):
+        return _predict_dense(args, files)
     model = load_classifier(args.model, args.checkpoint, num_classes=args.num_classes)
     cfg = resolve_data_config(model, input_size=args.input_size)
     labels = read_labels(args.labels) if args.labels else getattr(model, "labels", None)
@@ -96,6 +102,88 @@ def run_predict(args: argparse.Namespace) -> int:
         print(row["image"])
         for t in row["top"]:
             print(f"  {t['prob'] * 100:6.2f} %  {t['label']}")
+    return 0
+
+
+def _task_of(name: str) -> str:
+    from mobilevision.models.registry import get_config
+    from mobilevision.train.recipe import TASK_OF_FAMILY
+
+    return TASK_OF_FAMILY.get(get_config(name).family, "classify")
+
+
+def _predict_dense(args: argparse.Namespace, files: list[Path]) -> int:
+    """Detections (boxes drawn on the image) or masks (palette PNG + overlay) of a task model, one per image."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from torchvision.transforms.v2 import functional as TF
+    from torchvision.utils import draw_bounding_boxes
+
+    import mobilevision
+    from mobilevision.data.config import resolve_data_config
+    from mobilevision.data.segmentation import overlay_mask, save_mask
+    from mobilevision.deploy.inference import load_image
+
+    task = _task_of(args.model)
+    model = mobilevision.create_model(args.model, checkpoint_path=args.checkpoint, num_classes=args.num_classes).eval()
+    cfg = resolve_data_config(model, input_size=args.input_size)
+    labels = getattr(model, "labels", None) or []
+    out_dir = common.check_output(args.save_dir, "dir")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for f in files:
+        try:
+            img = load_image(f)
+        except (ValueError, FileNotFoundError) as err:
+            logger.warning("%s; skipped", err)
+            rows.append({"image": str(f), "error": str(err)})
+            continue
+        x = TF.to_dtype(TF.to_image(img), torch.float32, scale=True)  # (3, H0, W0) in [0, 1]
+        h0, w0 = x.shape[-2:]
+        x = TF.resize(x, list(cfg.size), antialias=True)[None]
+        with torch.no_grad():
+            if task == "detect":
+                det = model(x)[0]
+                keep = det["scores"] >= args.score_thresh
+                scale = torch.tensor([w0 / cfg.size[1], h0 / cfg.size[0]] * 2)
+                boxes, scores, ids = det["boxes"][keep] * scale, det["scores"][keep], det["labels"][keep]
+                # labels count the background as 0 (torchvision's habit); names are for classes 1..N
+                names = [labels[i - 1] if 0 < i <= len(labels) else str(int(i)) for i in ids.tolist()]
+                drawn = draw_bounding_boxes(TF.to_image(img), boxes, [f"{n} {s:.2f}" for n, s in zip(names, scores)],
+                                            colors="red", width=2)
+                path = out_dir / f"{f.stem}.boxes.png"
+                TF.to_pil_image(drawn).save(path)
+                rows.append({"image": str(f), "drawn": str(path), "detections": [
+                    {"label": n, "score": float(s), "box_xyxy": [round(float(v), 2) for v in b]}
+                    for n, s, b in zip(names, scores, boxes)]})
+            else:
+                mean, std = cfg.channel_stats
+                logits = model(TF.normalize(x, list(mean), list(std)))["out"]
+                logits = F.interpolate(logits, size=(h0, w0), mode="bilinear", align_corners=False)
+                mask = logits.argmax(1)[0].to(torch.uint8).numpy()
+                mask_path, overlay_path = out_dir / f"{f.stem}.mask.png", out_dir / f"{f.stem}.overlay.png"
+                save_mask(mask, mask_path)
+                overlay_mask(img, mask).save(overlay_path)
+                present = np.bincount(mask.ravel(), minlength=1)
+                rows.append({"image": str(f), "mask": str(mask_path), "overlay": str(overlay_path),
+                             "pixels": {(labels[c] if c < len(labels) else str(c)): int(n)
+                                        for c, n in enumerate(present) if n}})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            if "error" in r:
+                continue
+            if task == "detect":
+                print(f"{r['image']}: {len(r['detections'])} detections -> {r['drawn']}")
+                for d in r["detections"]:
+                    print(f"  {d['score']:.2f}  {d['label']}  {d['box_xyxy']}")
+            else:
+                print(f"{r['image']}: mask -> {r['mask']}, overlay -> {r['overlay']}")
+    if args.output:
+        path = common.check_output(args.output, "file")
+        path.write_text(json.dumps(rows, indent=2))
     return 0
 
 
