@@ -52,3 +52,16 @@ def test_segmenter_predict_writes_mask_at_image_size_and_overlay(tmp_path, photo
     assert Image.open(row["mask"]).mode == "P"  # palette PNG
     assert Image.open(row["overlay"]).size == (600, 400)
     assert sum(row["pixels"].values()) == 400 * 600
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("argv", [
+    ["ssdlite_mobilevit_xxs", "--num-classes", "11"],
+    ["ssdlite_mobilevit_xxs", "--num-classes", "11", "--no-nms"],
+    ["lraspp_mobilenetv3_large_100", "--num-classes", "11", "--dynamic", "--size", "96", "128"],
+])
+def test_export_task_models_checks_onnxruntime(tmp_path, capsys, argv):
+    out = tmp_path / "m.onnx"
+    assert main(["export", *argv, "--output", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert out.is_file() and "max abs diff" in text and "max tensor rank" in text

@@ -79,6 +79,9 @@ def configure_export(p: argparse.ArgumentParser) -> None:
                    help="torch.onnx exporter (auto: dynamo, legacy only if dynamo fails)")
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--atol", type=float, default=1e-4, help="verification tolerance, relative to max(1, |logit|)")
+    p.add_argument("--no-nms", action="store_true",
+                   help="detectors: export decoded boxes (B, A, 4) and per-class scores (B, A, C) and leave NMS to "
+                        "the caller (TFLite / TensorRT); default: NMS inside the graph (ONNX NonMaxSuppression)")
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -88,10 +91,19 @@ def run_export(args: argparse.Namespace) -> int:
 
     if not str(args.output).lower().endswith(".onnx"):
         raise ValueError(f"--output {args.output}: give a .onnx file name")
+    from .infer import _task_of
+
     model = mobilevision.create_model(args.model, checkpoint_path=args.checkpoint, num_classes=args.num_classes)
     model = model.eval()
     # the export size becomes the model's data config, so the graph's metadata and the check agree
     model.data_config = resolve_data_config(model, input_size=args.input_size)
+    task = _task_of(args.model)
+    if task == "detect":
+        return _export_detector(args, model)
+    if task == "segment":  # one logits tensor (B, classes, H, W) at the input size
+        from mobilevision.tasks.segment.model import LogitsOnly
+
+        model = LogitsOnly(model)
     c, h, w = model.data_config.input_size
     res = export_onnx(model, args.output, dynamic=args.dynamic, opset=args.opset, exporter=args.exporter)
     print(f"exported {args.model} -> {res.path} ({res.path.stat().st_size / 2**20:.1f} MiB) with the "
@@ -113,6 +125,52 @@ def run_export(args: argparse.Namespace) -> int:
               f"{r['max_abs_diff']:.2e} (max |logit| {r['max_abs_logit']:.2f}), top-1 agreement {r['top1_agree']:.2f}")
     if worst > args.atol:
         raise RuntimeError(f"onnxruntime outputs differ from PyTorch by {worst:.2e} (> --atol {args.atol})")
+    return 0
+
+
+def _export_detector(args: argparse.Namespace, model) -> int:
+    """A detector as ONNX: raw (boxes + per-class scores, batch and size dynamic) or with NMS inside (batch 1),
+    checked with onnxruntime against PyTorch on scikit-image's photos at the export size."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from torchvision.transforms.v2 import functional as TF
+
+    from mobilevision.deploy.export import _quiet_export, graph_report
+    from mobilevision.deploy.inference import sample_photos
+    from mobilevision.tasks.detect.export import NMSDetector, RawDetector
+
+    h, w = model.data_config.size
+    photos = [TF.resize(TF.to_dtype(TF.to_image(p), torch.float32, scale=True), [h, w], antialias=True)
+              for p in sample_photos().values()]  # (3, h, w) in [0, 1]: detectors normalise inside
+    wrapper = (RawDetector(model) if args.no_nms else NMSDetector(model)).eval()
+    outputs = ["boxes", "scores"] if args.no_nms else ["boxes", "scores", "labels"]
+    x = torch.stack(photos[:2]) if args.no_nms else photos[0][None]
+    dynamic = ({0: torch.export.Dim("batch", min=1, max=1024)},) if args.no_nms else None
+    _quiet_export(torch.onnx.export, wrapper, (x,), str(args.output), dynamo=True, input_names=["images"],
+                  output_names=outputs, opset_version=args.opset, dynamic_shapes=dynamic)
+    import onnx
+
+    report = graph_report(onnx.load(str(args.output)))
+    print(f"exported {args.model} -> {args.output} ({'raw outputs, no NMS' if args.no_nms else 'NMS inside'}); "
+          f"graph: {report['num_nodes']} nodes, max tensor rank {report['max_rank']}")
+    sess = ort.InferenceSession(str(args.output), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for i, img in enumerate(photos):
+        with torch.no_grad():
+            ref = [t.numpy() for t in wrapper(img[None])]
+        got = sess.run(None, {"images": img[None].numpy()})
+        if any(g.shape != r.shape for g, r in zip(got, ref)):
+            raise RuntimeError(f"onnxruntime gives {[g.shape for g in got]} detections, PyTorch {[r.shape for r in ref]}")
+        if args.no_nms:
+            diff = max(float(np.abs(g - r).max(initial=0.0)) for g, r in zip(got, ref))
+        else:  # equal scores may come out in another order: compare the sorted scores
+            diff = float(np.abs(np.sort(got[1]) - np.sort(ref[1])).max(initial=0.0))
+        worst = max(worst, diff)
+        print(f"  onnxruntime vs PyTorch on photo {i}: {len(got[0]) if not args.no_nms else got[0].shape[1]} "
+              f"{'detections' if not args.no_nms else 'anchors'}, max abs diff {diff:.2e}")
+    if worst > 1e-3:
+        raise RuntimeError(f"onnxruntime outputs differ from PyTorch by {worst:.2e} (> 1e-3 pixels / score)")
     return 0
 
 
