@@ -91,8 +91,8 @@ def run_train(args: argparse.Namespace) -> int:
     if args.task is None:
         args.task = infer_task(args.model, args.data)
     if args.data not in BUILTIN_DATA and not Path(args.data).expanduser().exists():
-        raise FileNotFoundError(f"--data {args.data!r}: not a built-in set ({', '.join(BUILTIN_DATA)}) and not a "
-                                "file or directory")
+        raise FileNotFoundError(f"--data {args.data!r}: not a built-in set ({', '.join(BUILTIN_DATA)}), not a directory "
+                                "and not a COCO annotations file")
     prefix = "fcmae-" if args.task == "fcmae" else ""
     out = Path(args.output) if args.output else Path("runs") / f"{prefix}{args.model}-{Path(args.data).name or 'data'}"
     if out.exists() and not out.is_dir():
