@@ -87,7 +87,7 @@ def run_train(args: argparse.Namespace) -> int:
     from mobilevision.train.recipe import BUILTIN_DATA, infer_task
 
     get_config(args.model)  # unknown model -> error before any work
-    args.input_size = common.square(args.input_size, args.task == 'fcmae' and 'pretrain' or 'train')
+    args.input_size = common.square(args.input_size, "pretrain" if args.task == "fcmae" else "train")
     if args.task is None:
         args.task = infer_task(args.model, args.data)
     if args.data not in BUILTIN_DATA and not Path(args.data).expanduser().exists():
