@@ -10,7 +10,6 @@ Ratio = ours / torchvision (lower is better; goal <= 1.0). The CPU model and fla
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 from pathlib import Path
 
@@ -19,22 +18,7 @@ import torch
 import mobilevision
 from mobilevision.deploy.bench import paired_times, print_rows, write_csv
 
-
-def cpu_info() -> dict:
-    """CPU model name and its SIMD flags of interest (from /proc/cpuinfo where there is one)."""
-    model, flags = platform.processor() or platform.machine(), []
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        for line in text.splitlines():
-            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                flags = sorted(f for f in have if f.startswith(("avx", "amx", "fma", "sse4")))
-                break
-    except OSError:
-        pass
-    return {"cpu": model, "cpu_flags": " ".join(flags)}
+from machine import cpu_info
 
 
 def pairs():

@@ -10,7 +10,6 @@ pre- and post-processing) and "core" (normalised image -> head outputs). Ratio =
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 from pathlib import Path
 
@@ -21,20 +20,7 @@ import torchvision
 import mobilevision
 from mobilevision.deploy.bench import paired_times, print_rows, write_csv
 
-SIMD = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "fma", "neon", "asimd")
-
-
-def cpu_info() -> tuple[str, str]:
-    """(CPU model name, its SIMD flags of interest) from /proc/cpuinfo where there is one."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine(), ""
-    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")),
-                platform.machine())
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith(("flags", "Features"))), [])
-    return name, " ".join(f for f in SIMD if f in flags)
-
+from machine import cpu_info
 
 def twins() -> tuple[torch.nn.Module, torch.nn.Module]:
     torch.manual_seed(0)
@@ -67,7 +53,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     ours, ref = twins()
     x = photo()
-    cpu, flags = cpu_info()
+    info = cpu_info()
+    cpu, flags = info["cpu"], info["cpu_flags"]
     norm = (x - 0.5) / 0.5
     rows = []
     with torch.no_grad():
