@@ -65,3 +65,15 @@ def test_export_task_models_checks_onnxruntime(tmp_path, capsys, argv):
     assert main(["export", *argv, "--output", str(out)]) == 0
     text = capsys.readouterr().out
     assert out.is_file() and "max abs diff" in text and "max tensor rank" in text
+
+
+def test_predict_takes_images_after_the_options(tmp_path, photo, capsys):
+    """`predict NAME --checkpoint C IMG` (the README's order): images may follow the options."""
+    model = mobilevision.create_model("mobilenetv3_small_100", num_classes=3)
+    mobilevision.save_pretrained(model, tmp_path / "cls", labels=["a", "b", "c"])
+    assert main(["predict", "mobilenetv3_small_100", "--checkpoint", str(tmp_path / "cls"), str(photo), str(photo),
+                 "--topk", "2", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 2 and all(len(r["top"]) == 2 for r in rows)
+    assert main(["predict", "mobilenetv3_small_100", "--checkpoint", str(tmp_path / "cls"), str(photo),
+                 "--no-such-flag"]) == 2

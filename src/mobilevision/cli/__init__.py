@@ -72,7 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and finalize (`common.finalize`) a command line; UsageError / ValueError on bad input."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `predict NAME --checkpoint C IMG...`: argparse gives positionals after an option back as unknown
+    if extra and hasattr(args, "inputs") and not any(e.startswith("-") for e in extra):
+        args.inputs = list(args.inputs) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return common.finalize(args) if getattr(args, "command", None) else args
 
 
