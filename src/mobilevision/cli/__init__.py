@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# optional packages -> the extra that installs them
+EXTRA_OF_PACKAGE = {"onnx": "deploy", "onnxruntime": "deploy", "onnxscript": "deploy", "pycocotools": "coco"}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and finalize (`common.finalize`) a command line; UsageError / ValueError on bad input."""
     parser = build_parser()
@@ -127,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         except UsageError as err:
             return _error(str(err))
         except ModuleNotFoundError as err:
-            return _error(f"this command needs the package {err.name!r}; install the extras with "
-                          "pip install 'mobilevision[deploy]'")
+            extra = EXTRA_OF_PACKAGE.get((err.name or "").split(".")[0], "deploy")
+            return _error(f"this command needs the package {err.name!r}; install it with "
+                          f"pip install 'mobilevision[{extra}]'")
         except (ValueError, OSError, RuntimeError) as err:
             # OSError covers FileNotFoundError, IsADirectoryError, FileExistsError, PermissionError
             text = str(err).strip()
