@@ -10,14 +10,7 @@ from mobilevision.models.inverted_residual import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These small convolutions gain nothing from a second thread, and on shared cores two threads
-    # per process oversubscribe badly (about 15x slower here); restore the setting afterwards.
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -13,13 +13,7 @@ from zoo_checks import assert_classifier_protocol, assert_matches_published, ass
 MODELS = [f"efficientnet_b{i}" for i in range(8)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small convolutions gain nothing from a second thread; on shared cores two threads oversubscribe.
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", MODELS)

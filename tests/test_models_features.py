@@ -23,12 +23,7 @@ FAMILIES = [
 IR_FAMILIES = ["mobilenetv2_035", "mobilenetv3_small_075", "efficientnet_b0", "moga_c"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _check_maps(fx, h: int = 64, w: int = 96) -> list[torch.Tensor]:

@@ -13,13 +13,7 @@ from zoo_checks import assert_classifier_protocol, assert_matches_published
 VARIANTS = list(MOBILE_FORMER_CONFIGS)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Many tiny ops: on a shared 2-core machine, 2 OpenMP threads are ~10x slower than 1.
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", VARIANTS)

@@ -13,14 +13,7 @@ MODELS = [n for n, row in published_figures().items() if row["family"].startswit
 PARITY = [n for n in MODELS if published_figures()[n]["parity_with"]]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These small convolutions gain nothing from a second thread, and on shared cores two threads
-    # per process oversubscribe badly (about 15x slower here); restore the setting afterwards.
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_all_published_mobilenets_are_registered():

@@ -12,13 +12,7 @@ from zoo_checks import assert_classifier_protocol, assert_matches_published, ass
 VARIANTS = ["mobilevit_xxs", "mobilevit_xs", "mobilevit_s"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # On a shared 2-core machine, 2 OpenMP threads are several times slower than 1 for these small ops.
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", VARIANTS)

@@ -36,13 +36,7 @@ OFFICIAL_MB_CONFIG = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small convolutions gain nothing from a second thread; on shared cores two threads oversubscribe.
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def official_state_dict(name: str, n_class: int = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
