@@ -128,3 +128,22 @@ def test_digits_lr_scales_with_the_global_batch_and_threads_default():
     assert resolve_threads(0, local_ranks=64) == 1
     with pytest.raises(ValueError, match="threads"):
         apply_overrides(r, ["threads=-1"])
+
+
+@pytest.mark.parametrize("policy, warned", [("", True), ("ACTIVE", True), ("PASSIVE", False)])
+def test_spinning_openmp_threads_are_reported(policy, warned, monkeypatch, caplog):
+    import logging
+
+    import mobilevision
+    from mobilevision.train import engine
+    from mobilevision.train.distributed import DistInfo
+    from mobilevision.train.recipe import Recipe
+
+    monkeypatch.setattr(mobilevision, "OMP_WAIT_POLICY", policy)
+    before = torch.get_num_threads()
+    try:
+        with caplog.at_level(logging.WARNING, logger="mobilevision"):
+            engine._set_runtime(Recipe(threads=2), DistInfo())
+    finally:
+        torch.set_num_threads(before)
+    assert ("OMP_WAIT_POLICY=PASSIVE" in caplog.text) == warned

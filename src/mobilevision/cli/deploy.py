@@ -87,7 +87,7 @@ def configure_export(p: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> int:
     import mobilevision
     from mobilevision.data.config import resolve_data_config
-    from mobilevision.deploy.export import export_onnx, other_size, verify_onnx
+    from mobilevision.deploy.export import export_form, export_onnx, other_size, verify_onnx
 
     if not str(args.output).lower().endswith(".onnx"):
         raise ValueError(f"--output {args.output}: give a .onnx file name")
@@ -100,10 +100,7 @@ def run_export(args: argparse.Namespace) -> int:
     task = _task_of(args.model)
     if task == "detect":
         return _export_detector(args, model)
-    if task == "segment":  # one logits tensor (B, classes, H, W) at the input size
-        from mobilevision.tasks.segment.model import LogitsOnly
-
-        model = LogitsOnly(model)
+    model = export_form(model)  # a segmenter: one logits tensor (B, classes, H, W) at the input size
     c, h, w = model.data_config.input_size
     res = export_onnx(model, args.output, dynamic=args.dynamic, opset=args.opset, exporter=args.exporter)
     print(f"exported {args.model} -> {res.path} ({res.path.stat().st_size / 2**20:.1f} MiB) with the "

@@ -210,7 +210,8 @@ def _write_predictions(rows: list[dict], path: Path, topk: int) -> None:
 # ---------------------------------------------------------------- eval
 def configure_eval(p: argparse.ArgumentParser) -> None:
     _add_checkpoint_args(p)
-    p.add_argument("--data", required=True, help="'digits' or a directory with val/ (or class folders)")
+    p.add_argument("--data", required=True, help="'digits' or a directory with val/ (or class folders); detectors / "
+                                                 "segmenters: 'digits-detect', 'digits-segment', COCO or VOC data")
     p.add_argument("--split", default="val", help="sub-directory / split to evaluate (default: val)")
     common.add_batch_size(p, default=64, help="evaluation batch size (default 64)")
     common.add_input_size(p, help="input size (default: the training size saved with the checkpoint)")
@@ -228,6 +229,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from mobilevision.data.datasets import CheckedImageFolder
     from mobilevision.deploy.inference import load_classifier
 
+    if args.model and _task_of(args.model) in ("detect", "segment"):
+        return _eval_task(args, _task_of(args.model))
     model = load_classifier(args.model, args.checkpoint, num_classes=args.num_classes)
     cfg = resolve_data_config(model, input_size=args.input_size)
     size = max(cfg.size)
@@ -248,8 +251,53 @@ def run_eval(args: argparse.Namespace) -> int:
     result = {"model": args.model or getattr(model, "model_name", None), "checkpoint": str(args.checkpoint),
               "data": args.data, "split": args.split, "images": len(source),
               "skipped_images": len(getattr(source, "skipped", [])), "input_size": list(cfg.size), **m}
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = _write_json(args.output, result)
     print(f"top-1 {m['top1']:.2f}  top-5 {m['top5']:.2f}  ({len(source)} images) -> {out}")
     return 0
+
+
+def _eval_task(args: argparse.Namespace, task_name: str) -> int:
+    """COCO mAP (detectors) or mIoU (segmenters) on the val split of `--data`, through the task's own data and
+    metric (the numbers a training run logs each epoch)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    import mobilevision
+    from mobilevision.tasks import create_task
+    from mobilevision.train.recipe import Recipe
+
+    if args.split != "val":
+        raise ValueError(f"--split {args.split!r}: detectors and segmenters are evaluated on the data's val split")
+    if not Path(args.checkpoint).expanduser().exists():
+        raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
+    model = mobilevision.create_model(args.model, checkpoint_path=args.checkpoint, num_classes=args.num_classes).eval()
+    size = int(args.input_size[0]) if args.input_size else int(model.data_config.size[0])
+    task = create_task(task_name, args.model, {})
+    data = task.build_data(args.data, Recipe(task=task_name, input_size=size, hflip=0.0))
+    if data.info.get("num_classes") != model.num_classes:
+        raise ValueError(f"checkpoint has {model.num_classes} classes (background included), the data "
+                         f"{data.info.get('num_classes')}: evaluate on the data it was trained on")
+    labels = getattr(model, "labels", None)
+    if labels and data.info.get("labels") and list(labels) != list(data.info["labels"]):
+        raise ValueError(f"the data's classes {data.info['labels'][:5]}... differ from the checkpoint's {labels[:5]}...")
+    split = data.val
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device)
+    metrics = task.evaluate(model, DataLoader(split, batch_size=args.batch_size, collate_fn=data.collate), device)
+    result = {"model": args.model, "checkpoint": str(args.checkpoint), "data": args.data, "split": args.split,
+              "images": len(split), "input_size": size, "skipped": data.skipped, **metrics}
+    out = _write_json(args.output, result)
+    if task_name == "detect":
+        print(f"mAP@[.5:.95] {metrics['map']:.4f}  mAP@0.5 {metrics['map_50']:.4f}  ({len(split)} images) -> {out}")
+    else:
+        print(f"mIoU {metrics['miou']:.4f}  pixel accuracy {metrics['pixel_acc']:.4f}  ({len(split)} images) -> {out}")
+    return 0
+
+
+def _write_json(path: str | Path, result: dict) -> Path:
+    from mobilevision.models.checkpoint import atomic_write_bytes
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
+    return out

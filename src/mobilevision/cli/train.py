@@ -49,6 +49,9 @@ def configure_train(p: argparse.ArgumentParser, task: str = "classify") -> None:
         p.add_argument("--init", metavar="CHECKPOINT",
                        help="start from these weights (fine-tuning), e.g. a pretrain run's last/ or a run's best/; a "
                             "classifier of another class count is re-initialised")
+        p.add_argument("--init-backbone", metavar="CHECKPOINT",
+                       help="detect / segment: start the backbone from a classifier checkpoint of it (a digits "
+                            "run's best/, timm's or the official ImageNet weights)")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-exact resume)")
     p.add_argument("--seed", type=int, help="seed for weights, data order and augmentation")
     common.add_device(p)
@@ -108,6 +111,10 @@ def run_train(args: argparse.Namespace) -> int:
         if not Path(args.init).expanduser().exists():
             raise FileNotFoundError(f"--init {args.init}: checkpoint not found")
         recipe = apply_overrides(recipe, model_kwargs={**recipe.model_kwargs, "checkpoint_path": str(args.init)})
+    if getattr(args, "init_backbone", None):
+        if not Path(args.init_backbone).expanduser().exists():
+            raise FileNotFoundError(f"--init-backbone {args.init_backbone}: checkpoint not found")
+        recipe = apply_overrides(recipe, init_backbone=str(args.init_backbone))
     if recipe.task != args.task:
         command = "pretrain" if recipe.task == "fcmae" else f"train --task {recipe.task}"
         raise ValueError(f"recipe {recipe.name!r} is for task {recipe.task!r}: run it with `mobilevision {command}`")

@@ -100,7 +100,7 @@ def benchmark(names: Sequence[str], backend: str = "eager", batches: Sequence[in
     import mobilevision
     from mobilevision.models.registry import get_config
 
-    from .export import export_onnx
+    from .export import export_form, export_onnx
     from .fusion import fuse
 
     if backend not in BACKENDS:
@@ -117,7 +117,7 @@ def benchmark(names: Sequence[str], backend: str = "eager", batches: Sequence[in
         for name in names:
             cfg = cfgs[name]
             model = mobilevision.create_model(name).eval()
-            model = fuse(model) if fused else model
+            model = export_form(fuse(model) if fused else model)
             c = cfg.input_size[0]
             for h, w in sizes or [cfg.input_size[1:]]:
                 _check_size(model, name, c, h, w)
@@ -160,10 +160,11 @@ def _check_size(model: nn.Module, name: str, c: int, h: int, w: int) -> None:
 
 def format_table(rows: Sequence[dict]) -> str:
     """A fixed-width text table of benchmark rows."""
-    head = f"{'model':<30}{'backend':<13}{'batch':>6}{'size':>6}{'median ms':>11}{'p90 ms':>10}{'img/s':>10}"
+    w = max([30] + [len(str(r["model"])) + 2 for r in rows])
+    head = f"{'model':<{w}}{'backend':<13}{'batch':>6}{'size':>6}{'median ms':>11}{'p90 ms':>10}{'img/s':>10}"
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['model']:<30}{r['backend']:<13}{r['batch']:>6}{r['size']:>6}{r['median_ms']:>11.2f}"
+        lines.append(f"{r['model']:<{w}}{r['backend']:<13}{r['batch']:>6}{r['size']:>6}{r['median_ms']:>11.2f}"
                      f"{r['p90_ms']:>10.2f}{r['throughput_ips']:>10.1f}")
     return "\n".join(lines)
 

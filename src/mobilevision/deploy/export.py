@@ -51,6 +51,21 @@ def _first_line(err: BaseException) -> str:
     return (text.splitlines()[0] if text else type(err).__name__)[:300]
 
 
+def export_form(model: nn.Module) -> nn.Module:
+    """The one-tensor-in module a runtime runs for `model`: a detector's raw decoded boxes (B, A, 4) and
+    per-class scores (B, A, C) without NMS, a segmenter's logits (B, K, H, W) without the aux head, any other
+    model as it is."""
+    from mobilevision.tasks.detect.export import RawDetector
+    from mobilevision.tasks.detect.ssdlite import SSDLite
+    from mobilevision.tasks.segment.model import LogitsOnly, Segmenter
+
+    if isinstance(model, SSDLite):
+        return RawDetector(model).eval()
+    if isinstance(model, Segmenter):
+        return LogitsOnly(model).eval()
+    return model
+
+
 def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: tuple[int, int, int] | None = None,
                 dynamic: bool = False, opset: int = OPSET, fuse_first: bool = True, exporter: str = "auto",
                 metadata: dict | None = None) -> ExportResult:

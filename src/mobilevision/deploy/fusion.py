@@ -11,6 +11,7 @@ against the original model and any fold that changes the outputs is left out.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -170,9 +171,26 @@ def _default_example(model: nn.Module) -> torch.Tensor:
 
 
 def _max_diff(a, b) -> float:
+    """Largest |a - b| over tensors nested in lists / tuples / dicts (detectors' per-image dicts); inf where
+    the structures or shapes differ (another number of detections)."""
     if isinstance(a, torch.Tensor):
+        if not isinstance(b, torch.Tensor) or a.shape != b.shape:
+            return math.inf
         return (a.float() - b.float()).abs().max().item() if a.numel() else 0.0
+    if isinstance(a, dict):
+        if not isinstance(b, dict) or a.keys() != b.keys():
+            return math.inf
+        a, b = list(a.values()), list(b.values())
+    if len(a) != len(b):
+        return math.inf
     return max((_max_diff(x, y) for x, y in zip(a, b)), default=0.0)
+
+
+def _outputs(model: nn.Module, x: torch.Tensor):
+    """What fusing must keep: a detector's raw boxes and scores (before NMS, whose selection a 1e-6 change
+    can flip), any other model's forward."""
+    raw = getattr(model, "forward_raw", None)
+    return raw(x) if callable(raw) else model(x)
 
 
 def fuse(model: nn.Module, example: torch.Tensor | None = None, atol: float = 1e-4,
@@ -189,8 +207,8 @@ def fuse(model: nn.Module, example: torch.Tensor | None = None, atol: float = 1e
     _call_block_fuse(base)
     x = _default_example(base) if example is None else example
     with torch.no_grad():
-        ref = ref_model(x)
-        base_out = base(x)
+        ref = _outputs(ref_model, x)
+        base_out = _outputs(base, x)
     scale = max(1.0, _max_diff(ref, torch.zeros_like(ref)) if isinstance(ref, torch.Tensor) else 1.0)
     tol = atol * scale
     diff0 = _max_diff(base_out, ref)
@@ -201,7 +219,7 @@ def fuse(model: nn.Module, example: torch.Tensor | None = None, atol: float = 1e
         m = copy.deepcopy(start)
         _apply(m, chosen)
         with torch.no_grad():
-            return m, _max_diff(m(x), ref)
+            return m, _max_diff(_outputs(m, x), ref)
 
     # Folding a BN exposes the conv to a following layer-scale, so search again until nothing new is found.
     fused, diff = base, diff0

@@ -163,6 +163,12 @@ def _set_runtime(recipe: Recipe, info: DistInfo) -> None:
         threads = resolve_threads(0, local_world_size())
     if threads is not None:
         torch.set_num_threads(threads)
+    import mobilevision
+
+    if info.device.type == "cpu" and torch.get_num_threads() > 1 and mobilevision.OMP_WAIT_POLICY != "PASSIVE":
+        logger.warning("OpenMP threads spin while they wait (OMP_WAIT_POLICY %s when torch loaded, e.g. torch "
+                       "imported before mobilevision): next to other CPU jobs a step can take 10x longer; set "
+                       "OMP_WAIT_POLICY=PASSIVE or import mobilevision first", mobilevision.OMP_WAIT_POLICY or "unset")
 
 
 def _autocast(device: torch.device, recipe: Recipe):
@@ -211,7 +217,14 @@ def _build(task: Task, recipe: Recipe, data_name: str, out: Path, info: DistInfo
     if info.is_main and skipped:
         logger.info("skipped %d unreadable images", skipped)
     torch.manual_seed(recipe.seed)  # same initial weights on every rank
-    model = task.build_model(recipe, data).to(info.device)
+    model = task.build_model(recipe, data)
+    if recipe.init_backbone:
+        from mobilevision.tasks.base import init_backbone
+
+        line = init_backbone(model, recipe.init_backbone)
+        if info.rank == 0:
+            logger.info(line)
+    model = model.to(info.device)
     sampler, loader, val_loader = _loaders(data, recipe, info)
     global_batch = recipe.batch_size * info.world_size * recipe.accum_steps
     lr = recipe.lr * global_batch / recipe.lr_base_batch if recipe.lr_base_batch else recipe.lr

@@ -34,6 +34,7 @@ class Recipe:
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     model_kwargs: dict = field(default_factory=dict)  # extra create_model overrides (e.g. layer-scale init)
+    init_backbone: str | None = None  # a classifier checkpoint of a task model's backbone (its ImageNet weights)
     # data
     input_size: int | None = None  # training/eval resolution; None = the model's default
     batch_size: int = 128  # per process, at the base resolution

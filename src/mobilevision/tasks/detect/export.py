@@ -19,6 +19,8 @@ class RawDetector(nn.Module):
     def __init__(self, model: SSDLite) -> None:
         super().__init__()
         self.model = model
+        self.data_config = model.data_config
+        self.model_name = getattr(model, "model_name", None)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model.forward_raw(images)

@@ -35,12 +35,15 @@ class SegmentTask(Task):
     @dataclass
     class Options:
         """`task_options` of a segmentation recipe: aux_weight; num_classes (None = from the data); eval_size
-        (None = full images); num_scenes ({"train": N, "val": M} for digits-segment)."""
+        (None = full images); num_scenes ({"train": N, "val": M} for digits-segment); scene_size (digits-segment's
+        side in px, digits scaled with it; None = the crop size): scenes larger than the crop train on crops of
+        them and evaluate whole."""
 
         aux_weight: float = 0.4
         num_classes: int | None = None
         eval_size: int | None = None
         num_scenes: dict = field(default_factory=dict)
+        scene_size: int | None = None
 
     def __init__(self, model_name: str | None = None, options: dict | None = None, **keywords: Any) -> None:
         """`SegmentTask(NAME, aux_weight=0.5)` is `SegmentTask(NAME, {"aux_weight": 0.5})`."""
@@ -50,6 +53,7 @@ class SegmentTask(Task):
         self.num_classes = o.num_classes
         self.eval_size = o.eval_size
         self.num_scenes = dict(o.num_scenes)
+        self.scene_size = o.scene_size
         self.labels: list[str] = []
 
     # ------------------------------------------------------------------------------------------ data
@@ -75,9 +79,10 @@ class SegmentTask(Task):
         scale = tuple(_recipe_get(recipe, "scale", (0.5, 2.0)))
         if scale[0] < 0.25:  # a classification recipe's RandomResizedCrop area range, not a resize range
             scale = (0.5, 2.0)
-        train_src = open_segmentation(data, "train", self.num_classes, image_size=crop,
+        scene = int(self.scene_size or crop)
+        train_src = open_segmentation(data, "train", self.num_classes, image_size=scene,
                                       num_scenes=self.num_scenes.get("train"))
-        val_src = open_segmentation(data, "val", train_src.num_classes, image_size=crop,
+        val_src = open_segmentation(data, "val", train_src.num_classes, image_size=scene,
                                     num_scenes=self.num_scenes.get("val"))
         train_tf = segmentation_transform(mean, std, train=True, crop_size=crop, scale=scale,
                                           hflip=float(_recipe_get(recipe, "hflip", 0.5)))

@@ -1,0 +1,35 @@
+"""init_backbone: a classifier checkpoint of a task model's backbone loads into it (detector and segmenter)."""
+import pytest
+import torch
+
+import mobilevision as mv
+from mobilevision.tasks.base import backbone_classifier, init_backbone
+
+
+def _saved_classifier(name, tmp_path):
+    clf = mv.create_model(name, num_classes=10)
+    with torch.no_grad():
+        for p in clf.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    mv.save_pretrained(clf, tmp_path / "clf")
+    return clf, tmp_path / "clf"
+
+
+@pytest.mark.parametrize("task_model", ["ssdlite_mobilevit_xxs", "deeplabv3_mobilevit_xxs"])
+def test_backbone_takes_the_classifier_weights(task_model, tmp_path):
+    clf, path = _saved_classifier("mobilevit_xxs", tmp_path)
+    model = mv.create_model(task_model, num_classes=4)
+    line = init_backbone(model, path)
+    body = backbone_classifier(model)
+    ref = clf.state_dict()
+    got = body.state_dict()
+    shared = [k for k in got if k in ref]
+    assert len(shared) > 100 and f"{len(shared)} of {len(got)}" in line
+    for k in shared:
+        assert torch.equal(got[k], ref[k]), k
+
+
+def test_another_models_checkpoint_is_refused(tmp_path):
+    _, path = _saved_classifier("mobilenetv2_050", tmp_path)
+    with pytest.raises(ValueError, match="mobilenetv2_050.*backbone is 'mobilevit_xxs'"):
+        init_backbone(mv.create_model("ssdlite_mobilevit_xxs", num_classes=4), path)
