@@ -107,7 +107,8 @@ class FeatureExtractor(CarriesDataConfig, nn.Module):
     def __init__(self, model: Classifier, out_indices: Sequence[int] | None = None, *,
                  out_modules: Sequence[str] | None = None, head_conv: bool = False) -> None:
         super().__init__()
-        model.reset_classifier(0)
+        if getattr(model, "num_classes", 0):
+            model.reset_classifier(0)
         self.model = model
         self.data_config = resolve_data_config(model)
         if head_conv and not hasattr(model, "forward_head_conv"):

@@ -25,11 +25,11 @@ from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
 from mobilevision.data.config import DataConfig, resolve_data_config
 from mobilevision.models.factory import create_model
 from mobilevision.models.features import CarriesDataConfig, FeatureExtractor
+from mobilevision.models.inverted_residual import FAMILIES as _EXPANSION_FAMILIES
 from mobilevision.models.registry import get_config
 
 LAYOUTS = ("torchvision", "cvnets")
 BACKBONE_KINDS = ("expansion", "stages", "last2")
-_EXPANSION_FAMILIES = ("mobilenetv1", "mobilenetv2", "mobilenetv3", "efficientnet", "moga")
 
 
 def default_kind(name: str) -> str:
