@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from mobilevision.data.config import DataConfig, resolve_data_config
+from mobilevision.layers.helpers import eval_mode
 
 
 class CarriesDataConfig:
@@ -156,16 +157,14 @@ class FeatureExtractor(CarriesDataConfig, nn.Module):
         ran: set[str] = set()
         hooks = [m.register_forward_pre_hook(lambda mod, args, n=name.split(".")[0]: ran.add(n))
                  for name, m in self.model.named_modules() if name]  # a container may only be iterated
-        was_training = self.training
-        self.eval()
         try:
             p = next(self.model.parameters())
             size = self.data_config.input_size
-            maps = self._maps(torch.zeros(1, *size, device=p.device, dtype=p.dtype))
+            with eval_mode(self):
+                maps = self._maps(torch.zeros(1, *size, device=p.device, dtype=p.dtype))
         finally:
             for h in hooks:
                 h.remove()
-            self.train(was_training)
         for name, m in list(self.model.named_children()):
             if name not in ran and not isinstance(m, nn.Identity):
                 setattr(self.model, name, nn.Identity())
