@@ -1,6 +1,7 @@
 """The classifier protocol every model follows, and the one multi-scale feature wrapper."""
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -139,7 +140,8 @@ class FeatureExtractor(CarriesDataConfig, nn.Module):
         container = getattr(self.model, parts[0], None) if parts[0] in ("blocks", "stages") else None
         try:
             s, b = int(parts[1]), (int(parts[2]) if len(parts) == 3 else None)
-            ok = isinstance(container, nn.Sequential) and len(parts) in (2, 3) and (hasattr(self.model, "forward_stem") or hasattr(self.model, "stem"))
+            has_stem = hasattr(self.model, "forward_stem") or hasattr(self.model, "stem")
+            ok = isinstance(container, nn.Sequential) and len(parts) in (2, 3) and has_stem
             stage = container[s]
             ok = ok and (b is None or (isinstance(stage, nn.Sequential) and 0 <= b < len(stage)))
         except (IndexError, TypeError, ValueError):
@@ -174,23 +176,18 @@ class FeatureExtractor(CarriesDataConfig, nn.Module):
         """The maps after the `out_modules` blocks, stopping after the last one."""
         model = self.model
         x = model.forward_stem(x) if hasattr(model, "forward_stem") else model.stem(x)
-        order = [(s, float("inf") if b is None else b) for s, b in self.taps]
-        last = max(order)
-        found: dict[tuple, torch.Tensor] = {}
-        for s, stage in enumerate(getattr(model, self._container)):
-            inner = sorted(b for ts, b in order if ts == s and b != float("inf"))
-            if inner:
+        last = max(self.taps, key=lambda t: (t[0], math.inf if t[1] is None else t[1]))
+        found: dict[tuple[int, int | None], torch.Tensor] = {}
+        for s, stage in enumerate(getattr(model, self._container)[: last[0] + 1]):
+            if any(ts == s and b is not None for ts, b in self.taps):  # walk this stage block by block
                 for b, block in enumerate(stage):
-                    x = block(x)
-                    found[(s, b)] = x
+                    x = found[(s, b)] = block(x)
                     if (s, b) == last:
-                        break
+                        return [found[t] for t in self.taps]
             else:
                 x = stage(x)
-            found[(s, float("inf"))] = x
-            if s == last[0]:
-                break
-        return [found[t] for t in order]
+            found[(s, None)] = x
+        return [found[t] for t in self.taps]
 
     def _maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         maps = self.model.forward_stages(x) if self.taps is None else self._tapped(x)
