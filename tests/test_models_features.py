@@ -238,3 +238,29 @@ def test_fuse_keeps_dilated_expansion_features():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     for a, b in zip(before, after):
         assert (a - b).abs().max().item() <= 1e-4
+
+
+def test_out_modules_head_conv_and_unused_layers_removed():
+    """Block taps (torchvision's segmenter C3 = blocks.2.0) match the classifier's own walk; head_conv gives
+    MobileNetV2's 1280-wide pre-pool map; layers no map uses are gone from the parameters."""
+    full = mobilevision.create_model("mobilenetv3_large_100").eval()
+    fx = mobilevision.create_model("mobilenetv3_large_100", features_only=True, out_modules=("blocks.2.0", "blocks.-1"))
+    fx.model.load_state_dict({k: v for k, v in full.state_dict().items() if not k.startswith(("conv_head", "classifier"))})
+    assert fx.feature_info == [{"num_chs": 40, "reduction": 8, "module": "blocks.2.0"},
+                               {"num_chs": 960, "reduction": 32, "module": "blocks.6"}]
+    assert isinstance(fx.model.conv_head, torch.nn.Identity)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        c3, c5 = fx.eval()(x)
+        y = full.blocks[:2](full.forward_stem(x))
+        torch.testing.assert_close(c3, full.blocks[2][0](y))
+        torch.testing.assert_close(c5, full.blocks(full.forward_stem(x)))
+    v2 = mobilevision.create_model("mobilenetv2_100", features_only=True, out_indices=(-1,), head_conv=True)
+    assert v2.channels() == [1280] and isinstance(v2.model.conv_head, torch.nn.Conv2d)
+    plain = mobilevision.create_model("mobilenetv2_100", features_only=True)
+    assert isinstance(plain.model.conv_head, torch.nn.Identity)
+    assert sum(p.numel() for p in v2.parameters()) - sum(p.numel() for p in plain.parameters()) == 320 * 1280 + 2 * 1280
+    with pytest.raises(ValueError, match="out_modules entry 'blocks.9.0'"):
+        mobilevision.create_model("mobilenetv3_large_100", features_only=True, out_modules=("blocks.9.0",))
+    with pytest.raises(ValueError, match="features_only=True"):
+        mobilevision.create_model("mobilenetv3_large_100", out_modules=("blocks.2.0",))

@@ -21,7 +21,7 @@ def _photo(size: int) -> torch.Tensor:
 
 
 def _model() -> torch.nn.Module:
-    torch.manual_seed(0)
+    torch.manual_seed(1)  # a seed whose tied scores do not straddle the NMS threshold (ties break arbitrarily)
     model = mobilevision.create_model("ssdlite320_mobilenetv3_large_100", num_classes=5).eval()
     with torch.no_grad():  # distinct scores so NMS has real work
         for block in model.head.classification_head.module_list:

@@ -1,5 +1,21 @@
-"""Small numeric helpers shared by the model families."""
+"""Small helpers shared by the model families and tasks."""
 from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from torch import nn
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` in eval mode inside the block; its train / eval mode comes back afterwards (also on error)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:

@@ -23,6 +23,8 @@ def create_model(
     in_chans: int | None = None,
     features_only: bool = False,
     out_indices: Sequence[int] | None = None,
+    out_modules: Sequence[str] | None = None,
+    head_conv: bool = False,
     output_stride: int = 32,
     feature_location: str = "",
     drop_rate: float = 0.0,
@@ -36,11 +38,14 @@ def create_model(
     in_chans and overrides that were not given here. Weights whose classifier has another class count than
     the model are an error unless `num_classes` is given here (then the head is new: fine-tuning).
     `features_only=True` returns a `FeatureExtractor` whose forward gives the stage maps chosen by
-    `out_indices`. `output_stride` (8 | 16 | 32) dilates the last stages instead of striding them;
+    `out_indices` (or the blocks named by `out_modules`; `head_conv`: the last map after the pre-pool head
+    conv), with the layers none of them uses removed. `output_stride` (8 | 16 | 32) dilates the last stages instead of striding them;
     `feature_location="expansion"` taps the inverted-residual families' expansion convs (SSDLite); both reach
     the family's builder only when not the default, so families without them raise a clear ValueError.
     """
     cfg = get_config(name)
+    if (out_modules or head_conv) and not features_only:
+        raise ValueError("out_modules and head_conv choose feature maps: pass features_only=True with them")
     new_head = num_classes is not None  # the caller asked for this head, whatever the weights hold
     saved = read_config(checkpoint_path) if checkpoint_path is not None else None
     if saved:
@@ -92,7 +97,8 @@ def create_model(
         load_checkpoint(model, _fetch_pretrained(name), new_head=new_head)
 
     if features_only:
-        return FeatureExtractor(model, out_indices)
+        return FeatureExtractor(model, out_indices, out_modules=out_modules, head_conv=head_conv)
+
     return model
 
 

@@ -191,6 +191,8 @@ def make_block(spec: BlockSpec, in_chs: int, stride: int, *, act: str, se_rule: 
 
 
 FEATURE_LOCATIONS = ("", "expansion")
+# registry families whose models `build_stages` builds (they accept output_stride, dilate_first, feature_location)
+FAMILIES = ("mobilenetv1", "mobilenetv2", "mobilenetv3", "efficientnet", "moga")
 
 
 def build_stages(

@@ -134,11 +134,14 @@ class MobileNet(Classifier):
                 maps.append(x)
         return maps
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.forward_stem(x))  # (B, C_last, H/32, W/32)
+    def forward_head_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """The pre-pool head conv: (B, C_last, h, w) -> (B, head_width, h, w); other head kinds pass x."""
         if self.head_kind == "pre_pool":
-            x = self.act2(self.bn2(self.conv_head(x)))  # (B, head_width, H/32, W/32)
+            x = self.act2(self.bn2(self.conv_head(x)))
         return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head_conv(self.blocks(self.forward_stem(x)))  # (B, C, H/32, W/32)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x.mean((2, 3), keepdim=self.head_kind == "post_pool")  # (B, C[, 1, 1])

@@ -114,6 +114,16 @@ class Task:
         """Write the model's exportable form (safetensors + config.json) to `directory`."""
         raise NotImplementedError
 
+    def save_with_info(self, model: nn.Module, directory: Path, extra: dict[str, Any], labels: list[str] | None = None,
+                       **info: Any) -> None:
+        """`save_pretrained` of the (DDP-unwrapped) model with its `labels` (else `model.labels`); config.json's
+        extra gets `task` (this task's name unless `extra` has one), `extra` and the `info` that is not None."""
+        from mobilevision.models.checkpoint import save_pretrained
+
+        target = getattr(model, "module", model)
+        meta = {"task": self.name, **(extra or {}), **{k: v for k, v in info.items() if v is not None}}
+        save_pretrained(target, directory, labels=getattr(target, "labels", None) or labels or None, extra=meta)
+
     def on_epoch_end(self, model: nn.Module, epoch: int, output: Path) -> None:
         """Optional: rank 0's extra output after epoch `epoch` (1-based), e.g. sample images."""
 

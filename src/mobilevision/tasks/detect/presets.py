@@ -16,8 +16,7 @@ from mobilevision.data.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig
 from mobilevision.layers.conv_norm_act import ConvNormAct
 from mobilevision.models.inverted_residual import DepthwiseSeparable, InvertedResidual
 from mobilevision.models.registry import ModelConfig, WeightSource, register_model
-from .backbones import DetectionBackbone, torchvision_mobilenet_v3_large
-from .ssdlite import SSDLite, build_ssdlite
+from .ssdlite import SSDLite, build_ssdlite, detection_backbone
 
 _NO_WEIGHTS = WeightSource(note="no released COCO weights are wired in; train it or pass checkpoint_path=PATH "
                                 "(torchvision's ssdlite320_mobilenet_v3_large state dict loads into "
@@ -33,9 +32,8 @@ def ssdlite_torchvision_mobilenetv3(num_classes: int = 91, in_chans: int = 3, dr
                                     drop_path_rate: float = 0.0, **kw: Any) -> SSDLite:
     """torchvision's ssdlite320_mobilenet_v3_large: reduced tail, BN eps 1e-3 / momentum 0.03 throughout."""
     _check(in_chans)
-    body = torchvision_mobilenet_v3_large(reduced_tail=True, bn_eps=1e-3)
-    model = build_ssdlite(DetectionBackbone(body, "expansion"), num_classes, _cfg((0.5,) * 3, (0.5,) * 3),
-                          layout="torchvision", **kw)
+    body = detection_backbone("mobilenetv3_large_100", "expansion", reduced_tail=True, bn_eps=1e-3)
+    model = build_ssdlite(body, num_classes, _cfg((0.5,) * 3, (0.5,) * 3), layout="torchvision", **kw)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = 0.03
@@ -45,11 +43,9 @@ def ssdlite_torchvision_mobilenetv3(num_classes: int = 91, in_chans: int = 3, dr
 def ssdlite_cvnets_mobilevit(num_classes: int = 81, in_chans: int = 3, drop_rate: float = 0.0,
                              drop_path_rate: float = 0.0, variant: str = "mobilevit_s", **kw: Any) -> SSDLite:
     """ml-cvnets' SSDLite on MobileViT (paper Table 1): [0, 1] pixels, no mean/std."""
-    from mobilevision.models.factory import create_model
-
     _check(in_chans)
-    body = create_model(variant, num_classes=0, drop_path_rate=drop_path_rate)
-    return build_ssdlite(DetectionBackbone(body, "stages"), num_classes, _cfg((0.0,) * 3, (1.0,) * 3),
+    body = detection_backbone(variant, "stages", drop_path_rate=drop_path_rate)
+    return build_ssdlite(body, num_classes, _cfg((0.0,) * 3, (1.0,) * 3),
                          layout="cvnets", **kw)
 
 
@@ -57,12 +53,10 @@ def ssdlite_paper_mobilenetv2(num_classes: int = 81, in_chans: int = 3, drop_rat
                               drop_path_rate: float = 0.0, **kw: Any) -> SSDLite:
     """MobileNetV2 paper 6.2: layer-15 expansion (576 ch, OS16) + last layer (1280 ch), extras 512/256/256/128,
     separable heads, TF OD API anchors (3 on the lowest map)."""
-    from mobilevision.models.factory import create_model
-
     _check(in_chans)
-    body = create_model("mobilenetv2_100", num_classes=0, drop_path_rate=drop_path_rate)
+    body = detection_backbone("mobilenetv2_100", "expansion", drop_path_rate=drop_path_rate)
     kw.setdefault("reduced_first_anchors", True)
-    return build_ssdlite(DetectionBackbone(body, "expansion"), num_classes, _cfg(IMAGENET_MEAN, IMAGENET_STD),
+    return build_ssdlite(body, num_classes, _cfg(IMAGENET_MEAN, IMAGENET_STD),
                          layout="torchvision", **kw)
 
 
@@ -95,23 +89,21 @@ def torchvision_key_map(model: SSDLite) -> dict[str, str]:
     expansion conv of features[c4]; `backbone.features.1` = the rest of features[c4] (its `block[1:]`, indices
     kept) + features[c4 + 1:]. Extras are `backbone.extra.*`; heads have our names.
     """
-    body = model.backbone.body
-    flat = [blk for stage in body.blocks for blk in stage]
-    c4 = 1 + next(i for i, (s, b) in enumerate((s, b) for s, st in enumerate(body.blocks) for b in range(len(st)))
-                  if (s, b) == model.backbone.tap)
-    prefix_map = {"conv_stem": "backbone.features.0.0.0", "bn1": "backbone.features.0.0.1"}
-    idx = {}
-    n = 0
+    body = model.backbone.model
+    _, tap_stage, tap_block, _ = model.backbone.feature_info[0]["module"].split(".")  # blocks.S.B.conv_pw
+    idx, n = {}, 0  # our block -> (torchvision features index, block)
     for s, stage in enumerate(body.blocks):
         for b, blk in enumerate(stage):
             n += 1
             idx[f"blocks.{s}.{b}"] = (n, blk)
+    c4 = idx[f"blocks.{tap_stage}.{tap_block}"][0]
+    prefix_map = {"conv_stem": "backbone.features.0.0.0", "bn1": "backbone.features.0.0.1"}
     out: dict[str, str] = {}
     for key in model.state_dict():
         if key.startswith(("extra.", "head.")):
             out[("backbone." + key) if key.startswith("extra.") else key] = key
             continue
-        sub = key[len("backbone.body."):]
+        sub = key[len("backbone.model."):]
         m = re.match(r"(blocks\.\d+\.\d+)\.(.*)$", sub)
         if m is None:
             mod, rest = sub.rsplit(".", 1)
@@ -136,7 +128,6 @@ def torchvision_key_map(model: SSDLite) -> dict[str, str]:
         else:
             tv_key = f"backbone.features.1.{j - c4}.{tv}.{rest}"
         out[tv_key] = key
-    del flat
     return out
 
 

@@ -23,10 +23,50 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
 
 from mobilevision.data.config import DataConfig, resolve_data_config
-from mobilevision.models.features import CarriesDataConfig
-from .backbones import DetectionBackbone
+from mobilevision.models.factory import create_model
+from mobilevision.models.features import CarriesDataConfig, FeatureExtractor
+from mobilevision.models.inverted_residual import FAMILIES as _EXPANSION_FAMILIES
+from mobilevision.models.registry import get_config
 
 LAYOUTS = ("torchvision", "cvnets")
+BACKBONE_KINDS = ("expansion", "stages", "last2")
+
+
+def default_kind(name: str) -> str:
+    """The feature location SSDLite uses on backbone `name` by default (see `detection_backbone`)."""
+    family = get_config(name).family
+    return "expansion" if family in _EXPANSION_FAMILIES else "stages" if family == "mobilevit" else "last2"
+
+
+def detection_backbone(name: str, kind: str | None = None, **kwargs: Any) -> FeatureExtractor:
+    """Registered classifier `name` as SSDLite's two maps: (B, 3, H, W) normalised -> [C4 (B, c4, H/16, W/16),
+    C5 (B, c5, H/32, W/32)].
+
+    kind "expansion" (inverted-residual families, MobileNetV2/V3 papers 6.x): C4 = the 1x1 expansion output of
+    the first stride-32 block, C5 = the last map before pooling (after MobileNetV2's pre-pool 1280 conv: that
+    paper attaches SSDLite to the last layer). "stages" (MobileViT in cvnets' SSD): the last two stages' outputs
+    (the final 1x1 expansion conv dropped). "last2": the last two `feature_info` maps. None: `default_kind`.
+    `kwargs` go to `create_model`.
+    """
+    kind = kind or default_kind(name)
+    if kind not in BACKBONE_KINDS:
+        raise ValueError(f"backbone kind {kind!r} not accepted; use one of {BACKBONE_KINDS}")
+    family = get_config(name).family
+    kwargs = dict(num_classes=0, features_only=True, **kwargs)
+    if kind == "expansion":
+        if family not in _EXPANSION_FAMILIES:
+            raise ValueError(f"feature_location='expansion' needs an inverted-residual backbone, got {name}")
+        # MobileNetV1 has no expansion convs: its C4 is the input of the stride-32 block
+        fx = create_model(name, feature_location="" if family == "mobilenetv1" else "expansion",
+                          out_indices=(-2, -1), head_conv=True, **kwargs)
+    elif kind == "stages":
+        fx = create_model(name, out_modules=("stages.-2", "stages.-1"), **kwargs)
+    else:
+        fx = create_model(name, out_indices=(-2, -1), **kwargs)
+    if fx.reductions() != [16, 32]:
+        raise ValueError(f"SSDLite needs an OS16 and an OS32 map; the maps SSDLite would read from {name} have "
+                         f"reductions {fx.reductions()}")
+    return fx
 
 
 def _cna(in_chs: int, out_chs: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: str | None = "relu6",
@@ -152,7 +192,7 @@ class SSDLite(CarriesDataConfig, nn.Module):
       the export form.
     """
 
-    def __init__(self, backbone: DetectionBackbone, extra: nn.ModuleList, head: nn.Module,
+    def __init__(self, backbone: FeatureExtractor, extra: nn.ModuleList, head: nn.Module,
                  anchor_generator: DefaultBoxGenerator, num_classes: int, data_config: DataConfig, *,
                  iou_thresh: float = 0.5, score_thresh: float = 0.001, nms_thresh: float = 0.55,
                  detections_per_img: int = 300, topk_candidates: int = 300, neg_to_pos_ratio: int = 3) -> None:
@@ -310,7 +350,7 @@ class SSDAnchors(DefaultBoxGenerator):
 
 
 def build_ssdlite(
-    backbone: DetectionBackbone,
+    backbone: FeatureExtractor,
     num_classes: int,
     data_config: DataConfig,
     *,
@@ -333,7 +373,7 @@ def build_ssdlite(
         raise ValueError(f"num_classes counts the background class too, so it must be >= 2, got {num_classes}")
     if layout not in LAYOUTS:
         raise ValueError(f"SSDLite layout {layout!r} not accepted; use one of {LAYOUTS}")
-    c4, c5 = backbone.out_channels
+    c4, c5 = backbone.channels()
     if layout == "torchvision":
         eps = 1e-3 if bn_eps is None else bn_eps
         extra_channels = list(extra_channels or (512, 256, 256, 128))
@@ -362,17 +402,6 @@ def build_ssdlite(
     return SSDLite(backbone, extra, head, anchor_gen, num_classes, data_config, **detector_kw)
 
 
-def _default_kind(body: nn.Module) -> str:
-    from mobilevision.models.mobilenet import MobileNet
-    from mobilevision.models.mobilevit import MobileViT
-
-    if isinstance(body, MobileNet):
-        return "expansion"
-    if isinstance(body, MobileViT):
-        return "stages"
-    return "last2"
-
-
 def create_detector(
     head: str = "ssdlite",
     *,
@@ -394,15 +423,13 @@ def create_detector(
     """
     if head != "ssdlite":
         raise ValueError(f"unknown detection head {head!r}; accepted: ssdlite")
-    from mobilevision.models.factory import create_model
-
-    body = create_model(backbone, num_classes=0, **(backbone_kwargs or {}))
-    kind = feature_location or _default_kind(body)
+    kind = feature_location or default_kind(backbone)
+    body = detection_backbone(backbone, kind, **(backbone_kwargs or {}))
     if layout is None:
         layout = "cvnets" if kind == "stages" else "torchvision"
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     data_config = resolve_data_config(body, input_size=(3, *size))
-    model = build_ssdlite(DetectionBackbone(body, kind), num_classes, data_config, layout=layout, **kw)
+    model = build_ssdlite(body, num_classes, data_config, layout=layout, **kw)
     model.detector_config = {"head": head, "backbone": backbone, "num_classes": num_classes, "layout": layout,
                              "feature_location": kind, "image_size": image_size, **kw}
     return model

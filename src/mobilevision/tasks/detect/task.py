@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mobilevision.models.checkpoint import save_pretrained
+from mobilevision.layers.helpers import eval_mode
 from mobilevision.tasks.base import Task, TaskData
 from .metrics import COCO_KEYS, coco_map
 
@@ -107,19 +107,17 @@ class DetectTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
         preds, gts = [], []
-        for images, targets in loader:
-            out = model(images.to(device))
-            h, w = images.shape[-2:]
-            for p, t in zip(out, targets):
-                h0, w0 = t.get("orig_size", (h, w))
-                scale = torch.tensor([w0 / w, h0 / h, w0 / w, h0 / h])
-                preds.append({"boxes": p["boxes"].cpu() * scale, "scores": p["scores"].cpu(),
-                              "labels": p["labels"].cpu()})
-                gts.append({"boxes": t["boxes"].cpu() * scale, "labels": t["labels"].cpu()})
-        model.train(was_training)
+        with eval_mode(model):
+            for images, targets in loader:
+                out = model(images.to(device))
+                h, w = images.shape[-2:]
+                for p, t in zip(out, targets):
+                    h0, w0 = t.get("orig_size", (h, w))
+                    scale = torch.tensor([w0 / w, h0 / h, w0 / w, h0 / h])
+                    preds.append({"boxes": p["boxes"].cpu() * scale, "scores": p["scores"].cpu(),
+                                  "labels": p["labels"].cpu()})
+                    gts.append({"boxes": t["boxes"].cpu() * scale, "labels": t["labels"].cpu()})
         preds, gts = _gather(preds), _gather(gts)
         labels = getattr(model, "labels", None) or None
         num_classes = int(getattr(model, "num_classes", 0))
@@ -130,11 +128,8 @@ class DetectTask(Task):
         return out
 
     def save(self, model: nn.Module, directory: Path, extra: dict[str, Any]) -> None:
-        target = getattr(model, "module", model)  # DDP
-        info = {**(extra or {}), "task": "detect"}
-        if getattr(target, "detector_config", None):
-            info["detector"] = target.detector_config
-        save_pretrained(target, directory, labels=getattr(target, "labels", None) or None, extra=info)
+        detector = getattr(getattr(model, "module", model), "detector_config", None)
+        self.save_with_info(model, directory, {**(extra or {}), "task": "detect"}, detector=detector or None)
 
 
 def _gather(items: list) -> list:

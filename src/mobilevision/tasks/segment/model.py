@@ -8,10 +8,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from mobilevision.data.config import resolve_data_config
+from mobilevision.models.factory import create_model
 from mobilevision.models.features import CarriesDataConfig, FeatureExtractor
+from mobilevision.models.inverted_residual import FAMILIES as _IR_FAMILIES
 from mobilevision.models.registry import get_config
 
-from .backbone import check_reductions, dense_backbone, tap_blocks
 from .heads import DeepLabV3Head, FCNHead, LRASPPHead, SemanticFPNHead
 
 HEADS = ("deeplabv3", "lraspp", "fpn")
@@ -75,7 +76,9 @@ def create_segmenter(
 ) -> Segmenter:
     """A segmenter with `head` ('deeplabv3' | 'lraspp' | 'fpn') on any registered `backbone`.
 
-    output_stride: 8 / 16 / 32 (default 16 for deeplabv3 and lraspp, 32 for fpn). aux: an FCN auxiliary head on
+    output_stride: 8 / 16 / 32 (default 16 for deeplabv3 and lraspp, 32 for fpn), given to create_model; the
+    inverted-residual families also dilate the formerly strided block (torchvision's `dilated=True` rule),
+    the others follow their own (MobileViT: cvnets'). aux: an FCN auxiliary head on
     the stride-8 map (torchvision's DeepLabv3). channels: ASPP width (256) / LR-ASPP inter channels (128) /
     FPN width (256). rates: ASPP dilation rates ((12, 24, 36) torchvision; (6, 12, 18) the MobileViT paper).
     dropout: after the ASPP projection (0.5) or before the FPN classifier (0.1). extra_conv: DeepLabv3's 3x3
@@ -96,12 +99,14 @@ def create_segmenter(
     os_ = _DEFAULT_OS[head] if output_stride is None else int(output_stride)
     if drop_final_conv is None:
         drop_final_conv = cfg.family == "mobilevit"
-    feats = dense_backbone(backbone, output_stride=os_, drop_final_conv=drop_final_conv, in_chans=in_chans,
-                           drop_path_rate=drop_path_rate, **(backbone_overrides or {}))
-    if taps:
-        feats = tap_blocks(feats, taps)
-    if os_ != 32:
-        check_reductions(feats)
+    overrides = dict(backbone_overrides or {})
+    if cfg.family in _IR_FAMILIES and os_ != 32:
+        # the formerly strided block is dilated too: torchvision's MobileNetV3 `dilated=True` rule
+        overrides.setdefault("dilate_first", True)
+    feats = create_model(backbone, num_classes=0, features_only=True, output_stride=os_, out_modules=taps,
+                         in_chans=in_chans, drop_path_rate=drop_path_rate, **overrides)
+    if drop_final_conv and not taps and hasattr(feats.model, "final_conv"):  # maps at the stages' ends
+        feats = FeatureExtractor(feats.model, out_modules=[f"stages.{i}" for i in range(len(feats.model.stages))])
     info = feats.feature_info
     chs = [f["num_chs"] for f in info]
     reds = [f["reduction"] for f in info]
@@ -114,8 +119,7 @@ def create_segmenter(
                   backbone_overrides=backbone_overrides)
     aux_head = None
     if head == "deeplabv3":
-        feats.out_indices = [feats.out_indices[low_index], feats.out_indices[-1]]
-        feats.feature_info = [info[low_index], info[-1]]
+        feats.select([low_index, -1])
         mod = DeepLabV3Head(chs[-1], num_classes, tuple(rates or (12, 24, 36)), channels or 256,
                             0.5 if dropout is None else dropout, True if extra_conv is None else extra_conv)
         if aux:
@@ -123,8 +127,7 @@ def create_segmenter(
     elif head == "lraspp":
         if aux:
             raise ValueError("the lraspp head has no auxiliary head; drop aux=True")
-        feats.out_indices = [feats.out_indices[low_index], feats.out_indices[-1]]
-        feats.feature_info = [info[low_index], info[-1]]
+        feats.select([low_index, -1])
         mod = LRASPPHead(chs[low_index], chs[-1], num_classes, channels or 128)
     else:
         if aux:
@@ -132,8 +135,7 @@ def create_segmenter(
         keep = [i for i, r in enumerate(reds) if r >= 4]
         if len(keep) < 2:
             raise ValueError(f"the fpn head needs >= 2 maps at reductions >= 4; {backbone} has {reds}")
-        feats.out_indices = [feats.out_indices[i] for i in keep]
-        feats.feature_info = [info[i] for i in keep]
+        feats.select(keep)
         mod = SemanticFPNHead([chs[i] for i in keep], [reds[i] for i in keep], num_classes, channels or 256,
                               dropout=0.1 if dropout is None else dropout)
         feats = _with_output_norms(feats, cfg.family)

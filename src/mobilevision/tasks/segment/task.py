@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobilevision.layers.helpers import eval_mode
 from mobilevision.tasks.base import Task, TaskData
 
 from .metrics import IGNORE_INDEX, ConfusionMatrix
@@ -137,15 +138,13 @@ class SegmentTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
-        was = model.training
-        model.eval()
         cm = None
-        for images, masks in loader:
-            logits = model(images.to(device))["out"]
-            if cm is None:
-                cm = ConfusionMatrix(logits.shape[1], device=device)
-            cm.update(logits.argmax(1), masks.to(device))
-        model.train(was)
+        with eval_mode(model):
+            for images, masks in loader:
+                logits = model(images.to(device))["out"]
+                if cm is None:
+                    cm = ConfusionMatrix(logits.shape[1], device=device)
+                cm.update(logits.argmax(1), masks.to(device))
         if cm is None:
             raise ValueError("the validation loader is empty; segment evaluation needs at least one image")
         cm.all_reduce()
@@ -157,13 +156,8 @@ class SegmentTask(Task):
 
     # ------------------------------------------------------------------------------------------- save
     def save(self, model: nn.Module, directory: Path, extra: dict[str, Any]) -> None:
-        from mobilevision.models.checkpoint import save_pretrained
-
-        target = getattr(model, "module", model)  # DDP
-        info = dict(extra or {})
-        info.setdefault("task", self.name)
-        info.setdefault("segmenter", getattr(target, "segmenter_config", None))
-        save_pretrained(target, directory, labels=getattr(target, "labels", None) or self.labels or None, extra=info)
+        config = getattr(getattr(model, "module", model), "segmenter_config", None)
+        self.save_with_info(model, directory, {"segmenter": config, **(extra or {})}, labels=self.labels)
 
 
 def baseline_miou(loader: Any, num_classes: int) -> dict[str, float]:
