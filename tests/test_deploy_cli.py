@@ -85,6 +85,25 @@ def test_profile_real_model(capsys):
     assert sum(s["macs"] for s in info["stages"]) <= info["macs"]
 
 
+@pytest.mark.parametrize("name, parts", [("ssdlite_mobilevit_xxs", ["backbone", "extra", "head"]),
+                                         ("deeplabv3_mobilenetv3_large_100", ["backbone", "head", "aux_head"])])
+def test_profile_task_models_by_part(name, parts, capsys):
+    assert main(["profile", name, "--size", "160", "160", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [r["module"] for r in info["stages"]] == parts
+    assert sum(r["params"] for r in info["stages"]) == info["params"]
+    assert abs(info["stages"][-1]["cum_macs"] - info["macs"]) <= 0.002 * info["macs"]  # every MAC is in a part
+    assert all(r["macs"] > 0 for r in info["stages"] if r["module"] != "aux_head")  # aux: train mode only
+
+
+def test_bench_runs_detectors_and_segmenters_in_their_export_form(tmp_path, capsys):
+    assert main(["bench", "ssdlite_mobilevit_xxs", "lraspp_mobilenetv3_large_100", "--size", "128", "--runs", "2",
+                 "--warmup", "1", "--backend", "onnxruntime", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "bench_onnxruntime.json").read_text())
+    assert [r["model"] for r in rows] == ["ssdlite_mobilevit_xxs", "lraspp_mobilenetv3_large_100"]
+    assert all(r["median_ms"] > 0 for r in rows)
+
+
 def test_export_quantize_bench_chain(capsys, tmp_path, checkpoint):
     onnx_path = tmp_path / "m.onnx"
     assert main(["export", "test_deploynet", "--checkpoint", str(checkpoint / "run"), "--out", str(onnx_path),

@@ -197,3 +197,16 @@ def test_deploy_functions_are_importable_as_documented():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(mv.deploy.fuse(model)(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_fuse_a_detector_keeps_its_raw_outputs():
+    torch.manual_seed(0)
+    det = mobilevision.create_model("ssdlite_mobilevit_xxs", num_classes=4).eval()
+    x = torch.rand(1, 3, 128, 128)
+    fused = fuse(det, example=x)
+    assert count_norms(fused) < count_norms(det) // 4
+    with torch.no_grad():
+        ref, got = det.forward_raw(x), fused.forward_raw(x)
+    torch.testing.assert_close(got[0], ref[0], atol=1e-3, rtol=0)  # boxes, pixels
+    torch.testing.assert_close(got[1], ref[1], atol=1e-4, rtol=0)  # scores
+    assert isinstance(fused(x), list) and set(fused(x)[0]) == {"boxes", "scores", "labels"}

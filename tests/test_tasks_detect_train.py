@@ -1,17 +1,8 @@
-"""DetectTask through the Task protocol: train steps learn, evaluate gives COCO numbers, save restores.
-
-Run as a script it is the local driver that trains DetectTask with a plain loop (AdamW, warm-up + cosine)
-on digits-detect and logs mAP over time (used until train.engine.fit drives tasks):
-    PYTHONPATH=src python tests/test_tasks_detect_train.py --model ssdlite_mobilevit_xxs --minutes 15
-"""
+"""DetectTask through the Task protocol: train steps learn, evaluate gives COCO numbers, save restores, the
+trivial baseline is measured, `mobilevision eval` gives the task's numbers."""
 from __future__ import annotations
 
-import argparse
 import json
-import math
-import time
-from collections import Counter
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -20,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 import mobilevision
-from mobilevision.tasks.detect.metrics import coco_map
+from mobilevision.tasks.detect.metrics import mean_box_baseline
 from mobilevision.tasks.detect.task import DetectTask
 
 
@@ -87,92 +78,19 @@ def test_task_on_any_backbone_and_coco_folder(tmp_path):
     assert "map" in task.evaluate(model, DataLoader(data.val, batch_size=3, collate_fn=data.collate), torch.device("cpu"))
 
 
-# ------------------------------------------------------------------------------------------------ driver
-def mean_box_baseline(train, val) -> dict:
-    """The mean train box with the most frequent train class, score 1, on every val image."""
-    boxes, labels = [], []
-    for i in range(len(train)):
-        b, lab = train.annotations(i)
-        boxes.append(b)
-        labels.extend(lab.tolist())
-    mean = np.concatenate(boxes).mean(0)
-    top = Counter(labels).most_common(1)[0][0]
-    preds, gts = [], []
-    for i in range(len(val)):
-        b, lab = val.annotations(i)
-        gts.append({"boxes": torch.as_tensor(b), "labels": torch.as_tensor(lab)})
-        preds.append({"boxes": torch.as_tensor(mean)[None], "scores": torch.ones(1), "labels": torch.tensor([top])})
-    return coco_map(preds, gts, labels=list(range(1, 11)))
+def test_mean_box_baseline_scores_only_what_it_overlaps():
+    class Boxes:
+        def __init__(self, rows):
+            self.rows = rows
 
+        def __len__(self):
+            return len(self.rows)
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="ssdlite_mobilevit_xxs")
-    ap.add_argument("--recipe", default="digits_detect")
-    ap.add_argument("--minutes", type=float, default=15.0)
-    ap.add_argument("--eval-every", type=float, default=5.0, help="minutes between val evaluations")
-    ap.add_argument("--val-images", type=int, default=200)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default="")
-    ap.add_argument("--baseline", action="store_true")
-    ap.add_argument("--input-size", type=int, default=None, help="override the recipe's input_size")
-    ap.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    from mobilevision.train.recipe import load_recipe
+        def annotations(self, i):
+            return np.array(self.rows[i][0], np.float32), np.array(self.rows[i][1])
 
-    recipe = load_recipe(Path(__file__).parents[1] / "src/mobilevision/train/recipes" / f"{args.recipe}.yaml")
-    if args.input_size:
-        recipe.input_size = args.input_size
-    if args.epochs:
-        recipe.epochs = args.epochs
-    torch.manual_seed(recipe.seed)
-    task = DetectTask(args.model)
-    data = task.build_data("digits-detect", recipe)
-    if args.baseline:
-        print(json.dumps({k: v for k, v in mean_box_baseline(data.train, data.val).items() if k != "ap_per_class"}))
-        return
-    model = task.build_model(recipe, data)
-    loader = DataLoader(data.train, batch_size=recipe.batch_size, shuffle=True, collate_fn=data.collate,
-                        num_workers=recipe.workers, drop_last=True)
-    val = DataLoader(Subset(data.val, range(args.val_images)), batch_size=32, collate_fn=data.collate)
-    steps = recipe.epochs * len(loader)
-    warm = recipe.warmup_steps or int(recipe.warmup_epochs * len(loader))
-    opt = torch.optim.AdamW(model.parameters(), recipe.lr, weight_decay=recipe.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / max(1, warm) if s < warm else
-                                              0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
-    t0, next_eval, step, log = time.time(), args.eval_every * 60, 0, []
-    dev = torch.device("cpu")
-    done = False
-    for epoch in range(recipe.epochs):
-        for batch in loader:
-            out = task.train_step(model, batch, dev)
-            opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            if recipe.clip_grad:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_grad)
-            opt.step()
-            sched.step()
-            step += 1
-            el = time.time() - t0
-            if step % 10 == 0:
-                print(f"step {step}/{steps} ep {epoch} {el:.0f}s loss {float(out['loss'].detach()):.3f}", flush=True)
-            last = step == steps or el > args.minutes * 60
-            if el > next_eval or last:
-                m = task.evaluate(model, val, dev)
-                row = {"step": step, "epoch": epoch, "seconds": round(time.time() - t0), "map_50": m["map_50"],
-                       "map": m["map"]}
-                log.append(row)
-                print(json.dumps(row), flush=True)
-                next_eval = time.time() - t0 + args.eval_every * 60
-            if last:
-                done = True
-                break
-        if done:
-            break
-    if args.out:
-        Path(args.out).write_text(json.dumps(log, indent=1))
-
-
-if __name__ == "__main__":
-    main()
+    train = Boxes([([[10, 10, 30, 50]], [2]), ([[30, 10, 50, 50], [0, 0, 5, 5]], [2, 1])])  # mean (13.3, 6.7, 28.3, 35)
+    hit = Boxes([([[13, 7, 28, 35]], [2])])  # IoU with the mean box > 0.9, and the most frequent class
+    miss = Boxes([([[60, 60, 90, 90]], [2])])
+    assert mean_box_baseline(train, hit, 3)["map_50"] == pytest.approx(1.0)
+    assert mean_box_baseline(train, miss, 3)["map_50"] == 0.0

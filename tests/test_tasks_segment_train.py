@@ -54,3 +54,33 @@ def test_aux_loss_weighted_and_all_background_baseline():
     assert torch.isfinite(task.loss(out, masks)["loss"])
     base = baseline_miou([(None, torch.tensor([[[0, 0, 1, 1]]]))], 2)
     assert base == {"miou": pytest.approx(0.25), "pixel_acc": 0.5}
+
+
+def test_enet_class_weights_favour_rare_classes():
+    from mobilevision.tasks.segment.task import enet_weights
+
+    masks = torch.zeros(1, 10, 10, dtype=torch.long)
+    masks[0, 0, :5] = 2  # 5 % of the pixels
+    masks[0, 9, 9] = 255  # ignored: not counted
+    w = enet_weights(masks, 3)
+    share = torch.tensor([94 / 99, 0.0, 5 / 99])
+    torch.testing.assert_close(w, 1 / torch.log(1.1 + share))
+    out = {"out": torch.zeros(1, 3, 10, 10)}
+    out["out"][:, 0] = 2.0  # confident background everywhere: the rare class's pixels are all wrong
+    plain = SegmentTask("x").loss(out, masks)["loss"]
+    weighted = SegmentTask("x", class_weights="enet").loss(out, masks)["loss"]
+    assert weighted > plain  # the misclassified rare pixels count more
+    with pytest.raises(ValueError, match="class_weights"):
+        SegmentTask("x", class_weights="inverse")
+
+
+def test_digits_scenes_larger_than_the_crop_train_on_crops_and_evaluate_whole():
+    from types import SimpleNamespace
+
+    task = SegmentTask("deeplabv3_mobilevit_xxs", scene_size=96, num_scenes={"train": 4, "val": 3})
+    data = task.build_data("digits-segment", SimpleNamespace(input_size=64, scale=[1.5, 1.5], hflip=0.0))
+    image, mask = data.train[0]
+    assert image.shape[-2:] == (64, 64) and mask.shape[-2:] == (64, 64)
+    image, mask = data.val[0]
+    assert image.shape[-2:] == (96, 96) and mask.shape[-2:] == (96, 96)
+    assert 0.0 < data.info["baseline_miou"] < 0.2  # background IoU (~0.97) over 11 classes

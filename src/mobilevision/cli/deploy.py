@@ -37,7 +37,8 @@ def run_profile(args: argparse.Namespace) -> int:
         params = f"{r['params'] / 1e6:.3f}" if r["params"] is not None else "-"
         macs = f"{r['macs'] / 1e9:.4f}" if r["macs"] is not None else "-"
         cum = f"{r['cum_macs'] / 1e9:.4f}" if r["cum_macs"] is not None else "-"
-        print(f"  {r['stage']:<6}{r['module']:<24}{shape:>18}{r['reduction']:>10}{params:>11}{macs:>9}{cum:>11}")
+        red = r["reduction"] if r["reduction"] is not None else "-"
+        print(f"  {r['stage']:<6}{r['module']:<24}{shape:>18}{red:>10}{params:>11}{macs:>9}{cum:>11}")
     return 0
 
 

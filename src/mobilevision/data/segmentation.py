@@ -230,7 +230,8 @@ def segmentation_transform(mean: Sequence[float], std: Sequence[float], *, train
             raise ValueError("train transforms need a crop_size")
         crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
         base = min(crop)
-        ops += [v2.RandomResize(max(1, int(base * scale[0])), max(2, int(base * scale[1]))),
+        low = max(1, int(base * scale[0]))
+        ops += [v2.RandomResize(low, max(low + 1, int(base * scale[1]))),  # scale [s, s]: a fixed resize
                 v2.RandomCrop(crop, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}),
                 v2.RandomHorizontalFlip(hflip)]
     elif eval_size is not None:

@@ -111,6 +111,32 @@ def stage_table(model: nn.Module, input_size: tuple[int, int, int]) -> list[dict
     return rows
 
 
+def parts_table(model: nn.Module, input_size: tuple[int, int, int]) -> list[dict]:
+    """For task models (no `feature_info`): one row per top-level part with parameters (a detector's
+    backbone / extra / head, a segmenter's backbone / head / aux_head): params and MACs (batch 1) spent in it."""
+    device = next(model.parameters()).device
+    counter = FlopCounterMode(display=False)
+    parts = [(n, m) for n, m in model.named_children() if count_params(m)]
+    spent = {n: 0 for n, _ in parts}
+    start: dict[str, int] = {}
+    handles = []
+    for n, part in parts:
+        # a ModuleList is never called itself: count its members' calls
+        for m in part.children() if isinstance(part, (nn.ModuleList, nn.ModuleDict)) else [part]:
+            handles.append(m.register_forward_pre_hook(
+                lambda *_a, n=n: start.__setitem__(n, counter.get_total_flops())))
+            handles.append(m.register_forward_hook(
+                lambda *_a, n=n: spent.__setitem__(n, spent[n] + counter.get_total_flops() - start[n])))
+    with _eval_pass(model, handles), counter:
+        model(torch.zeros((1, *input_size), device=device))
+    rows, cum = [], 0
+    for i, (n, m) in enumerate(parts):
+        cum += spent[n]
+        rows.append({"stage": i, "module": n, "num_chs": None, "reduction": None, "shape": None,
+                     "params": count_params(m), "macs": spent[n] // 2, "cum_macs": cum // 2})
+    return rows
+
+
 def profile(name: str, size: tuple[int, int] | None = None) -> dict:
     """Params, MACs, activation memory and per-stage table of a registered model, counted on the meta device.
 
@@ -129,7 +155,8 @@ def profile(name: str, size: tuple[int, int] | None = None) -> dict:
     try:
         params, macs = count_params(model), count_macs(model, (c, h, w))
         act = activation_memory(model, (c, h, w))
-        stages = stage_table(model, (c, h, w))
+        stages = (stage_table(model, (c, h, w)) if getattr(model, "feature_info", None)
+                  else parts_table(model, (c, h, w)))
     except Exception as err:  # noqa: BLE001 - a model that cannot take the size may raise anything
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"model {name!r} cannot take input size {h}x{w}: {msg[:200]}") from None

@@ -448,6 +448,8 @@ def _finish(run: _Run, writer: RunWriter | None) -> dict:
         writer.close()
         best = (f"best {metric} {run.best['value']:.4g} ({run.best['source']}, epoch {run.best['epoch']}), "
                 if metric and run.best["value"] is not None else "")
+        if f"baseline_{metric}" in d.info:
+            best += f"trivial baseline {d.info[f'baseline_{metric}']:.4g}, "
         logger.info("done: %sfinal train loss %.4f, %.1f s -> %s", best, summary["final_train_loss"] or 0.0,
                     summary["seconds"], run.out)
     return summary

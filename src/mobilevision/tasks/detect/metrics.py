@@ -77,3 +77,27 @@ def _name(label: int, class_names: Sequence[str] | None) -> str:
     if class_names is not None and 1 <= label <= len(class_names):
         return str(class_names[label - 1])
     return str(label)
+
+
+def mean_box_baseline(train, val, num_classes: int | None = None) -> dict:
+    """The trivial detector every model must beat: the mean train box (xyxy px) with the most frequent train
+    class, score 1, on every val image. `train` / `val` have `annotations(i) -> (boxes (N, 4), labels (N,))`
+    and `len()`. Returns `coco_map`'s numbers."""
+    from collections import Counter
+
+    boxes, labels = [], []
+    for i in range(len(train)):
+        b, lab = train.annotations(i)
+        boxes.append(np.asarray(b, np.float32).reshape(-1, 4))
+        labels.extend(int(v) for v in lab)
+    if not labels:
+        raise ValueError("the training set has no boxes; a detector has nothing to learn")
+    mean = torch.as_tensor(np.concatenate(boxes).mean(0))[None]
+    top = Counter(labels).most_common(1)[0][0]
+    preds, gts = [], []
+    for i in range(len(val)):
+        b, lab = val.annotations(i)
+        gts.append({"boxes": torch.as_tensor(np.asarray(b, np.float32).reshape(-1, 4)), "labels": torch.as_tensor(lab)})
+        preds.append({"boxes": mean, "scores": torch.ones(1), "labels": torch.tensor([top])})
+    cats = list(range(1, num_classes)) if num_classes else None
+    return coco_map(preds, gts, labels=cats)

@@ -16,7 +16,7 @@ from torch import nn
 
 from mobilevision.layers.helpers import eval_mode
 from mobilevision.tasks.base import Task, TaskData
-from .metrics import COCO_KEYS, coco_map
+from .metrics import COCO_KEYS, coco_map, mean_box_baseline
 
 
 @dataclass
@@ -60,8 +60,11 @@ class DetectTask(Task):
             augment["hflip"] = hflip > 0
         train, val, classes, skipped = open_detection(data, size, augment=augment,
                                                       verify_images=getattr(recipe, "verify_images", True))
-        return TaskData(train, val, collate, skipped, {"num_classes": len(classes) + 1, "labels": list(classes),
-                                                       "input_size": size})
+        info = {"num_classes": len(classes) + 1, "labels": list(classes), "input_size": size}
+        if val is not None:  # the trivial detector, written to summary.json beside the model's numbers
+            base = mean_box_baseline(train, val, len(classes) + 1)
+            info.update(baseline_map=float(base["map"]), baseline_map_50=float(base["map_50"]))
+        return TaskData(train, val, collate, skipped, info)
 
     def _size(self, recipe: Any) -> int:
         size = getattr(recipe, "input_size", None)

@@ -26,6 +26,9 @@ def _recipe_get(recipe: Any, name: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
+CLASS_WEIGHTS = ("none", "enet")
+
+
 class SegmentTask(Task):
     """`--task segment`. `model`: preset name or 'HEAD:BACKBONE' (None: the recipe's `model`); `aux_weight`: weight
     of the aux head's loss (torchvision: 0.5 in its references, 0.4 in the DeepLab papers' PSP-style aux)."""
@@ -38,13 +41,19 @@ class SegmentTask(Task):
         """`task_options` of a segmentation recipe: aux_weight; num_classes (None = from the data); eval_size
         (None = full images); num_scenes ({"train": N, "val": M} for digits-segment); scene_size (digits-segment's
         side in px, digits scaled with it; None = the crop size): scenes larger than the crop train on crops of
-        them and evaluate whole."""
+        them and evaluate whole; class_weights: "none" or "enet" (each batch weights class k by
+        1 / ln(1.1 + its pixel share), ENet's weighting as ml-cvnets has it, for rare classes such as strokes)."""
 
         aux_weight: float = 0.4
         num_classes: int | None = None
         eval_size: int | None = None
         num_scenes: dict = field(default_factory=dict)
         scene_size: int | None = None
+        class_weights: str = "none"
+
+        def validate(self) -> None:
+            if self.class_weights not in CLASS_WEIGHTS:
+                raise ValueError(f"task_options.class_weights must be one of {CLASS_WEIGHTS}, got {self.class_weights!r}")
 
     def __init__(self, model_name: str | None = None, options: dict | None = None, **keywords: Any) -> None:
         """`SegmentTask(NAME, aux_weight=0.5)` is `SegmentTask(NAME, {"aux_weight": 0.5})`."""
@@ -55,6 +64,7 @@ class SegmentTask(Task):
         self.eval_size = o.eval_size
         self.num_scenes = dict(o.num_scenes)
         self.scene_size = o.scene_size
+        self.class_weights = o.class_weights
         self.labels: list[str] = []
 
     # ------------------------------------------------------------------------------------------ data
@@ -98,7 +108,8 @@ class SegmentTask(Task):
             train=SegmentationView(train_src, train_tf),
             val=SegmentationView(val_src, eval_tf) if val_src is not None else None,
             collate=pad_collate, skipped=skipped,
-            info={"num_classes": train_src.num_classes, "labels": list(train_src.classes), "crop_size": crop},
+            info={"num_classes": train_src.num_classes, "labels": list(train_src.classes), "crop_size": crop,
+                  **({"baseline_miou": _background_miou(val_src, train_src.num_classes)} if val_src is not None else {})},
         )
 
     # ----------------------------------------------------------------------------------------- model
@@ -122,10 +133,11 @@ class SegmentTask(Task):
     # ------------------------------------------------------------------------------------------ steps
     def loss(self, out: dict[str, torch.Tensor], masks: torch.Tensor) -> dict[str, torch.Tensor]:
         """Pixel cross-entropy (255 ignored) of `out` (+ aux_weight x aux): {'loss', 'loss_out'[, 'loss_aux']}."""
-        main = F.cross_entropy(out["out"].float(), masks, ignore_index=IGNORE_INDEX)
+        weight = enet_weights(masks, out["out"].shape[1]) if self.class_weights == "enet" else None
+        main = F.cross_entropy(out["out"].float(), masks, weight=weight, ignore_index=IGNORE_INDEX)
         terms = {"loss": main, "loss_out": main.detach()}
         if "aux" in out and self.aux_weight > 0:
-            aux = F.cross_entropy(out["aux"].float(), masks, ignore_index=IGNORE_INDEX)
+            aux = F.cross_entropy(out["aux"].float(), masks, weight=weight, ignore_index=IGNORE_INDEX)
             terms["loss"] = main + self.aux_weight * aux
             terms["loss_aux"] = aux.detach()
         return terms
@@ -158,6 +170,21 @@ class SegmentTask(Task):
     def save(self, model: nn.Module, directory: Path, extra: dict[str, Any]) -> None:
         config = getattr(getattr(model, "module", model), "segmenter_config", None)
         self.save_with_info(model, directory, {"segmenter": config, **(extra or {})}, labels=self.labels)
+
+
+def enet_weights(masks: torch.Tensor, num_classes: int, c: float = 1.1) -> torch.Tensor:
+    """(num_classes,) loss weights 1 / ln(c + p_k), p_k the share of class k among the labelled pixels of
+    `masks` (ENet's weighting, Paszke et al. 2016, with ml-cvnets' c = 1.1; ENet's 1.02 weighs rare classes 4x
+    more): about 1.4 for a class covering the image, 10.5 for a rare one."""
+    labelled = masks[masks != IGNORE_INDEX]
+    share = torch.bincount(labelled.flatten(), minlength=num_classes)[:num_classes].float() / max(1, labelled.numel())
+    return 1.0 / torch.log(c + share)
+
+
+def _background_miou(source: Any, num_classes: int) -> float:
+    """mIoU of the all-background predictor on a source's masks as stored (written to summary.json)."""
+    return baseline_miou(((None, torch.as_tensor(source.load(i)[1], dtype=torch.int64)) for i in range(len(source))),
+                         num_classes)["miou"]
 
 
 def baseline_miou(loader: Any, num_classes: int) -> dict[str, float]:
