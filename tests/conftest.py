@@ -1,5 +1,6 @@
 import os
 
+import mobilevision  # noqa: F401  (before torch: OpenMP reads its PASSIVE wait policy when torch loads)
 import pytest
 import torch
 

@@ -49,11 +49,12 @@ def test_task_learns_evaluates_and_saves(tmp_path):
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(restored.forward_raw(batch[0])[1], model.forward_raw(batch[0])[1])
-    # `mobilevision eval` restores the run's checkpoint and gives the numbers the task computes on the val split
+    # `mobilevision eval` restores the run's checkpoint at its size and gives the task's numbers on the val split
     from mobilevision.cli import main
 
+    assert cfg["data_config"]["input_size"] == [3, 128, 128]  # the size it trained at, not the preset's 320
     assert main(["eval", "--model", "ssdlite_mobilevit_xxs", "--checkpoint", str(tmp_path / "best"), "--data",
-                 "digits-detect", "--input-size", "128", "--batch-size", "50", "--output", str(tmp_path / "e.json")]) == 0
+                 "digits-detect", "--batch-size", "50", "--output", str(tmp_path / "e.json")]) == 0
     got = json.loads((tmp_path / "e.json").read_text())
     full = task.evaluate(model, DataLoader(data.val, batch_size=50, collate_fn=data.collate), torch.device("cpu"))
     assert got["images"] == 200 and got["map_50"] == pytest.approx(full["map_50"]) and got["map"] == pytest.approx(full["map"])

@@ -132,18 +132,18 @@ def test_digits_lr_scales_with_the_global_batch_and_threads_default():
 
 @pytest.mark.parametrize("policy, warned", [("", True), ("ACTIVE", True), ("PASSIVE", False)])
 def test_spinning_openmp_threads_are_reported(policy, warned, monkeypatch, caplog):
-    import logging
-
     import mobilevision
     from mobilevision.train import engine
     from mobilevision.train.distributed import DistInfo
-    from mobilevision.train.recipe import Recipe
 
     monkeypatch.setattr(mobilevision, "OMP_WAIT_POLICY", policy)
+    log = engine.logger
+    log.addHandler(caplog.handler)  # a run's logging set-up stops propagation to the root logger
     before = torch.get_num_threads()
     try:
-        with caplog.at_level(logging.WARNING, logger="mobilevision"):
-            engine._set_runtime(Recipe(threads=2), DistInfo())
+        torch.set_num_threads(2)
+        engine._warn_if_spinning(DistInfo())
     finally:
         torch.set_num_threads(before)
+        log.removeHandler(caplog.handler)
     assert ("OMP_WAIT_POLICY=PASSIVE" in caplog.text) == warned

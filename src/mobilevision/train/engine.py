@@ -163,6 +163,9 @@ def _set_runtime(recipe: Recipe, info: DistInfo) -> None:
         threads = resolve_threads(0, local_world_size())
     if threads is not None:
         torch.set_num_threads(threads)
+
+
+def _warn_if_spinning(info: DistInfo) -> None:
     import mobilevision
 
     if info.device.type == "cpu" and torch.get_num_threads() > 1 and mobilevision.OMP_WAIT_POLICY != "PASSIVE":
@@ -268,6 +271,7 @@ def _start_writer(run: _Run, origin: str) -> RunWriter:
                 "%d rank(s) x %d thread(s) on %s", run.task.name, run.task.model_name, run.data_name, origin,
                 len(d.train), len(d.val) if d.val is not None else 0, size, run.global_batch, run.lr, r.epochs,
                 run.info.world_size, torch.get_num_threads(), run.info.device)
+    _warn_if_spinning(run.info)
     return writer
 
 

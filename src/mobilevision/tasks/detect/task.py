@@ -98,6 +98,9 @@ class DetectTask(Task):
             model = create_detector("ssdlite", backbone=name, num_classes=num_classes, image_size=size,
                                     backbone_kwargs={"drop_path_rate": dpr} if dpr else None, **kw)
         model.labels = list(data.info.get("labels", []))
+        # the resolution it trains and is evaluated at is the one config.json keeps (eval / predict / export)
+        size = int(data.info.get("input_size", model.data_config.size[0]))
+        model.data_config = model.data_config.replace(input_size=(3, size, size))
         return model
 
     # -- steps

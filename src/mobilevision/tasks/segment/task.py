@@ -109,6 +109,7 @@ class SegmentTask(Task):
             val=SegmentationView(val_src, eval_tf) if val_src is not None else None,
             collate=pad_collate, skipped=skipped,
             info={"num_classes": train_src.num_classes, "labels": list(train_src.classes), "crop_size": crop,
+                  "eval_size": self.eval_size or (scene if data == "digits-segment" else crop),
                   **({"baseline_miou": _background_miou(val_src, train_src.num_classes)} if val_src is not None else {})},
         )
 
@@ -128,6 +129,9 @@ class SegmentTask(Task):
         else:
             model = create_model(name, num_classes=num_classes, drop_path_rate=dpr, **kwargs)
         model.labels = list(data.info.get("labels") or [])
+        # the size it evaluates digits-segment scenes at (else its crop) is the one config.json keeps
+        size = int(data.info.get("eval_size") or data.info["crop_size"])
+        model.data_config = model.data_config.replace(input_size=(model.data_config.input_size[0], size, size))
         return model
 
     # ------------------------------------------------------------------------------------------ steps
