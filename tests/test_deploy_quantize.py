@@ -123,14 +123,19 @@ def test_graph_with_shared_constants_still_quantizes(tmp_path, monkeypatch):
     assert rep.int8_bytes > 0 and rep.eval_images == 360 and 0.0 <= rep.top1_agreement <= 1.0
 
 
-def test_class_folders_map_by_the_graph_labels(tmp_path):
-    """Issue 12 bug 3: folders `5` and `7` were matched to outputs 0 and 1, so correct answers scored 0 %."""
-    val = DigitsSource("val", image_size=16)
-    for i, t in enumerate(val.targets[:40]):
+def _fives_and_sevens(root, size: int, first: int) -> None:
+    """Class folders `5/` and `7/` holding the val digits of those classes among the first `first`."""
+    val = DigitsSource("val", image_size=size)
+    for i, t in enumerate(val.targets[:first]):
         if t in (5, 7):
-            d = tmp_path / "imgs" / str(t)
+            d = root / str(t)
             d.mkdir(parents=True, exist_ok=True)
             val.images[i].save(d / f"{i}.png")
+
+
+def test_class_folders_map_by_the_graph_labels(tmp_path):
+    """Issue 12 bug 3: folders `5` and `7` were matched to outputs 0 and 1, so correct answers scored 0 %."""
+    _fives_and_sevens(tmp_path / "imgs", size=16, first=40)
     cfg = mobilevision.create_model("test_quantnet").data_config
     _, ys, classes = folder_arrays(tmp_path / "imgs", cfg, labels=[str(i) for i in range(10)])
     assert classes == ["5", "7"] and set(ys.tolist()) == {5, 7}
@@ -144,12 +149,7 @@ def test_quantize_folder_accuracy_uses_saved_labels(tmp_path):
     model = train_on_digits("test_quantnet", epochs=3)
     model.labels = [str(i) for i in range(10)]
     export_onnx(model, tmp_path / "fp32.onnx")
-    val = DigitsSource("val", image_size=32)
-    for i, t in enumerate(val.targets[:80]):
-        if t in (5, 7):
-            d = tmp_path / "imgs" / str(t)
-            d.mkdir(parents=True, exist_ok=True)
-            val.images[i].save(d / f"{i}.png")
+    _fives_and_sevens(tmp_path / "imgs", size=32, first=80)
     rep = quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", calibration=str(tmp_path / "imgs"),
                         num_calibration=8)
     assert rep.fp32_top1 is not None and rep.fp32_top1 > 0.8  # was 0.0 with folder order as the class index

@@ -33,3 +33,9 @@ def test_another_models_checkpoint_is_refused(tmp_path):
     _, path = _saved_classifier("mobilenetv2_050", tmp_path)
     with pytest.raises(ValueError, match="mobilenetv2_050.*backbone is 'mobilevit_xxs'"):
         init_backbone(mv.create_model("ssdlite_mobilevit_xxs", num_classes=4), path)
+
+
+def test_a_backbone_built_with_other_options_is_refused_by_shape(tmp_path):
+    _, path = _saved_classifier("mobilenetv3_large_100", tmp_path)  # torchvision's SSDLite halves the last stage
+    with pytest.raises(ValueError, match="does not fit model mobilenetv3_large_100: .* shape mismatches"):
+        init_backbone(mv.create_model("ssdlite320_mobilenetv3_large_100", num_classes=4), path)

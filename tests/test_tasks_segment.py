@@ -45,11 +45,13 @@ def test_params_and_macs_match_published(row):
     assert abs(params - want_p) / want_p * 100 <= float(row["params_tol_pct"]), (params, want_p)
     if row["gmacs"]:
         want = float(row["gmacs"])
-        if row["model"] == "deeplabv3_mobilenetv2_100":
+        within = abs(gmacs - want) / want * 100 <= float(row["gmacs_tol_pct"])
+        if row["model"] == "deeplabv3_mobilenetv2_100" and not within:
             # The paper's 5.8 B MAdds do not follow from its own layout: the same head without the three atrous
             # branches counts 2.73 B at 513 px here, the paper's 2.75 B, but with them 5.36 B (5.07 B at 512).
+            # Only this known gap is excused; a count that moves into the tolerance passes.
             pytest.xfail(f"MobileNetV2 paper MAdds {want} B vs {gmacs:.2f} B counted (params match)")
-        assert abs(gmacs - want) / want * 100 <= float(row["gmacs_tol_pct"]), (gmacs, want)
+        assert within, (gmacs, want)
 
 
 def test_fpn_poolformer_s12_size_matches_the_poolformer_paper():

@@ -98,7 +98,10 @@ def _is_tensor_dict(d: dict) -> bool:
 def classifier_keys(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> list[str]:
     """Keys of `state_dict` that belong to the model's final classifier."""
     get = getattr(model, "get_classifier", None)
-    head = get() if get is not None else None
+    try:
+        head = get() if get is not None else None
+    except AttributeError:  # the classifier was removed (a features-only backbone whose head is Identity)
+        head = None
     if head is None:
         return []
     prefixes = [name + "." for name, mod in model.named_modules() if mod is head and name]

@@ -132,7 +132,7 @@ def backbone_classifier(model: nn.Module) -> nn.Module:
     """The zoo classifier inside a task model's `backbone` (through feature-extractor wrappers)."""
     part = getattr(model, "backbone", None)
     while part is not None and not hasattr(part, "forward_stages"):
-        part = getattr(part, "model", None) or getattr(part, "body", None)
+        part = getattr(part, "model", None)
     if part is None:
         raise ValueError(f"{type(model).__name__} has no zoo backbone to initialise")
     return part
@@ -142,7 +142,7 @@ def init_backbone(model: nn.Module, path: str | Path) -> str:
     """Load a classifier checkpoint (file or run directory; ours, timm's or the official layout) of the task
     model's backbone into it, in place; the classifier-only layers the backbone dropped are ignored.
     Returns a log line; ValueError when the checkpoint is of another model or nothing fits."""
-    from mobilevision.models.checkpoint import read_config, read_state_dict
+    from mobilevision.models.checkpoint import load_state_dict_into, read_config, read_state_dict
 
     body = backbone_classifier(model)
     name = getattr(body, "model_name", None) or type(body).__name__
@@ -151,15 +151,12 @@ def init_backbone(model: nn.Module, path: str | Path) -> str:
         raise ValueError(f"init_backbone {path}: a checkpoint of {saved!r}, but this model's backbone is {name!r}")
     state = read_state_dict(path)
     remap = getattr(body, "checkpoint_filter", None)
-    if remap is not None:  # timm's / the official layout -> ours
+    if remap is not None:  # timm's / the official layout -> ours (load_state_dict_into passes ours through)
         state = remap(state, body)
     own = body.state_dict()
-    fits = {k: v for k, v in state.items() if k in own}
-    other = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in fits.items() if v.shape != own[k].shape]
-    if other:
-        raise ValueError(f"init_backbone {path}: {len(other)} tensors have other shapes than backbone {name}'s, "
-                         f"first: {other[0]}")
+    fits = [k for k in state if k in own]
     if not fits:
         raise ValueError(f"init_backbone {path}: no tensor of the checkpoint fits backbone {name}")
-    body.load_state_dict(fits, strict=False)
+    # other shapes (e.g. a classifier built without the backbone's reduced_tail) are a ValueError naming them
+    load_state_dict_into(body, state, source=str(path), strict=False, new_head=True)
     return f"backbone {name} initialised from {path}: {len(fits)} of {len(own)} tensors"
