@@ -43,8 +43,9 @@ def test_segmenter_predict_writes_mask_at_image_size_and_overlay(tmp_path, photo
     torch.manual_seed(0)
     model = mobilevision.create_model("lraspp_mobilenetv3_large_100", num_classes=11)
     mobilevision.save_pretrained(model, tmp_path / "seg", labels=["background", *map(str, range(10))])
-    code = main(["predict", "lraspp_mobilenetv3_large_100", str(photo), "--checkpoint", str(tmp_path / "seg"),
-                 "--save-dir", str(tmp_path / "out"), "--json"])
+    # no NAME: the saved config.json says which model it is
+    code = main(["predict", str(photo), "--checkpoint", str(tmp_path / "seg"), "--save-dir", str(tmp_path / "out"),
+                 "--json"])
     assert code == 0
     row = json.loads(capsys.readouterr().out)[0]
     mask = np.asarray(Image.open(row["mask"]))

@@ -111,6 +111,8 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
     if hook is not None:
         hook(args)
     spec = getattr(args, "_model_spec", None)
+    if spec is None and hasattr(args, "model") and args.model is None:  # commands with their own layout
+        args.model = model_of_checkpoint(getattr(args, "checkpoint", None))
     if spec is not None:
         multiple, required = spec
         pos, opt = args.model_pos, args.model_opt
@@ -122,7 +124,7 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
         else:
             if pos and opt and pos != opt:
                 raise ValueError(f"two different models given: {pos!r} and --model {opt!r}")
-            args.model = pos or opt
+            args.model = pos or opt or model_of_checkpoint(getattr(args, "checkpoint", None))
             if required and not args.model:
                 raise ValueError("give a model: NAME or --model NAME")
         del args.model_pos, args.model_opt
@@ -136,6 +138,18 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
     if kind and out:
         check_output(out, kind)
     return args
+
+
+def model_of_checkpoint(checkpoint: str | None) -> str | None:
+    """The model name a saved checkpoint's config.json records (so `eval --checkpoint runs/x/best` needs no
+    NAME), or None (no checkpoint, an ONNX graph, no config, no name in it)."""
+    if not checkpoint or str(checkpoint).endswith(".onnx"):
+        return None
+    from mobilevision.models.checkpoint import read_config
+
+    cfg = read_config(checkpoint) if Path(checkpoint).expanduser().exists() else None
+    name = (cfg or {}).get("model")
+    return name if isinstance(name, str) else None
 
 
 def check_output(path: str, kind: str) -> Path:

@@ -18,7 +18,8 @@ CHECKPOINT_HELP = ("weights file or directory (its config.json gives classes, la
 
 
 def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
-    common.add_model(p, required=False, help="registered model name (optional for an .onnx checkpoint)")
+    common.add_model(p, required=False, help="registered model name (optional when the checkpoint records it: "
+                                             "an .onnx graph or a saved config.json)")
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     common.add_num_classes(p)
 
@@ -26,7 +27,8 @@ def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------- predict
 def configure_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="*", metavar="[NAME] IMAGE",
-                   help="the model name (optional for an .onnx checkpoint, or give --model), then image files "
+                   help="the model name (optional when the checkpoint records it: an .onnx graph or a saved "
+                        "config.json; or give --model), then image files "
                         "or folders (searched recursively)")
     p.add_argument("--model", dest="model", metavar="NAME", help="the same as NAME")
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
