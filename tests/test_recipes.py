@@ -146,3 +146,17 @@ def test_warmup_cosine_and_step_schedules():
     sched2 = build_scheduler(opt2, Recipe(warmup_epochs=1), total_steps=20, steps_per_epoch=10)
     sched2.load_state_dict(state)
     assert sched2.get_last_lr() == sched.get_last_lr()
+
+
+def test_backbone_lr_scale_applies_to_the_backbone_of_a_task_model_only():
+    model = mobilevision.create_model("ssdlite_mobilevit_xxs", num_classes=11)
+    opt = build_optimizer(model, Recipe(backbone_lr_scale=0.1, weight_decay=0.01), 1e-3)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3)  # the reported group is the full-lr one
+    for pid, lr in lr_of.items():
+        expected = 1e-4 if names[pid].startswith("backbone.") else 1e-3
+        assert lr == pytest.approx(expected), names[pid]
+    assert len(lr_of) == sum(1 for _ in model.parameters())
+    with pytest.raises(ValueError, match="backbone_lr_scale"):
+        Recipe(backbone_lr_scale=0).validate()

@@ -46,12 +46,13 @@ def layer_depths(model: nn.Module) -> dict[str, int]:
 
 
 def param_groups(model: nn.Module, weight_decay: float, filter_bias_and_bn: bool = True,
-                 layer_decay: float | None = None) -> list[dict]:
+                 layer_decay: float | None = None, backbone_lr_scale: float = 1.0) -> list[dict]:
     """Parameter groups with their weight decay and `lr_scale`.
 
     Exempt from decay (with `filter_bias_and_bn`): 1-D params (norms, biases, GRN gamma/beta, layer-scale)
     and names from `model.no_weight_decay()` (tokens, position embeddings). With `layer_decay`, a parameter
-    at depth d (see `layer_depths`) gets lr_scale = layer_decay ** (top - d), 1 for the head.
+    at depth d (see `layer_depths`) gets lr_scale = layer_decay ** (top - d), 1 for the head. Parameters
+    under `backbone.` (a detector's or segmenter's backbone) get their lr_scale x `backbone_lr_scale`.
     """
     skip_fn = getattr(model, "no_weight_decay", None)
     skip = set(skip_fn()) if callable(skip_fn) and filter_bias_and_bn else set()
@@ -63,18 +64,22 @@ def param_groups(model: nn.Module, weight_decay: float, filter_bias_and_bn: bool
             continue
         exempt = filter_bias_and_bn and (p.ndim <= 1 or name in skip or any(name.startswith(s + ".") for s in skip))
         depth = depths.get(name, top)
-        key = (depth, exempt or weight_decay == 0)
+        in_backbone = backbone_lr_scale != 1 and name.startswith("backbone.")
+        key = (depth, exempt or weight_decay == 0, in_backbone)
         if key not in groups:
+            scale = layer_decay ** (top - depth) if depths else 1.0
             groups[key] = {"params": [], "weight_decay": 0.0 if key[1] else weight_decay,
-                           "lr_scale": layer_decay ** (top - depth) if depths else 1.0}
+                           "lr_scale": scale * (backbone_lr_scale if in_backbone else 1.0)}
         groups[key]["params"].append(p)
-    return [groups[k] for k in sorted(groups, key=lambda k: (-k[0], k[1]))]  # the head's full-lr group first
+    # the full-lr group first (the one the logs report)
+    return [groups[k] for k in sorted(groups, key=lambda k: (k[2], -k[0], k[1]))]
 
 
 def build_optimizer(model: nn.Module, recipe: Recipe, lr: float) -> torch.optim.Optimizer:
     """AdamW / SGD / RMSprop from torch.optim, or timm's RMSpropTF (the TF recipes' RMSprop:
     eps inside the sqrt, lr in the momentum buffer)."""
-    groups = param_groups(model, recipe.weight_decay, recipe.filter_bias_and_bn, recipe.layer_decay)
+    groups = param_groups(model, recipe.weight_decay, recipe.filter_bias_and_bn, recipe.layer_decay,
+                          recipe.backbone_lr_scale)
     for g in groups:
         g["lr"] = lr * g["lr_scale"]  # the schedule multiplies each group's own initial lr
     name = recipe.optimizer

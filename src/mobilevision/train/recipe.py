@@ -67,6 +67,7 @@ class Recipe:
     weight_decay: float = 0.05
     filter_bias_and_bn: bool = True  # no decay on 1-D params and model.no_weight_decay() names
     layer_decay: float | None = None  # layer-wise lr decay (BEiT / ConvNeXt fine-tuning): lr x decay^(depth from top)
+    backbone_lr_scale: float = 1.0  # task models: lr x this for `backbone.*` parameters (DETR: 1e-5 / 1e-4 = 0.1)
     momentum: float = 0.9
     nesterov: bool = False
     betas: list = field(default_factory=lambda: [0.9, 0.999])
@@ -115,6 +116,8 @@ class Recipe:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.input_size is not None and self.input_size < 8:
             raise ValueError(f"input_size must be >= 8 pixels, got {self.input_size}")
+        if not 0 < self.backbone_lr_scale <= 1:
+            raise ValueError(f"backbone_lr_scale must be in (0, 1], got {self.backbone_lr_scale}")
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
             raise ValueError(f"layer_decay must be in (0, 1] (or null), got {self.layer_decay}")
         if self.ema and not 0 < self.ema_decay < 1:

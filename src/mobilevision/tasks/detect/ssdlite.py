@@ -359,6 +359,7 @@ def build_ssdlite(
     proj_channels: Sequence[int] | None = None,
     bn_eps: float | None = None,
     reduced_first_anchors: bool = False,
+    anchor_ratios: tuple[float, float] = (0.2, 0.95),
     **detector_kw: Any,
 ) -> SSDLite:
     """Extras, heads and anchors of `layout` on `backbone`'s two maps.
@@ -382,7 +383,7 @@ def build_ssdlite(
             extra.append(torchvision_extra(chs, c, "relu6", eps))
             chs = c
         channels = [c4, c5] + extra_channels
-        anchor_gen = SSDAnchors([[2, 3]] * len(channels), min_ratio=0.2, max_ratio=0.95,
+        anchor_gen = SSDAnchors([[2, 3]] * len(channels), min_ratio=anchor_ratios[0], max_ratio=anchor_ratios[1],
                                 reduced_first=reduced_first_anchors)
         head: nn.Module = SSDLiteHeads(channels, anchor_gen.num_anchors_per_location(), num_classes, "relu6", eps)
     else:
