@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,3 +51,22 @@ def test_bad_labels_raise():
         cm.update(torch.zeros(1, 2, 2, dtype=torch.long), torch.full((1, 2, 2), 7))
     with pytest.raises(ValueError, match="differ in shape"):
         cm.update(torch.zeros(1, 2, 3, dtype=torch.long), torch.zeros(1, 2, 2, dtype=torch.long))
+
+
+def test_stride_oracle_is_exact_at_stride_1_and_on_cell_aligned_regions_and_loses_thin_lines():
+    from mobilevision.data.digits_scenes import DigitsScenes
+    from mobilevision.tasks.segment.metrics import stride_oracle
+
+    scenes = [DigitsScenes("val", size=96)[i].mask for i in range(3)]
+    assert stride_oracle(scenes, 11, 1)["miou"] == pytest.approx(1.0)
+    stripes = np.zeros((16, 16), np.uint8)  # bands on the 4-px cell grid (corners of blocks would blur)
+    stripes[4:8] = 1
+    stripes[12:16] = 2
+    stripes[0, 0] = 255  # ignored
+    assert stride_oracle([stripes], 3, 4)["miou"] == pytest.approx(1.0)
+    line = np.zeros((32, 32), np.uint8)
+    line[:, 10] = 1  # one pixel wide: never the majority of an 8 x 8 cell
+    res = stride_oracle([line], 2, 8)
+    assert res["miou"] == pytest.approx(0.5 * (1 - 32 / 1024)) and res["pixel_acc"] == pytest.approx(1 - 32 / 1024)
+    coarse, fine = (stride_oracle(scenes, 11, s)["miou"] for s in (16, 8))
+    assert coarse < fine < 1.0

@@ -454,6 +454,8 @@ def _finish(run: _Run, writer: RunWriter | None) -> dict:
                 if metric and run.best["value"] is not None else "")
         if f"baseline_{metric}" in d.info:
             best += f"trivial baseline {d.info[f'baseline_{metric}']:.4g}, "
+        if f"oracle_{metric}" in d.info:  # the best its output resolution allows (segmentation)
+            best += f"output-stride oracle {d.info[f'oracle_{metric}']:.4g}, "
         logger.info("done: %sfinal train loss %.4f, %.1f s -> %s", best, summary["final_train_loss"] or 0.0,
                     summary["seconds"], run.out)
     return summary

@@ -5,7 +5,10 @@ sum (`all_reduce`) and the metrics computed after it are exact over the whole se
 """
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
+import torch.nn.functional as F
 
 IGNORE_INDEX = 255
 
@@ -57,3 +60,22 @@ class ConfusionMatrix:
             "mean_acc": float(torch.nanmean(acc)) if torch.isfinite(acc).any() else 0.0,
             "iou": [float(v) for v in iou],
         }
+
+
+@torch.no_grad()
+def stride_oracle(masks: Iterable[torch.Tensor], num_classes: int, stride: int) -> dict:
+    """What a perfect classifier scores when its logits live at 1/`stride` of the input and are upsampled
+    bilinearly, as every head here does: per (H, W) label mask, each class's share of every stride x stride cell,
+    upsampled back, argmax. Not a strict bound (learned logits can place edges inside a cell), but it says
+    whether an output stride can reach a target at all: on digits-segment's thin strokes, 320 px scenes give
+    about 0.52 mIoU at stride 16 and 0.82 at stride 8. Returns {'miou', 'pixel_acc'}."""
+    cm = ConfusionMatrix(num_classes)
+    for mask in masks:
+        target = torch.as_tensor(mask, dtype=torch.int64)
+        h, w = target.shape
+        onehot = F.one_hot(target.clamp(max=num_classes), num_classes + 1)[..., :num_classes]  # 255 -> no class
+        cells = F.adaptive_avg_pool2d(onehot.permute(2, 0, 1)[None].float(), (-(-h // stride), -(-w // stride)))
+        pred = F.interpolate(cells, size=(h, w), mode="bilinear", align_corners=False).argmax(1)
+        cm.update(pred, target[None])
+    res = cm.compute()
+    return {"miou": res["miou"], "pixel_acc": res["pixel_acc"]}

@@ -141,6 +141,8 @@ def create_segmenter(
         feats = _with_output_norms(feats, cfg.family)
     model = Segmenter(feats, mod, num_classes, aux_head=aux_head, aux_index=0 if aux_head is not None else None,
                       head_name=head, config=config)
+    # the finest map the logits come from (then upsampled bilinearly to the input)
+    model.logit_stride = reds[keep[0]] if head == "fpn" else reds[low_index] if head == "lraspp" else reds[-1]
     from .presets import torchvision_filter  # noqa: PLC0415  (presets imports this module)
 
     model.checkpoint_filter = torchvision_filter  # passes our own layout through unchanged

@@ -18,7 +18,7 @@ from torch import nn
 from mobilevision.layers.helpers import eval_mode
 from mobilevision.tasks.base import Task, TaskData
 
-from .metrics import IGNORE_INDEX, ConfusionMatrix
+from .metrics import IGNORE_INDEX, ConfusionMatrix, stride_oracle
 
 
 def _recipe_get(recipe: Any, name: str, default: Any = None) -> Any:
@@ -104,6 +104,7 @@ class SegmentTask(Task):
                 skipped[f"{split}/{reason}"] = n
         self.num_classes = train_src.num_classes
         self.labels = list(train_src.classes)
+        self._val_source = val_src
         return TaskData(
             train=SegmentationView(train_src, train_tf),
             val=SegmentationView(val_src, eval_tf) if val_src is not None else None,
@@ -132,6 +133,12 @@ class SegmentTask(Task):
         # the size it evaluates digits-segment scenes at (else its crop) is the one config.json keeps
         size = int(data.info.get("eval_size") or data.info["crop_size"])
         model.data_config = model.data_config.replace(input_size=(model.data_config.input_size[0], size, size))
+        stride = getattr(model, "logit_stride", None)
+        val_src = getattr(self, "_val_source", None)
+        if stride and val_src is not None:  # what this output stride allows on these masks (summary.json)
+            masks = (val_src.load(i)[1] for i in range(len(val_src)))
+            data.info["oracle_miou"] = stride_oracle(masks, num_classes, int(stride))["miou"]
+            data.info["logit_stride"] = int(stride)
         return model
 
     # ------------------------------------------------------------------------------------------ steps
