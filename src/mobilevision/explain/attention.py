@@ -100,33 +100,53 @@ def attention_arrays(blocks: list[BlockAttention], index: int = 0) -> dict[str, 
 
 
 def plot_attention(blocks: list[BlockAttention], image: np.ndarray, path, title: str = "", index: int = 0) -> None:
-    """One PNG: for each token a row of Mobile->Former maps (which pixels the token reads) and a row of
-    Mobile<-Former maps (how much each pixel reads that token), one column per block, drawn over `image`
-    (H, W, 3) in [0, 1], heads averaged. Shared colour bars: M->F in units of the uniform weight 1/(H*W)."""
-    from .plotting import new_figure, overlay, save_figure
+    """One PNG of two panels, one column per block, drawn over `image` (H, W, 3) in [0, 1], heads averaged.
+    Top: Mobile->Former, a row per token (which pixels it reads), in units of the uniform weight 1/(H*W).
+    Bottom: Mobile<-Former, a row per token (how much each pixel reads it), 0..1. A colour bar per panel."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    from .plotting import blend, mosaic, save_figure
 
     cols = [b for b in blocks if b.former_to_mobile is not None]
     t = cols[0].mobile_to_former.shape[2]
     m2f = [b.mobile_to_former[index].mean(0).cpu().numpy() for b in cols]  # (T, H, W) each
     m2f = [a * a.shape[1] * a.shape[2] for a in m2f]  # 1 = uniform attention
     f2m = [b.former_to_mobile[index].mean(0).cpu().numpy() for b in cols]  # (H, W, T) each
-    vmax = float(np.percentile(np.concatenate([a.ravel() for a in m2f]), 99.5))
-    fig, axes = new_figure(2 * t, len(cols), cell=1.25, title=title)
-    im_a = im_b = None
-    for j, blk in enumerate(cols):
-        h_in, w_in = m2f[j].shape[1:]
-        h_out, w_out = f2m[j].shape[:2]
-        for k in range(t):
-            ax_a, ax_b = axes[k][j], axes[t + k][j]
-            im_a = overlay(ax_a, image, m2f[j][k], vmin=0.0, vmax=max(vmax, 1.0), cmap="inferno")
-            im_b = overlay(ax_b, image, f2m[j][..., k], vmin=0.0, vmax=1.0, cmap="viridis")
-            if j == 0:
-                ax_a.set_ylabel(f"M→F\ntoken {k}", fontsize=8)
-                ax_b.set_ylabel(f"M←F\ntoken {k}", fontsize=8)
-        axes[0][j].set_title(f"{blk.name}\nin {h_in}x{w_in}", fontsize=7)
-        axes[t][j].set_title(f"out {h_out}x{w_out}", fontsize=7)
-    fig.colorbar(im_a, ax=[a for row in axes[:t] for a in row], fraction=0.025, pad=0.01,
-                 label="M→F weight × H·W\n(1 = uniform)")
-    fig.colorbar(im_b, ax=[a for row in axes[t:] for a in row], fraction=0.025, pad=0.01,
-                 label="M←F weight\n(pixel reads token)")
+    vmax = max(float(np.percentile(np.concatenate([a.ravel() for a in m2f]), 99.5)), 1.0)
+    img = _cell_image(image)
+    panels = [
+        ("Mobile→Former: which pixels each token reads", "inferno", 0.0, vmax,
+         "weight × H·W\n(1 = uniform)", [[blend(img, m2f[j][k], 0.0, vmax, "inferno") for j in range(len(cols))]
+                                          for k in range(t)], [f"in {a.shape[1]}x{a.shape[2]}" for a in m2f]),
+        ("Mobile←Former: how much each pixel reads each token", "viridis", 0.0, 1.0,
+         "weight (softmax\nover tokens)", [[blend(img, f2m[j][..., k], 0.0, 1.0, "viridis")
+                                              for j in range(len(cols))] for k in range(t)],
+         [f"out {a.shape[0]}x{a.shape[1]}" for a in f2m]),
+    ]
+    cell = img.shape[0]
+    width = 1.6 + 1.15 * len(cols)
+    fig = Figure(figsize=(width, 1.0 + 2 * (0.45 + 1.15 * t)), layout="constrained")
+    axes = fig.subplots(2, 1)
+    for ax, (name, cmap, lo, hi, bar_label, cells, sizes) in zip(axes, panels):
+        ax.imshow(mosaic(cells), interpolation="nearest")
+        step = cell + 2
+        ax.set_xticks([j * step + cell / 2 for j in range(len(cols))],
+                      [f"{b.name}\n{s}" for b, s in zip(cols, sizes)], fontsize=7)
+        ax.xaxis.tick_top()
+        ax.set_yticks([k * step + cell / 2 for k in range(t)], [f"token {k}" for k in range(t)], fontsize=8)
+        ax.tick_params(length=0)
+        ax.set_title(name, fontsize=9, loc="left")
+        bar = fig.colorbar(ScalarMappable(Normalize(lo, hi), cmap), ax=ax, fraction=0.03, pad=0.01)
+        bar.set_label(bar_label, fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
     save_figure(fig, path)
+
+
+def _cell_image(image: np.ndarray, min_side: int = 96) -> np.ndarray:
+    """The image at >= `min_side` px (nearest upsampling) so that each cell shows the maps' pixels crisply."""
+    k = max(1, -(-min_side // image.shape[0]))
+    return image.repeat(k, axis=0).repeat(k, axis=1)
