@@ -108,3 +108,21 @@ def test_activations_rows_per_image(files, tmp_path, capsys):
 def test_bad_input_is_one_line_exit_2(files, capsys, argv, match):
     photo = str(files / "photos" / "chelsea.jpg")
     _one_line_error(capsys, [a.format(photo=photo, dir=files) for a in argv], match)
+
+
+@pytest.mark.parametrize("argv, want", [
+    (["attention", "mobileformer_26m", "a.jpg", "--size", "64"], ("mobileformer_26m", ["a.jpg"], (64, 64))),
+    (["attention", "a.jpg", "--model", "mobileformer_26m", "--input-size", "64,64"],
+     ("mobileformer_26m", ["a.jpg"], (64, 64))),
+    (["attention", "mobileformer_26m", "--checkpoint", "ck", "a.jpg"], ("mobileformer_26m", ["a.jpg"], None)),
+    (["activations", "convnextv2_atto", "a.jpg", "b.jpg", "--out", "x.png"], ("convnextv2_atto", ["a.jpg", "b.jpg"],
+                                                                             None)),
+    (["collapse", "--model", "convnextv2_atto", "--data", "digits", "--size", "32", "32"], ("convnextv2_atto", None,
+                                                                                       (32, 32))),
+    (["collapse", "convnextv2_atto", "--data", "digits", "--batch", "4"], ("convnextv2_atto", None, None)),
+])
+def test_the_shared_dialect(argv, want):
+    from mobilevision.cli import parse_args
+
+    args = parse_args(["explain", *argv])
+    assert (args.model, getattr(args, "images", None), args.input_size) == want
