@@ -94,16 +94,25 @@ def run_explain(args: argparse.Namespace) -> int:
 def _model_and_inputs(args: argparse.Namespace):
     from mobilevision.explain.inputs import data_config, image_batch, load_model, read_images
 
+    from mobilevision.deploy.inference import image_files
+
+    files = image_files(args.images)
     model = load_model(args.model, args.checkpoint, args.num_classes)
     cfg = data_config(model, args.checkpoint, args.input_size)
-    images = read_images(args.images)
-    return model, cfg, image_batch(images, cfg)
+    return model, cfg, image_batch(read_images(files), cfg), files
 
 
-def _default_output(args: argparse.Namespace, prefix: str) -> Path:
-    if args.output:
-        return common.check_output(args.output, "file")
-    return Path("explain") / f"{prefix}_{Path(args.images[0]).stem}.png"
+def _png_output(output: str | None, default: Path) -> Path:
+    out = common.check_output(output, "file") if output else default
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--output {output}: give a .png file name (companion files go beside it)")
+    return out
+
+
+def _write(path: Path, write_fn) -> None:
+    from mobilevision.models.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, write_fn)
 
 
 def _attention(args: argparse.Namespace) -> int:
@@ -112,17 +121,21 @@ def _attention(args: argparse.Namespace) -> int:
     from mobilevision.explain.attention import attention_arrays, capture_mobile_former_attention, plot_attention
     from mobilevision.explain.plotting import display_image
 
-    model, cfg, x = _model_and_inputs(args)
+    out = _png_output(args.output, Path("explain") / f"attention_{Path(args.images[0]).stem}.png")
+    model, cfg, x, files = _model_and_inputs(args)
     blocks, _ = capture_mobile_former_attention(model, x)
     _warn_random(args.checkpoint, args.model)
-    out = _default_output(args, "attention")
-    title = (f"{args.model} attention on {Path(args.images[0]).name} ({x.shape[-2]}x{x.shape[-1]} px, heads "
+    title = (f"{args.model} attention on {files[0].name} ({x.shape[-2]}x{x.shape[-1]} px, heads "
              f"averaged){'' if args.checkpoint else ', random weights'}")
     plot_attention(blocks, display_image(x[0], cfg), out, title=title)
     arrays = attention_arrays(blocks)
     arrays["image"] = display_image(x[0], cfg).astype(np.float32)
     npz = out.with_suffix(".npz")
-    np.savez_compressed(npz, **arrays)
+    def write_npz(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
+            np.savez_compressed(f, **arrays)
+
+    _write(npz, write_npz)
     t = blocks[0].mobile_to_former.shape[2]
     print(f"{len(blocks)} Mobile->Former maps ({t} tokens) and {sum(b.former_to_mobile is not None for b in blocks)} "
           f"Mobile<-Former maps -> {out}, {npz}")
@@ -133,15 +146,11 @@ def _activations(args: argparse.Namespace) -> int:
     from mobilevision.explain.activations import plot_activations, stage_activation_maps
     from mobilevision.explain.plotting import display_image
 
-    model, cfg, x = _model_and_inputs(args)
+    out = _png_output(args.output, Path("explain") / f"activations_{Path(args.images[0]).stem}.png")
+    model, cfg, x, files = _model_and_inputs(args)
     maps = stage_activation_maps(model, x)
     _warn_random(args.checkpoint, args.model)
-    info = model.feature_info
-    titles = [f"{e['module']}\n{e['num_chs']} ch, 1/{e['reduction']}" for e in info]
-    from mobilevision.deploy.inference import image_files
-
-    files = image_files(args.images)
-    out = _default_output(args, "activations")
+    titles = [f"{e['module']}\n{e['num_chs']} ch, 1/{e['reduction']}" for e in model.feature_info]
     plot_activations([[m[i].numpy() for m in maps] for i in range(len(x))], [display_image(v, cfg) for v in x],
                      titles, out, row_titles=[f.name for f in files],
                      title=f"{args.model}: mean activation per stage ({x.shape[-2]}x{x.shape[-1]} px)"
@@ -161,9 +170,7 @@ def _collapse(args: argparse.Namespace) -> int:
     for ck in checkpoints:
         if ck is not None and not Path(ck).expanduser().exists():
             raise FileNotFoundError(f"checkpoint not found: {ck}")
-    out = common.check_output(args.output, "file")
-    if out.suffix.lower() != ".png":
-        raise ValueError(f"--output {args.output}: give a .png file name (the CSV goes beside it)")
+    out = _png_output(args.output, Path("explain/collapse.png"))
     results, rows = [], []
     for k, ck in enumerate(checkpoints):
         name = ((read_config(ck) or {}).get("model") if ck else None) or args.model
@@ -185,7 +192,7 @@ def _collapse(args: argparse.Namespace) -> int:
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))
     w.writeheader()
     w.writerows(rows)
-    csv_path.write_text(buf.getvalue())
+    _write(csv_path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
     print(f"-> {out}, {csv_path}")
     return 0
 

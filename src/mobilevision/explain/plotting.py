@@ -33,10 +33,11 @@ def overlay(ax, image: np.ndarray, heat: np.ndarray, *, vmin: float | None = Non
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
-    """Write the figure as PNG (parent folders made); returns the path."""
+    """Write the figure as PNG, atomically (parent folders made); returns the path."""
+    from mobilevision.models.checkpoint import atomic_write_bytes
+
     p = Path(path).expanduser()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=dpi)
+    atomic_write_bytes(p, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
     return p
 
 
