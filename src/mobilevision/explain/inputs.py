@@ -13,9 +13,9 @@ from mobilevision.data.config import DataConfig, resolve_data_config
 
 
 def load_model(name: str, checkpoint: str | os.PathLike | None = None, num_classes: int | None = None) -> nn.Module:
-    """A classifier in eval mode: `name` with the weights of `checkpoint` (a file or a `save_pretrained` directory,
-    through `load_classifier`), or randomly initialised without one (the CLI warns). ValueError for an ONNX graph (the maps are
-    read from the PyTorch modules) or a detector / segmenter preset."""
+    """A classifier in eval mode: `name` with the weights of `checkpoint` (a file or a `save_pretrained`
+    directory, through `load_classifier`), or randomly initialised without one (the CLI warns). ValueError for
+    an ONNX graph (the maps are read from the PyTorch modules) or a detector / segmenter preset."""
     from mobilevision.deploy.inference import load_classifier
     from mobilevision.deploy.runtime import is_onnx
     from mobilevision.models.registry import get_config
