@@ -25,6 +25,7 @@ TAKES = {
     "eval": {"model", "output", "batch_size", "input_size"},
     "train": {"model", "output", "batch_size", "input_size"},
     "pretrain": {"model", "output", "batch_size", "input_size"},
+    "explain": set(),  # its shared arguments are on attention / collapse / activations (test_explain_cli.py)
 }
 # the minimum each command needs besides the shared arguments
 REQUIRED = {
@@ -32,7 +33,7 @@ REQUIRED = {
     "quantize": ["m.onnx", "--calibration", "digits"],
     "predict": ["--checkpoint", "ck", "img.png"],
     "eval": ["--checkpoint", "ck", "--data", "digits"],
-    "train": ["--data", "digits"], "pretrain": ["--data", "digits"],
+    "train": ["--data", "digits"], "pretrain": ["--data", "digits"], "explain": [],
 }
 
 
