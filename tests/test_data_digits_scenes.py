@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from mobilevision.data.digits_scenes import DigitsScenes, _digit_scans
 
@@ -49,3 +50,29 @@ def test_splits_differ_and_bad_arguments_raise():
         DigitsScenes("test")
     with pytest.raises(IndexError):
         DigitsScenes("val", size=64)[200]
+
+
+def test_redrawn_train_scenes_follow_the_seeded_global_rng_and_keep_the_fixed_layout_for_annotations():
+    from mobilevision.data.datasets import SeededView, seeded
+    from mobilevision.data.detection import DigitsDetect, detection_transform
+
+    fixed, redrawn = DigitsScenes("train", size=96), DigitsScenes("train", size=96, redraw=True)
+    with seeded(5):
+        a = redrawn[3]
+    with seeded(5):
+        b = redrawn[3]
+    with seeded(6):
+        c = redrawn[3]
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image)) and np.array_equal(a.mask, b.mask)
+    assert not np.array_equal(np.asarray(a.image), np.asarray(c.image))  # another epoch, another layout
+    assert not np.array_equal(np.asarray(a.image), np.asarray(fixed[3].image))
+    assert np.array_equal(redrawn.draw(3).boxes, fixed[3].boxes)
+    det = DigitsDetect("train", detection_transform(96, True, iou_crop=False, hflip=False, photometric=False),
+                       size=96, redraw=True)
+    assert np.array_equal(det.annotations(3)[0], fixed[3].boxes)  # the mean-box baseline reads the fixed scenes
+    view = SeededView(det)
+    img1, t1 = view[(96, 96, 3, 11)]
+    img2, t2 = view[(96, 96, 3, 11)]
+    assert torch.equal(img1, img2) and torch.equal(t1["boxes"], t2["boxes"])
+    with pytest.raises(ValueError, match="val scenes stay fixed"):
+        DigitsScenes("val", redraw=True)

@@ -92,7 +92,7 @@ class DigitsDetect:
         return _sample(s.image, s.boxes, s.labels + 1, index, self.transform)
 
     def annotations(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        s = self.scenes[index]
+        s = self.scenes.draw(index)  # the fixed layout, also for redrawn train scenes (the mean-box baseline)
         return s.boxes, s.labels + 1
 
 
@@ -254,10 +254,12 @@ def coco_splits(path: str | os.PathLike) -> tuple[tuple[Path, Path | None], tupl
                             "folder with annotations/instances_{train,val}.json")
 
 
-def open_detection(data: str, size: int, *, augment: dict | None = None, verify_images: bool = True):
+def open_detection(data: str, size: int, *, augment: dict | None = None, verify_images: bool = True,
+                   redraw: bool = False):
     """(train, val, classes, skipped) for `--data` = 'digits-detect' or a COCO JSON / folder.
 
-    augment: options of `detection_transform` for the train set (digits default to no flip).
+    augment: options of `detection_transform` for the train set (digits default to no flip). redraw:
+    digits-detect's train scenes drawn anew on every read (see `DigitsScenes`).
     """
     augment = {k: v for k, v in (augment or {}).items() if v is not None}
     if data == "digits-detect":
@@ -265,7 +267,7 @@ def open_detection(data: str, size: int, *, augment: dict | None = None, verify_
         # distortion costs more CPU than the scene itself. Scenes are drawn at `size` (no resize needed).
         augment.setdefault("hflip", False)
         augment.setdefault("photometric", False)
-        train = DigitsDetect("train", detection_transform(size, True, **augment), size=size)
+        train = DigitsDetect("train", detection_transform(size, True, **augment), size=size, redraw=redraw)
         val = DigitsDetect("val", detection_transform(size, False), size=size)
         return train, val, train.classes, {}
     (tr_ann, tr_dir), val_split = coco_splits(data)

@@ -57,18 +57,24 @@ class DigitsScenes:
     """`scenes[i] -> Scene`; `len(scenes)` scenes of `split` ('train' | 'val').
 
     size: side of the square scene in pixels; digit heights are drawn in [min_height, max_height] px,
-    scaled with `size / 320`; at most `max_digits` per scene, placed without overlapping.
+    scaled with `size / 320`; at most `max_digits` per scene, placed without overlapping. redraw: a new layout
+    (photo crop, digits, places, sizes, colours) on every read, taken from numpy's global RNG, which the
+    training views seed per sample and epoch (so still deterministic and resumable): augmentation for the
+    train split, against memorising its 1,437 scans; the val split always keeps its fixed scenes.
     """
 
     def __init__(self, split: str = "train", *, size: int = 320, num_scenes: int | None = None, seed: int = 0,
-                 min_digits: int = 1, max_digits: int = 4, min_height: int = 24, max_height: int = 96) -> None:
+                 min_digits: int = 1, max_digits: int = 4, min_height: int = 24, max_height: int = 96,
+                 redraw: bool = False) -> None:
         if split not in _SPLIT_IDS:
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         if size < 32:
             raise ValueError(f"scene size must be >= 32 px, got {size}")
         if not 1 <= min_digits <= max_digits:
             raise ValueError(f"need 1 <= min_digits <= max_digits, got {min_digits}, {max_digits}")
-        self.split, self.size, self.seed = split, int(size), int(seed)
+        if redraw and split != "train":
+            raise ValueError("redraw is a training augmentation: the val scenes stay fixed")
+        self.split, self.size, self.seed, self.redraw = split, int(size), int(seed), bool(redraw)
         self.num_scenes = SPLIT_SIZES[split] if num_scenes is None else int(num_scenes)
         self.min_digits, self.max_digits = min_digits, max_digits
         scale = self.size / 320
@@ -80,9 +86,14 @@ class DigitsScenes:
         return self.num_scenes
 
     def __getitem__(self, index: int) -> Scene:
+        return self.draw(index, self.redraw)
+
+    def draw(self, index: int, redraw: bool = False) -> Scene:
+        """Scene `index`: its fixed layout, or (redraw) one taken from numpy's global RNG."""
         if not 0 <= index < self.num_scenes:
             raise IndexError(f"scene {index} out of range (0..{self.num_scenes - 1})")
-        rng = np.random.default_rng([self.seed, _SPLIT_IDS[self.split], index])
+        key = [self.seed, _SPLIT_IDS[self.split], index]
+        rng = np.random.default_rng(key + [int(np.random.randint(2 ** 31))] if redraw else key)
         canvas = self._background(rng)  # (S, S, 3) float32 in [0, 255]
         mask = np.zeros((self.size, self.size), np.uint8)
         scans, scan_labels = _digit_scans(self.split)

@@ -177,10 +177,11 @@ def open_pairs(root: str | os.PathLike, num_classes: int | None = None) -> PairS
 class DigitsSegmentSource:
     """The built-in `digits-segment` set: DigitsScenes masks, 11 classes (0 background, digit + 1)."""
 
-    def __init__(self, split: str, size: int = 320, num_scenes: int | None = None, seed: int = 0) -> None:
+    def __init__(self, split: str, size: int = 320, num_scenes: int | None = None, seed: int = 0,
+                 redraw: bool = False) -> None:
         from .digits_scenes import DigitsScenes
 
-        self.scenes = DigitsScenes(split, size=size, num_scenes=num_scenes, seed=seed)
+        self.scenes = DigitsScenes(split, size=size, num_scenes=num_scenes, seed=seed, redraw=redraw)
         self.num_classes = len(DIGITS_SEGMENT_CLASSES)
         self.classes = list(DIGITS_SEGMENT_CLASSES)
         self.skipped: dict[str, int] = {}
@@ -194,11 +195,12 @@ class DigitsSegmentSource:
 
 
 def open_segmentation(data: str, split: str, num_classes: int | None = None, image_size: int = 320,
-                      num_scenes: int | None = None):
+                      num_scenes: int | None = None, redraw: bool = False):
     """A source by name: 'digits-segment', a VOC folder (JPEGImages/ present) or a pairs folder (with
-    train/ and val/ sub-folders, or one folder used for `split='train'` only)."""
+    train/ and val/ sub-folders, or one folder used for `split='train'` only). redraw: digits-segment's train
+    scenes drawn anew on every read (see `DigitsScenes`)."""
     if data == "digits-segment":
-        return DigitsSegmentSource(split, size=image_size, num_scenes=num_scenes)
+        return DigitsSegmentSource(split, size=image_size, num_scenes=num_scenes, redraw=redraw)
     root = Path(data).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"segmentation data not found: {root} (a folder, or 'digits-segment')")
@@ -259,8 +261,8 @@ class SegmentationView(Dataset):
     def __getitem__(self, item):
         if isinstance(item, tuple):
             _, _, index, seed = item
-            img, mask = self.source.load(index)
-            with seeded(seed):
+            with seeded(seed):  # the load too: a redrawn digits scene takes its layout from this seed
+                img, mask = self.source.load(index)
                 return self.transform(img, mask)
         img, mask = self.source.load(item)
         return self.transform(img, mask)

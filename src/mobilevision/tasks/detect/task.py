@@ -23,12 +23,14 @@ from .metrics import COCO_KEYS, coco_map, mean_box_baseline
 class DetectOptions:
     """`task_options` of a detection recipe. photometric: SSD's photometric distortion (None = the data set's
     default: on for COCO data, off for digits-detect); iou_crop: SSD's random IoU crop; zoom_out: SSD's zoom-out
-    up to this factor (1 = off); detector: extra `create_detector` arguments."""
+    up to this factor (1 = off); detector: extra `create_detector` arguments; redraw: digits-detect's train scenes
+    drawn anew on every read (a new layout of the same train scans each epoch, see `DigitsScenes`)."""
 
     iou_crop: bool = True
     photometric: bool | None = None
     zoom_out: float = 1.0
     detector: dict = field(default_factory=dict)
+    redraw: bool = False
 
 
 class DetectTask(Task):
@@ -48,6 +50,7 @@ class DetectTask(Task):
         o = self.options
         self.augment = {"iou_crop": o.iou_crop, "photometric": o.photometric, "zoom_out": o.zoom_out}
         self.detector_kw = dict(o.detector)
+        self.redraw = bool(o.redraw)
 
     # -- data
     def build_data(self, data: str, recipe: Any) -> TaskData:
@@ -58,7 +61,9 @@ class DetectTask(Task):
         hflip = getattr(recipe, "hflip", None)
         if hflip is not None and data != "digits-detect":
             augment["hflip"] = hflip > 0
-        train, val, classes, skipped = open_detection(data, size, augment=augment,
+        if self.redraw and data != "digits-detect":
+            raise ValueError("task_options.redraw applies to the built-in digits-detect scenes only; drop it")
+        train, val, classes, skipped = open_detection(data, size, augment=augment, redraw=self.redraw,
                                                       verify_images=getattr(recipe, "verify_images", True))
         info = {"num_classes": len(classes) + 1, "labels": list(classes), "input_size": size}
         if val is not None:  # the trivial detector, written to summary.json beside the model's numbers

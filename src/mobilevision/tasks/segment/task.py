@@ -42,7 +42,8 @@ class SegmentTask(Task):
         (None = full images); num_scenes ({"train": N, "val": M} for digits-segment); scene_size (digits-segment's
         side in px, digits scaled with it; None = the crop size): scenes larger than the crop train on crops of
         them and evaluate whole; class_weights: "none" or "enet" (each batch weights class k by
-        1 / ln(1.1 + its pixel share), ENet's weighting as ml-cvnets has it, for rare classes such as strokes)."""
+        1 / ln(1.1 + its pixel share), ENet's weighting as ml-cvnets has it, for rare classes such as strokes);
+        redraw: digits-segment's train scenes drawn anew on every read (see `DigitsScenes`)."""
 
         aux_weight: float = 0.4
         num_classes: int | None = None
@@ -50,6 +51,7 @@ class SegmentTask(Task):
         num_scenes: dict = field(default_factory=dict)
         scene_size: int | None = None
         class_weights: str = "none"
+        redraw: bool = False
 
         def validate(self) -> None:
             if self.class_weights not in CLASS_WEIGHTS:
@@ -65,6 +67,7 @@ class SegmentTask(Task):
         self.num_scenes = dict(o.num_scenes)
         self.scene_size = o.scene_size
         self.class_weights = o.class_weights
+        self.redraw = bool(o.redraw)
         self.labels: list[str] = []
 
     # ------------------------------------------------------------------------------------------ data
@@ -91,8 +94,10 @@ class SegmentTask(Task):
         if scale[0] < 0.25:  # a classification recipe's RandomResizedCrop area range, not a resize range
             scale = (0.5, 2.0)
         scene = int(self.scene_size or crop)
+        if self.redraw and data != "digits-segment":
+            raise ValueError("task_options.redraw applies to the built-in digits-segment scenes only; drop it")
         train_src = open_segmentation(data, "train", self.num_classes, image_size=scene,
-                                      num_scenes=self.num_scenes.get("train"))
+                                      num_scenes=self.num_scenes.get("train"), redraw=self.redraw)
         val_src = open_segmentation(data, "val", train_src.num_classes, image_size=scene,
                                     num_scenes=self.num_scenes.get("val"))
         train_tf = segmentation_transform(mean, std, train=True, crop_size=crop, scale=scale,
