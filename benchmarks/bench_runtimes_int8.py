@@ -7,7 +7,7 @@ hint, plus its bf16 as a row of its own) and ExecuTorch / XNNPACK (PT2E + XNNPAC
 Each model is exported fused at its default size (static H / W, dynamic batch); INT8 calibrates on digits train
 images at that size. FP32 and INT8 of one runtime are timed alternately, call by call, in one run (batch 1, the
 given thread count for every runtime), so load on a shared machine hits both sides alike; the CPU model and flags
-are recorded. Weights: RUNS_DIR/<model>/best (a digits-trained checkpoint, adds top-1 on the digits val split)
+are recorded. Fidelity: top-1 agreement with FP32 and max |logit error| / max(1, |logit|) on 96 digits val images. Weights: RUNS_DIR/<model>/best (a digits-trained checkpoint, adds top-1 on the digits val split)
 when it exists, else random init (speed does not depend on the weights).
 Goals (issue 15): INT8 <= 0.6 x FP32 for the MobileNets on a VNNI / AMX CPU; faster than FP32 at all for
 EfficientNet-B0 and ConvNeXt V2 atto.
@@ -46,11 +46,13 @@ def runner_fn(runtime: str, path: Path, x: np.ndarray, threads: int, precision: 
     return lambda: runner._run(x)
 
 
-def top1(runtime: str, path: Path, x_eval, y_eval, precision: str = "fp32") -> float | None:
-    if y_eval is None:
-        return None
+def logits(runtime: str, path: Path, x_eval: np.ndarray, precision: str = "fp32") -> np.ndarray:
     kw = {"precision": precision} if runtime == "openvino" else {}
-    return float((load_exported(path, **kw).run(x_eval, batch=16).argmax(-1) == y_eval).mean())
+    return load_exported(path, **kw).run(x_eval, batch=16)
+
+
+def top1(out: np.ndarray, y_eval) -> float | None:
+    return None if y_eval is None else float((out.argmax(-1) == y_eval).mean())
 
 
 def main() -> None:
@@ -94,19 +96,23 @@ def main() -> None:
                 for prec, path, hint in pairs:
                     other = runner_fn(rt, path, x, args.threads, hint)
                     t32, tq = paired_times(base, other, args.runs, args.warmup)
+                    # fidelity on digits val images: top-1 agreement with FP32 and the logits' error
+                    l32, lq = logits(rt, fp32, x_eval[:96]), logits(rt, path, x_eval[:96], hint)
+                    rel_err = float(np.abs(lq - l32).max() / max(1.0, np.abs(l32).max()))
                     row = {"model": name, "runtime": rt, "precision": prec, "size": h, "threads": args.threads,
                            "fp32_ms": t32["median_ms"], "other_ms": tq["median_ms"],
                            "ratio": tq["median_ms"] / t32["median_ms"], "fp32_p90_ms": t32["p90_ms"],
                            "other_p90_ms": tq["p90_ms"], "size_ratio": file_bytes(path) / file_bytes(fp32),
-                           "fp32_top1": top1(rt, fp32, x_eval, y_eval), "other_top1": top1(rt, path, x_eval, y_eval,
-                                                                                           hint),
-                           **info}
+                           "agreement": float((l32.argmax(-1) == lq.argmax(-1)).mean()), "rel_err": rel_err,
+                           "fp32_top1": top1(l32, y_eval[:96] if y_eval is not None else None),
+                           "other_top1": top1(lq, y_eval[:96] if y_eval is not None else None), **info}
                     rows.append(row)
                     print(f"{name:<24} {rt:<12} {prec}/fp32  fp32 {row['fp32_ms']:8.2f} ms  {prec} "
-                          f"{row['other_ms']:8.2f} ms  ratio {row['ratio']:.3f}", flush=True)
+                          f"{row['other_ms']:8.2f} ms  ratio {row['ratio']:.3f}  agreement {row['agreement']:.2f}",
+                          flush=True)
     print()
-    print_rows(rows, ["model", "runtime", "precision", "fp32_ms", "other_ms", "ratio", "size_ratio", "fp32_top1",
-                      "other_top1"])
+    print_rows(rows, ["model", "runtime", "precision", "fp32_ms", "other_ms", "ratio", "size_ratio", "agreement",
+                      "rel_err", "fp32_top1", "other_top1"])
     write_csv(rows, args.out)
     print(f"wrote {args.out}")
 
