@@ -20,8 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("mobilevision.cli.zoo", "list registered models with measured and published params / MACs"),
     "info": ("mobilevision.cli.zoo", "show a model's config and per-stage table"),
     "profile": ("mobilevision.cli.deploy", "params, MACs, activation memory and per-stage table of a model"),
-    "bench": ("mobilevision.cli.deploy", "latency / throughput on this machine (eager, compile, onnxruntime)"),
-    "export": ("mobilevision.cli.deploy", "export the fused model to ONNX and verify it with onnxruntime"),
+    "bench": ("mobilevision.cli.deploy", "latency / throughput on this machine (eager, compile, onnxruntime, "
+                                         "openvino, executorch; --backend all: one table across runtimes)"),
+    "export": ("mobilevision.cli.deploy", "export the fused model (ONNX, OpenVINO IR, ExecuTorch) and verify it on "
+                                          "its runtime"),
     "quantize": ("mobilevision.cli.deploy", "INT8 static quantization of an exported ONNX graph"),
     "predict": ("mobilevision.cli.infer", "top-k classes of images (files or folders) with a checkpoint or graph"),
     "eval": ("mobilevision.cli.infer", "top-1 / top-5 of a checkpoint or ONNX graph on a data set, as JSON"),
@@ -72,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # optional packages -> the extra that installs them
-EXTRA_OF_PACKAGE = {"onnx": "deploy", "onnxruntime": "deploy", "onnxscript": "deploy", "pycocotools": "coco"}
+EXTRA_OF_PACKAGE = {"onnx": "deploy", "onnxruntime": "deploy", "onnxscript": "deploy", "pycocotools": "coco",
+                    "openvino": "openvino", "nncf": "openvino", "executorch": "executorch", "torchao": "executorch"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

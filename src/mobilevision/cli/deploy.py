@@ -45,7 +45,18 @@ def run_profile(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- bench
 def configure_bench(p: argparse.ArgumentParser) -> None:
     common.add_model(p, multiple=True, help="model names")
-    p.add_argument("--backend", default="eager", choices=("eager", "compile", "onnxruntime"))
+    p.add_argument("--backend", default="eager",
+                   help="eager, compile or onnxruntime: a latency sweep over batches and sizes (default eager); "
+                        "all, openvino, executorch or a comma list (e.g. onnxruntime,openvino): one table across "
+                        "runtimes and precisions (FP32, OpenVINO bf16, INT8) with file sizes and, with --data, top-1")
+    p.add_argument("--checkpoint", default=None, help="runtime table: weights (a digits-trained one for --data digits)")
+    common.add_num_classes(p)
+    p.add_argument("--data", default=None, help="runtime table: top-1 on 'digits' (val split) or an ImageFolder dir")
+    p.add_argument("--calibration", default=None,
+                   help="runtime table: INT8 calibration, 'digits' or a directory (default: --data, else digits)")
+    p.add_argument("--num-calibration", type=int, default=128, help="INT8 calibration images (default 128)")
+    p.add_argument("--precision", default=None,
+                   help="runtime table: comma list of fp32, bf16, int8 (default: every precision of each runtime)")
     common.add_batch_size(p, default="1", sweep=True, help="comma-separated batch sizes, e.g. 1,8 (default 1)")
     common.add_input_size(p, sweep=True, help="input size (default: each model's); 224,256 is a sweep of squares")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch / onnxruntime (default 2)")
@@ -59,9 +70,35 @@ def run_bench(args: argparse.Namespace) -> int:
 
     if args.runs < 1 or args.warmup < 0:
         raise ValueError(f"--runs must be >= 1 and --warmup >= 0, got {args.runs} / {args.warmup}")
+    if args.backend not in ("eager", "compile", "onnxruntime"):
+        return _run_runtime_bench(args)
     rows = benchmark(args.model, args.backend, args.batch_size, args.input_size, args.threads, args.warmup, args.runs)
     print(format_table(rows))
     paths = write_results(rows, args.output, stem=f"bench_{args.backend}")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _run_runtime_bench(args: argparse.Namespace) -> int:
+    from mobilevision.deploy.bench import (_parse_ints, benchmark_runtimes, format_runtime_table, parse_backends,
+                                           write_runtime_results)
+
+    backends = parse_backends(args.backend)  # a bad name fails before any work
+    batches = _parse_ints(args.batch_size or "1", "batch")
+    if args.input_size is not None and len(args.input_size) > 1:
+        raise ValueError("the runtime table takes one --input-size (each file is exported at it)")
+    size = args.input_size[0] if args.input_size else None
+    precisions = [p.strip() for p in args.precision.split(",")] if args.precision else None
+    if args.checkpoint and len(args.model) > 1:
+        raise ValueError("--checkpoint belongs to one model: give one NAME with it")
+    rows = []
+    for name in args.model:
+        for b in batches:
+            rows += benchmark_runtimes(name, backends, args.checkpoint, args.num_classes, args.data, args.calibration,
+                                       args.num_calibration, precisions, b, size, args.threads, args.warmup,
+                                       args.runs, out_dir=None)
+    print(format_runtime_table(rows))
+    paths = write_runtime_results(rows, args.output, stem="bench_runtimes")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
@@ -71,8 +108,16 @@ def configure_export(p: argparse.ArgumentParser) -> None:
     common.add_model(p)
     p.add_argument("--checkpoint", default=None, help="weights file or directory (default: random init)")
     common.add_num_classes(p)
-    p.add_argument("--format", default="onnx", choices=("onnx",))
-    common.add_output(p, required=True, help="output .onnx file")
+    p.add_argument("--format", default="onnx", choices=("onnx", "openvino", "executorch"),
+                   help="onnx (.onnx, onnxruntime), openvino (.xml + .bin IR, OpenVINO CPU plugin) or executorch "
+                        "(.pte, XNNPACK delegate); default onnx")
+    common.add_output(p, required=True, help="output file: .onnx, .xml (openvino) or .pte (executorch)")
+    p.add_argument("--int8", action="store_true",
+                   help="also write an INT8 copy with the runtime's quantizer (onnxruntime QDQ, NNCF, PT2E + "
+                        "XNNPACKQuantizer) next to the output, as NAME_int8.SUFFIX")
+    p.add_argument("--calibration", default="digits",
+                   help="INT8 calibration images: 'digits' or a directory of images (default digits)")
+    p.add_argument("--num-calibration", type=int, default=128, help="INT8 calibration images (default 128)")
     p.add_argument("--dynamic", action="store_true",
                    help="dynamic height / width where the model allows (the batch is always dynamic)")
     common.add_input_size(p, help="export size (default: the checkpoint's or the model's size)")
@@ -90,8 +135,13 @@ def run_export(args: argparse.Namespace) -> int:
     from mobilevision.data.config import resolve_data_config
     from mobilevision.deploy.export import export_form, export_onnx, other_size, verify_onnx
 
-    if not str(args.output).lower().endswith(".onnx"):
-        raise ValueError(f"--output {args.output}: give a .onnx file name")
+    from mobilevision.deploy.export import FORMATS
+
+    suffix = FORMATS[args.format]
+    if not str(args.output).lower().endswith(suffix):
+        raise ValueError(f"--output {args.output}: give a {suffix} file name for --format {args.format}")
+    if args.num_calibration < 1:
+        raise ValueError(f"--num-calibration must be >= 1, got {args.num_calibration}")
     from .infer import _task_of
 
     model = mobilevision.create_model(args.model, checkpoint_path=args.checkpoint, num_classes=args.num_classes)
@@ -100,7 +150,11 @@ def run_export(args: argparse.Namespace) -> int:
     model.data_config = resolve_data_config(model, input_size=args.input_size)
     task = _task_of(args.model)
     if task == "detect":
+        if args.format != "onnx" or args.int8:
+            raise ValueError(f"{args.model} is a detector: only --format onnx without --int8 exports it for now")
         return _export_detector(args, model)
+    if args.format != "onnx":
+        return _export_runtime(args, export_form(model))
     model = export_form(model)  # a segmenter: one logits tensor (B, classes, H, W) at the input size
     c, h, w = model.data_config.input_size
     res = export_onnx(model, args.output, dynamic=args.dynamic, opset=args.opset, exporter=args.exporter)
@@ -123,7 +177,102 @@ def run_export(args: argparse.Namespace) -> int:
               f"{r['max_abs_diff']:.2e} (max |logit| {r['max_abs_logit']:.2f}), top-1 agreement {r['top1_agree']:.2f}")
     if worst > args.atol:
         raise RuntimeError(f"onnxruntime outputs differ from PyTorch by {worst:.2e} (> --atol {args.atol})")
+    if args.int8:
+        _int8_copy(args, res.path)
     return 0
+
+
+RUNTIME_NAME = {"onnx": "onnxruntime", "openvino": "OpenVINO (CPU, f32)", "executorch": "ExecuTorch (XNNPACK)"}
+
+
+def _int8_path(path) -> "Path":
+    from pathlib import Path
+
+    path = Path(path)
+    return path.with_name(f"{path.stem}_int8{path.suffix}")
+
+
+def _print_quant(rep, threads: int) -> None:
+    print(f"  INT8 -> {rep.int8_path}, calibrated on {rep.calibration_images} images")
+    _print_quant_lines(rep, threads)
+
+
+def _print_quant_lines(rep, threads: int) -> None:
+    """Size, latency and top-1 lines of a QuantizeReport."""
+    print(f"  size     {rep.fp32_bytes / 2**20:8.2f} MiB -> {rep.int8_bytes / 2**20:8.2f} MiB "
+          f"({rep.int8_bytes / rep.fp32_bytes:.2f}x)")
+    print(f"  latency  {rep.fp32_ms:8.2f} ms -> {rep.int8_ms:8.2f} ms ({rep.latency_ratio:.2f}x, batch 1, "
+          f"{threads} threads)")
+    if rep.fp32_top1 is not None:
+        print(f"  top-1    {rep.fp32_top1 * 100:7.2f} % -> {rep.int8_top1 * 100:7.2f} % "
+              f"({(rep.int8_top1 - rep.fp32_top1) * 100:+.2f} points) on {rep.eval_images} labelled images")
+    else:
+        print(f"  top-1    no labels matching the model's classes; INT8 agrees with FP32 on "
+              f"{rep.top1_agreement * 100:.1f} % of {rep.eval_images} images")
+
+
+def _int8_copy(args: argparse.Namespace, fp32_path) -> None:
+    """The --int8 copy of an exported ONNX graph or OpenVINO IR, with its report."""
+    from mobilevision.deploy.quantize import quantize_exported
+
+    rep = quantize_exported(fp32_path, _int8_path(fp32_path), args.calibration, args.num_calibration, threads=2)
+    _print_quant(rep, 2)
+
+
+def _export_runtime(args: argparse.Namespace, model) -> int:
+    """OpenVINO IR or ExecuTorch program of a classifier / segmenter, verified on its runtime against PyTorch
+    (FP32 at the export size and, where H / W are dynamic, another size), plus the --int8 copy."""
+    from mobilevision.deploy.export import export_model, other_size, verify_exported
+
+    if args.exporter != "auto" or args.opset != 18:
+        raise ValueError("--exporter and --opset are ONNX options; leave them out for --format " + args.format)
+    c, h, w = model.data_config.input_size
+    res = export_model(model, args.output, args.format, dynamic=args.dynamic)
+    extra = f" and {res.path.with_suffix('.bin').name}" if args.format == "openvino" else \
+        f" (metadata in {res.path.name}.json)"
+    print(f"exported {args.model} -> {res.path}{extra} for {RUNTIME_NAME[args.format]}; dynamic dims: "
+          f"{', '.join(res.dynamic_dims) or 'none'}")
+    g = res.graph
+    if "delegate_calls" in g:
+        left = ", ".join(f"{k} {v}" for k, v in g["ops_outside_delegate"].items()) or "none"
+        print(f"  {g['delegate_calls']} XNNPACK delegate calls; ops outside the delegate: {left}")
+    else:
+        print(f"  IR: {g['num_nodes']} ops: " + ", ".join(f"{k} {v}" for k, v in g["ops"].items()))
+    sizes = [(h, w)]
+    if "height" in res.dynamic_dims and "width" in res.dynamic_dims:
+        sizes.append(other_size(h, w))
+    rows = verify_exported(model, res.path, sizes=sizes, fuse_first=False)
+    worst = 0.0
+    for r in rows:
+        worst = max(worst, r["max_abs_diff"] / max(1.0, r["max_abs_logit"]))
+        print(f"  {args.format} vs PyTorch at {r['size'][0]}x{r['size'][1]} on {r['inputs']:<7}: max abs diff "
+              f"{r['max_abs_diff']:.2e} (max |logit| {r['max_abs_logit']:.2f}), top-1 agreement {r['top1_agree']:.2f}")
+    if worst > args.atol:
+        raise RuntimeError(f"{args.format} outputs differ from PyTorch by {worst:.2e} (> --atol {args.atol})")
+    if not args.int8:
+        return 0
+    if args.format == "openvino":
+        _int8_copy(args, res.path)
+        return 0
+    _executorch_int8(args, model, res.path)
+    return 0
+
+
+def _executorch_int8(args: argparse.Namespace, model, fp32_path) -> None:
+    """PT2E INT8 program from the model itself, compared with the FP32 program on the calibration source."""
+    from mobilevision.deploy.bench import time_exported
+    from mobilevision.deploy.export import export_model
+    from mobilevision.deploy.quantize import calibration_data, quantize_report
+    from mobilevision.deploy.runtime import ExecuTorchClassifier
+
+    calib, x_eval, y_eval = calibration_data(model, args.calibration, args.num_calibration,
+                                             getattr(model, "labels", None), getattr(model, "num_classes", None))
+    out = _int8_path(fp32_path)
+    export_model(model, out, "executorch", dynamic=args.dynamic, fuse_first=False, calibration=calib)
+    rep = quantize_report(fp32_path, out, ExecuTorchClassifier(fp32_path), ExecuTorchClassifier(out), x_eval, y_eval,
+                  calib, args.calibration, time_exported(fp32_path, x_eval[:1], 2)["median_ms"],
+                  time_exported(out, x_eval[:1], 2)["median_ms"])
+    _print_quant(rep, 2)
 
 
 def _export_detector(args: argparse.Namespace, model) -> int:
@@ -174,9 +323,10 @@ def _export_detector(args: argparse.Namespace, model) -> int:
 
 # ---------------------------------------------------------------- quantize
 def configure_quantize(p: argparse.ArgumentParser) -> None:
-    p.add_argument("onnx_file", help="FP32 graph written by `mobilevision export`")
+    p.add_argument("onnx_file", metavar="FILE",
+                   help="FP32 file written by `mobilevision export`: .onnx (onnxruntime QDQ) or .xml (OpenVINO, NNCF)")
     p.add_argument("--calibration", required=True, help="'digits' or a directory of images (class subdirs for accuracy)")
-    common.add_output(p, required=True, help="output INT8 .onnx file")
+    common.add_output(p, required=True, help="output INT8 file (.onnx or .xml, as the input)")
     p.add_argument("--num-calibration", type=int, default=128, help="calibration images (default 128)")
     p.add_argument("--threads", type=int, default=2, help="onnxruntime threads for the latency measurement")
     p.add_argument("--per-tensor", action="store_true", help="per-tensor instead of per-channel weights")
@@ -185,22 +335,27 @@ def configure_quantize(p: argparse.ArgumentParser) -> None:
 
 
 def run_quantize(args: argparse.Namespace) -> int:
-    from mobilevision.deploy.quantize import quantize_onnx
+    from mobilevision.deploy.quantize import quantize_exported, quantize_onnx
 
     if args.num_calibration < 1 or args.threads < 1:
         raise ValueError("--num-calibration and --threads must be >= 1")
+    if str(args.onnx_file).lower().endswith(".xml"):
+        if not str(args.output).lower().endswith(".xml"):
+            raise ValueError(f"--output {args.output}: give a .xml file name for an OpenVINO IR")
+        if args.per_tensor or args.full_range:
+            raise ValueError("--per-tensor and --full-range are onnxruntime options; NNCF quantizes an IR per "
+                             "channel with 8-bit weights")
+        rep = quantize_exported(args.onnx_file, args.output, args.calibration, args.num_calibration, args.threads)
+        print(f"INT8 (NNCF post-training, per-channel weights) -> {rep.int8_path}, calibrated on "
+              f"{rep.calibration_images} images")
+        _print_quant_lines(rep, args.threads)
+        return 0
+    if str(args.onnx_file).lower().endswith(".pte"):
+        raise ValueError("an ExecuTorch program is quantized from the model: mobilevision export NAME --format "
+                         "executorch --int8 --calibration digits|DIR")
     rep = quantize_onnx(args.onnx_file, args.output, args.calibration, args.num_calibration, args.threads,
                         per_channel=not args.per_tensor, reduce_range=not args.full_range)
     print(f"INT8 (QDQ, {'per-tensor' if args.per_tensor else 'per-channel'} weights) -> {rep.int8_path}, "
           f"calibrated on {rep.calibration_images} images")
-    print(f"  size     {rep.fp32_bytes / 2**20:8.2f} MiB -> {rep.int8_bytes / 2**20:8.2f} MiB "
-          f"({rep.int8_bytes / rep.fp32_bytes:.2f}x)")
-    print(f"  latency  {rep.fp32_ms:8.2f} ms -> {rep.int8_ms:8.2f} ms ({rep.latency_ratio:.2f}x, batch 1, "
-          f"{args.threads} threads)")
-    if rep.fp32_top1 is not None:
-        print(f"  top-1    {rep.fp32_top1 * 100:7.2f} % -> {rep.int8_top1 * 100:7.2f} % "
-              f"({(rep.int8_top1 - rep.fp32_top1) * 100:+.2f} points) on {rep.eval_images} labelled images")
-    else:
-        print(f"  top-1    no labels matching the model's classes; INT8 agrees with FP32 on "
-              f"{rep.top1_agreement * 100:.1f} % of {rep.eval_images} images")
+    _print_quant_lines(rep, args.threads)
     return 0

@@ -244,3 +244,243 @@ def print_rows(rows: Sequence[dict], cols: Sequence[str]) -> None:
     print("  ".join("-" * w for w in widths))
     for r in rows:
         print("  ".join(fmt(r.get(c)).ljust(w) for c, w in zip(cols, widths)))
+
+
+# ---------------------------------------------------------------- one table across runtimes and precisions
+# runtime -> (export format, precisions it is measured in). OpenVINO's bf16 is its own row: its CPU plugin
+# computes in bf16 by default on AMX / AVX-512 BF16 CPUs, and the fp32 row sets the precision hint to f32.
+RUNTIMES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "eager": ("pytorch", ("fp32",)),
+    "onnxruntime": ("onnx", ("fp32", "int8")),
+    "openvino": ("openvino", ("fp32", "bf16", "int8")),
+    "executorch": ("executorch", ("fp32", "int8")),
+}
+# runtime -> the package whose absence skips it under `--backend all`
+RUNTIME_PACKAGE = {"eager": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino",
+                   "executorch": "executorch"}
+
+
+def parse_backends(text: str | Sequence[str]) -> list[str]:
+    """"all" (every runtime whose package is installed) or a comma list of RUNTIMES names, in table order."""
+    import importlib.util
+
+    names = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
+    if names == ["all"]:
+        return [r for r in RUNTIMES if importlib.util.find_spec(RUNTIME_PACKAGE[r]) is not None]
+    unknown = [n for n in names if n not in RUNTIMES]
+    if unknown or not names:
+        raise ValueError(f"unknown backend {', '.join(unknown) or repr(text)}; accepted: all or a comma list of "
+                         f"{', '.join(RUNTIMES)}")
+    return list(dict.fromkeys(names))
+
+
+def time_exported(path: str | os.PathLike, x: np.ndarray, threads: int = 2, warmup: int = 5, runs: int = 30,
+                  **runner_kwargs) -> dict:
+    """Per-call latency of an exported file (.onnx, .xml, .pte) on its own runtime with `threads` threads."""
+    from .runtime import load_exported
+
+    if str(path).lower().endswith(".onnx"):
+        return time_onnxruntime(path, x, threads, warmup, runs)
+    runner = load_exported(path, threads=threads, **runner_kwargs)
+    return time_callable(lambda: runner._run(x), x.shape[0], warmup, runs)
+
+
+def time_callable(fn, batch: int, warmup: int = 5, runs: int = 30) -> dict:
+    """Per-call latency of `fn()` (`warmup` calls first)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return _summary(times, batch)
+
+
+def export_runtime_files(model: nn.Module, out_dir: str | os.PathLike, runtimes: Sequence[str],
+                         precisions: Sequence[str] | None = None, calibration: str = "digits",
+                         num_calibration: int = 128, log=print) -> dict[tuple[str, str], Path]:
+    """Export fused `model` for each runtime and precision into `out_dir`: {(runtime, precision): file}.
+
+    FP32 files first; INT8 with the runtime's own quantizer calibrated on `calibration` ("digits" or a
+    directory); OpenVINO's bf16 row reuses the FP32 IR. The eager runtime has no file."""
+    from .export import FORMATS, export_model
+    from .fusion import fuse
+    from .quantize import calibration_data, quantize_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = fuse(model)
+    name = getattr(model, "model_name", None) or "model"
+    files: dict[tuple[str, str], Path] = {}
+    calib = None
+    for rt in runtimes:
+        fmt, precs = RUNTIMES[rt]
+        precs = [p for p in precs if precisions is None or p in precisions]
+        if rt == "eager" or not precs:
+            continue
+        fp32 = out / f"{name}_fp32{FORMATS[fmt]}"
+        export_model(model, fp32, fmt, fuse_first=False)
+        for p in precs:
+            if p in ("fp32", "bf16"):
+                files[(rt, p)] = fp32
+                continue
+            int8 = out / f"{name}_int8{FORMATS[fmt]}"
+            if calib is None:
+                calib = calibration_data(model, calibration, num_calibration, getattr(model, "labels", None),
+                                         getattr(model, "num_classes", None))[0]
+            if fmt == "executorch":
+                export_model(model, int8, fmt, fuse_first=False, calibration=calib)
+            else:
+                quantize_file(fp32, int8, calib)
+            files[(rt, p)] = int8
+        if log:
+            log(f"  exported {name} for {rt}: {', '.join(precs)}")
+    return files
+
+
+def benchmark_runtimes(name: str, backends: str | Sequence[str] = "all", checkpoint: str | None = None,
+                       num_classes: int | None = None, data: str | None = None, calibration: str | None = None,
+                       num_calibration: int = 128, precisions: Sequence[str] | None = None, batch: int = 1,
+                       input_size: tuple[int, int] | None = None, threads: int = 2, warmup: int = 5,
+                       runs: int = 30, out_dir: str | os.PathLike | None = None, log=print) -> list[dict]:
+    """One table of `name` across runtimes and precisions: rows {model, runtime, format, precision, file,
+    file_bytes, batch, size, threads, median_ms, p90_ms, throughput_ips, top1, vs_fp32}.
+
+    `backends`: "all" or a comma list of RUNTIMES. `data` ("digits" or an ImageFolder directory) adds top-1 on
+    it (a digits-trained `checkpoint` for digits); INT8 calibrates on `calibration` (default: `data`, else
+    digits). `vs_fp32` is the median latency over the same runtime's FP32 median. Exported files go to
+    `out_dir` (default: a temporary directory).
+    """
+    import mobilevision
+    from mobilevision.data.config import resolve_data_config
+
+    from .export import export_form, file_bytes
+    from .fusion import fuse
+    from .quantize import calibration_data
+    from .runtime import load_exported
+
+    runtimes = parse_backends(backends)
+    if precisions is not None:
+        bad = [p for p in precisions if p not in ("fp32", "bf16", "int8")]
+        if bad:
+            raise ValueError(f"unknown precision {', '.join(bad)}; accepted: fp32, bf16, int8")
+    if threads < 1 or batch < 1:
+        raise ValueError(f"threads and batch must be >= 1, got {threads} / {batch}")
+    model = mobilevision.create_model(name, checkpoint_path=checkpoint, num_classes=num_classes).eval()
+    model.data_config = resolve_data_config(model, input_size=input_size)
+    if data == "digits" and getattr(model, "num_classes", None) != 10:
+        raise ValueError(f"--data digits needs a digits-trained checkpoint (10 classes); {name} has "
+                         f"{getattr(model, 'num_classes', None)}: pass --checkpoint from `mobilevision train --data digits`")
+    model = export_form(fuse(model))
+    cfg = model.data_config
+    c, h, w = cfg.input_size
+    x_eval = y_eval = None
+    if data is not None:
+        _, x_eval, y_eval = calibration_data(cfg, data, 1, getattr(model, "labels", None),
+                                             getattr(model, "num_classes", None))
+    tmp = tempfile.TemporaryDirectory() if out_dir is None else None
+    work = Path(tmp.name if tmp else out_dir)
+    rows: list[dict] = []
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        files = export_runtime_files(model, work, runtimes, precisions, calibration or data or "digits",
+                                     num_calibration, log)
+        x = torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(0))
+        for rt in runtimes:
+            fmt, precs = RUNTIMES[rt]
+            for p in precs:
+                if precisions is not None and p not in precisions:
+                    continue
+                if rt == "eager":
+                    stats = time_torch(model, x, threads, warmup, runs)
+                    runner, path, size_bytes = model, None, sum(t.numel() * t.element_size() for t in
+                                                              list(model.parameters()) + list(model.buffers()))
+                else:
+                    path = files[(rt, p)]
+                    kw = {"precision": p if p != "int8" else "fp32"} if rt == "openvino" else {}
+                    stats = time_exported(path, x.numpy(), threads, warmup, runs, **kw)
+                    runner, size_bytes = load_exported(path, threads=threads, **kw), file_bytes(path)
+                top1 = None
+                if x_eval is not None and y_eval is not None:
+                    if rt == "eager":
+                        with torch.no_grad():
+                            logits = torch.cat([model(torch.from_numpy(x_eval[i:i + 64]))
+                                                for i in range(0, len(x_eval), 64)]).numpy()
+                    else:
+                        logits = runner.run(x_eval, batch=64)
+                    top1 = float((logits.argmax(-1) == y_eval).mean())
+                row = {"model": name, "runtime": rt, "format": fmt, "precision": p,
+                       "file": str(path) if path and out_dir is not None else None, "file_bytes": size_bytes,
+                       "batch": batch, "size": h if h == w else f"{h}x{w}", "height": h, "width": w,
+                       "threads": threads, **stats, "top1": top1}
+                rows.append(row)
+                if log:
+                    log(f"  {name:<24} {rt:<12} {p:<5} median {stats['median_ms']:8.2f} ms  p90 {stats['p90_ms']:8.2f}"
+                        f" ms" + (f"  top-1 {top1 * 100:.2f} %" if top1 is not None else ""))
+    finally:
+        torch.set_num_threads(prev_threads)
+        if tmp is not None:
+            tmp.cleanup()
+    fp32 = {(r["model"], r["runtime"]): r["median_ms"] for r in rows if r["precision"] == "fp32"}
+    for r in rows:
+        base = fp32.get((r["model"], r["runtime"]))
+        r["vs_fp32"] = r["median_ms"] / base if base else None
+    return rows
+
+
+def format_runtime_table(rows: Sequence[dict]) -> str:
+    """The runtime table as fixed-width text: format, precision, file size, latency, top-1, ratio to FP32."""
+    w = max([24] + [len(str(r["model"])) + 2 for r in rows])
+    head = (f"{'model':<{w}}{'runtime':<13}{'format':<12}{'prec':<6}{'MiB':>8}{'median ms':>11}{'p90 ms':>9}"
+            f"{'img/s':>9}{'top-1 %':>9}{'x fp32':>8}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        top1 = f"{r['top1'] * 100:.2f}" if r.get("top1") is not None else "-"
+        ratio = f"{r['vs_fp32']:.2f}" if r.get("vs_fp32") is not None else "-"
+        lines.append(f"{r['model']:<{w}}{r['runtime']:<13}{r['format']:<12}{r['precision']:<6}"
+                     f"{r['file_bytes'] / 2**20:>8.2f}{r['median_ms']:>11.2f}{r['p90_ms']:>9.2f}"
+                     f"{r['throughput_ips']:>9.1f}{top1:>9}{ratio:>8}")
+    return "\n".join(lines)
+
+
+def plot_runtimes(rows: Sequence[dict], path: str | os.PathLike) -> None:
+    """PNG: median latency (bars, p90 as whiskers) per runtime and precision, one group per model, with the
+    top-1 over each bar where measured."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['runtime']}\n{r['precision']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(rows) + 2), 4.5))
+    colors = {"fp32": "tab:blue", "bf16": "tab:green", "int8": "tab:orange"}
+    med = [r["median_ms"] for r in rows]
+    err = [max(0.0, r["p90_ms"] - r["median_ms"]) for r in rows]
+    bars = ax.bar(range(len(rows)), med, yerr=[[0] * len(rows), err], capsize=3,
+                  color=[colors.get(r["precision"], "grey") for r in rows])
+    for b, r in zip(bars, rows):
+        if r.get("top1") is not None:
+            ax.annotate(f"{r['top1'] * 100:.1f}%", (b.get_x() + b.get_width() / 2, b.get_height()),
+                        ha="center", va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
+    ax.set_xticks(range(len(rows)), labels, fontsize=7)
+    models = sorted({r["model"] for r in rows})
+    ax.set_ylabel("median latency (ms), whisker: p90")
+    ax.set_title(f"{', '.join(models)}: batch {rows[0]['batch']}, {rows[0]['threads']} threads" if rows else "")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_runtime_results(rows: Sequence[dict], out_dir: str | os.PathLike, stem: str = "bench_runtimes"
+                          ) -> dict[str, Path]:
+    """`<stem>.csv`, `<stem>.json` and `<stem>.png` (`plot_runtimes`) in `out_dir`; returns their paths."""
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out / f"{stem}.csv", "json": out / f"{stem}.json", "png": out / f"{stem}.png"}
+    write_csv(rows, paths["csv"])
+    paths["json"].write_text(json.dumps(list(rows), indent=2))
+    plot_runtimes(rows, paths["png"])
+    return paths

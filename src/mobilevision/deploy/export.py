@@ -1,4 +1,5 @@
-"""ONNX export of the fused inference form, graph portability checks, and onnxruntime verification."""
+"""Export of the fused inference form: ONNX (here, with graph portability checks and onnxruntime verification),
+OpenVINO IR (`openvino_ir`) and ExecuTorch / XNNPACK (`executorch_pte`), through one entry point, `export_model`."""
 from __future__ import annotations
 
 import collections
@@ -26,6 +27,8 @@ METADATA_KEY = "mobilevision"
 # Ops that would make an exported graph non-deterministic.
 RANDOM_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli", "Multinomial",
               "Dropout"}
+# export format -> file suffix
+FORMATS = {"onnx": ".onnx", "openvino": ".xml", "executorch": ".pte"}
 
 
 @dataclass
@@ -86,12 +89,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: tuple[int
     model = fuse(model) if fuse_first else model.eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.randn(1, c, h, w, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        try:
-            model(example)
-        except Exception as err:  # noqa: BLE001 - any failure here means the size does not fit
-            raise ValueError(f"model cannot take input size {h}x{w}: {_first_line(err)}") from None
+    example = trial_forward(model, c, h, w)
 
     # torch.export fixes every dim that is 1 at trace time and gives equal dims one symbol, so the graph is
     # traced at batch 2 (the batch is always dynamic) and, for dynamic H / W, at a size where no feature map
@@ -106,9 +104,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: tuple[int
 
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
-    meta = {"data_config": cfg.to_dict(), "exporter": used, "model": getattr(model, "model_name", None),
-            "num_classes": getattr(model, "num_classes", None), "labels": getattr(model, "labels", None)}
-    meta.update(metadata or {})
+    meta = export_metadata(model, cfg, {"exporter": used, **(metadata or {})})
     del proto.metadata_props[:]
     proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta))
     onnx.save(proto, str(path))
@@ -117,6 +113,105 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: tuple[int
     if problems:
         raise RuntimeError(f"exported graph {path} is not portable: {'; '.join(problems)}")
     return ExportResult(path, used, _dynamic_dims(proto), (c, h, w), reason, report)
+
+
+def trial_forward(model: nn.Module, c: int, h: int, w: int) -> torch.Tensor:
+    """Run `model` once on a (1, c, h, w) input (returned); ValueError naming the size if it cannot take it."""
+    example = torch.randn(1, c, h, w, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        try:
+            model(example)
+        except Exception as err:  # noqa: BLE001 - any failure here means the size does not fit
+            raise ValueError(f"model cannot take input size {h}x{w}: {_first_line(err)}") from None
+    return example
+
+
+def export_metadata(model: nn.Module, cfg, extra: dict | None = None) -> dict:
+    """What every exported file carries: the data config (preprocessing) it was exported with, the model name,
+    class count and labels, plus `extra` (exporter, precision, ...)."""
+    meta = {"data_config": cfg.to_dict(), "model": getattr(model, "model_name", None),
+            "num_classes": getattr(model, "num_classes", None), "labels": getattr(model, "labels", None)}
+    meta.update(extra or {})
+    return meta
+
+
+def torch_export(model: nn.Module, c: int, h: int, w: int, dynamic: bool, max_batch: int = 4096,
+                 max_side: int | None = None) -> torch.export.ExportedProgram:
+    """`torch.export` of `model` with a dynamic batch (up to `max_batch`) and, with `dynamic`, dynamic H / W (up to
+    `max_side`) where the model allows; the program the OpenVINO and ExecuTorch paths convert.
+
+    Traced as `export_onnx` traces: at batch 2 and, for dynamic H / W, at a size where no map is 1 and H != W;
+    when the model's code fixes H / W the program is traced again at (h, w)."""
+    from torch.export import Dim
+
+    def run(x: torch.Tensor, spatial: bool) -> torch.export.ExportedProgram:
+        shapes = {0: Dim("batch", min=1, max=max_batch)}
+        if spatial:
+            auto = Dim.AUTO if max_side is None else Dim.AUTO(min=1, max=max_side)
+            shapes.update({2: auto, 3: auto})
+        return _quiet_export(torch.export.export, model, (x,), dynamic_shapes=(shapes,))
+
+    at_size = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(0))
+    if dynamic:
+        program = run(_dynamic_example(c, h, w), True)
+        if "height" in traced_dynamic_dims(program):
+            return program
+    return run(at_size, False)
+
+
+def traced_dynamic_dims(program: torch.export.ExportedProgram) -> list[str]:
+    """Names of the program input's symbolic dims, among batch, channels, height, width."""
+    node = next(n for n in program.graph.nodes if n.op == "placeholder"
+                and n.name in program.graph_signature.user_inputs)
+    names = ("batch", "channels", "height", "width")
+    return [n for n, d in zip(names, node.meta["val"].shape) if not isinstance(d, int)]
+
+
+def export_model(model: nn.Module, path: str | os.PathLike, format: str = "onnx",
+                 input_size: tuple[int, int, int] | None = None, dynamic: bool = False, fuse_first: bool = True,
+                 metadata: dict | None = None, calibration: np.ndarray | None = None, **kwargs) -> ExportResult:
+    """Export `model` (fused first unless `fuse_first=False`) to `format` ("onnx", "openvino" or "executorch")
+    at `path` (.onnx / .xml / .pte); `kwargs` go to `export_onnx` (opset, exporter).
+
+    `calibration` ((N, C, H, W) float32 at the export size) asks for INT8 where the quantizer works on the model
+    itself (ExecuTorch's PT2E); ONNX and OpenVINO quantize the exported FP32 file (`quantize.quantize_exported`).
+    Every format carries `export_metadata`: ONNX and OpenVINO inside the file, ExecuTorch in `<file>.json`.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}; accepted: {', '.join(FORMATS)}")
+    if format == "onnx":
+        if calibration is not None:
+            raise ValueError("ONNX INT8 quantizes the exported graph: use quantize.quantize_exported")
+        return export_onnx(model, path, input_size, dynamic, fuse_first=fuse_first, metadata=metadata, **kwargs)
+    if kwargs:
+        raise ValueError(f"options {', '.join(kwargs)} are for ONNX export only")
+    if format == "openvino":
+        from .openvino_ir import export_openvino
+
+        if calibration is not None:
+            raise ValueError("OpenVINO INT8 quantizes the exported IR: use quantize.quantize_exported")
+        return export_openvino(model, path, input_size, dynamic, fuse_first, metadata)
+    from .executorch_pte import export_executorch
+
+    return export_executorch(model, path, input_size, dynamic, fuse_first, metadata, calibration)
+
+
+def file_bytes(path: str | os.PathLike) -> int:
+    """Bytes on disk of an exported model: an OpenVINO IR counts its .xml and .bin."""
+    path = Path(path)
+    size = path.stat().st_size
+    if path.suffix.lower() == ".xml" and path.with_suffix(".bin").is_file():
+        size += path.with_suffix(".bin").stat().st_size
+    return size
+
+
+def format_of(path: str | os.PathLike) -> str:
+    """The export format of a file from its suffix; ValueError for another suffix."""
+    suffix = Path(path).suffix.lower()
+    for fmt, suf in FORMATS.items():
+        if suf == suffix:
+            return fmt
+    raise ValueError(f"{path}: not an exported model (accepted suffixes: {', '.join(FORMATS.values())})")
 
 
 def _dynamic_example(c: int, h: int, w: int) -> torch.Tensor:
@@ -174,9 +269,18 @@ def _export_legacy(model: nn.Module, x: torch.Tensor, path: Path, dynamic: bool,
 def read_metadata(path_or_proto) -> dict:
     """The mobilevision metadata (data_config, labels, model name, exporter) stored in an exported graph.
 
-    Graphs from older versions stored the data config under `default_cfg`; it is returned as `data_config`."""
+    Graphs from older versions stored the data config under `default_cfg`; it is returned as `data_config`.
+    An OpenVINO IR (.xml) keeps it in its rt_info, an ExecuTorch program (.pte) in its sidecar `<file>.json`."""
     import onnx
 
+    if isinstance(path_or_proto, (str, os.PathLike)) and Path(path_or_proto).suffix.lower() in (".xml", ".pte"):
+        if Path(path_or_proto).suffix.lower() == ".xml":
+            from .openvino_ir import read_openvino_metadata
+
+            return read_openvino_metadata(path_or_proto)
+        from .executorch_pte import read_executorch_metadata
+
+        return read_executorch_metadata(path_or_proto)
     proto = path_or_proto if isinstance(path_or_proto, onnx.ModelProto) else onnx.load(str(path_or_proto),
                                                                                       load_external_data=False)
     for p in proto.metadata_props:
@@ -292,13 +396,20 @@ def verify_onnx(model: nn.Module, path: str | os.PathLike, sizes: Sequence[tuple
     A graph with a fixed batch is fed at that batch. Returns rows {"size", "inputs", "max_abs_diff",
     "max_abs_logit", "top1_agree"}.
     """
-    from .runtime import OnnxClassifier
+    return verify_exported(model, path, sizes, batch, photos, fuse_first)
+
+
+def verify_exported(model: nn.Module, path: str | os.PathLike, sizes: Sequence[tuple[int, int]] | None = None,
+                    batch: int = 2, photos: bool = True, fuse_first: bool = True, **runner_kwargs) -> list[dict]:
+    """`verify_onnx` for any exported format (.onnx / .xml / .pte), run on its own runtime (`load_exported`,
+    which takes `runner_kwargs`, e.g. precision="bf16" for OpenVINO). Same rows."""
+    from .runtime import load_exported
 
     cfg = resolve_data_config(model)
     c = cfg.input_size[0]
     sizes = list(sizes or [cfg.size])
     model = fuse(model) if fuse_first else model.eval()
-    runner = OnnxClassifier(path)
+    runner = load_exported(path, **runner_kwargs)
     pics = sample_photos() if photos else {}
     rows = []
     for h, w in sizes:
@@ -310,7 +421,7 @@ def verify_onnx(model: nn.Module, path: str | os.PathLike, sizes: Sequence[tuple
             ref_all = model(x).numpy()
         got_all = runner.run(x.numpy())
         if got_all.shape != ref_all.shape:
-            raise RuntimeError(f"onnxruntime output shape {got_all.shape} != PyTorch {ref_all.shape} at {h}x{w}")
+            raise RuntimeError(f"{runner.runtime} output shape {got_all.shape} != PyTorch {ref_all.shape} at {h}x{w}")
         start = 0
         for kind, part in parts.items():
             ref, got = ref_all[start:start + len(part)], got_all[start:start + len(part)]

@@ -163,25 +163,25 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
     (onnxruntime's documented caveat); on this project's AVX2 test machine full-range per-channel weights cost
     3 points of digits top-1 and reduce_range costs none.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     src = Path(fp32_path).expanduser()
     if not src.is_file():
         raise FileNotFoundError(f"ONNX file not found: {src}")
     fp32 = OnnxClassifier(src)
     cfg, input_name = fp32.data_config, fp32.input_name  # the graph's own input size
-    if calibration == "digits":
-        calib, _ = digits_arrays(cfg, "train")
-        calib = calib[:: max(1, len(calib) // num_calibration)][:num_calibration]
-        x_eval, y_eval = digits_arrays(cfg, "val")
-    else:
-        x_eval, y_eval, classes = folder_arrays(calibration, cfg, labels=fp32.labels)
-        if y_eval is not None and fp32.labels is None and len(classes) != fp32.num_classes:
-            y_eval = None  # folder order means nothing for a graph of another class count
-        calib = x_eval[:: max(1, len(x_eval) // num_calibration)][:num_calibration]
+    calib, x_eval, y_eval = calibration_data(cfg, calibration, num_calibration, fp32.labels, fp32.num_classes)
 
     out = Path(out_path).expanduser()
+    _quantize_onnx_graph(src, out, input_name, calib, per_channel, reduce_range)
+    return quantize_report(src, out, fp32, OnnxClassifier(out), x_eval, y_eval, calib, calibration,
+                   ort_latency_ms(src, x_eval[:1], threads), ort_latency_ms(out, x_eval[:1], threads))
+
+
+def _quantize_onnx_graph(src: Path, out: Path, input_name: str, calib: np.ndarray, per_channel: bool = True,
+                         reduce_range: bool = True) -> None:
+    """onnxruntime static QDQ quantization of the graph at `src` into `out`, with its metadata copied."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp, _ort_logs_to_debug():
         prepped = Path(tmp) / "prep.onnx"
@@ -213,20 +213,91 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
             run(list(COMPUTE_OPS))
     _copy_metadata(src, out)
 
+
+def quantize_file(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib: np.ndarray,
+                  **options) -> Path:
+    """Only the quantization step of `quantize_exported`, on given calibration images (N, C, H, W) float32:
+    ONNX with onnxruntime (`options`: per_channel=, reduce_range=), OpenVINO IR with NNCF (transformer=)."""
+    from .export import format_of
+
+    src, out = Path(fp32_path).expanduser(), Path(out_path).expanduser()
+    fmt = format_of(src)
+    if fmt == "onnx":
+        _quantize_onnx_graph(src, out, OnnxClassifier(src).input_name, calib, **options)
+        return out
+    if fmt == "openvino":
+        from .openvino_ir import quantize_openvino
+
+        return quantize_openvino(src, out, calib, **options)
+    raise ValueError("an ExecuTorch program is quantized from the model: export_model(..., calibration=)")
+
+
+def calibration_data(cfg: Any, calibration: str, num_calibration: int = 128, labels: Sequence[str] | None = None,
+                     num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(calibration images, evaluation images, their labels or None), all (N, C, H, W) float32 at cfg's size.
+
+    "digits": calibrate on `num_calibration` images of the digits train split, evaluate on its val split. A
+    directory: calibrate on `num_calibration` of its images and evaluate on all of them, labelled by class
+    subdirectory (matched to `labels` by name; by sorted order when there are no labels and the folder count
+    equals `num_classes`)."""
+    if calibration == "digits":
+        calib, _ = digits_arrays(cfg, "train")
+        calib = calib[:: max(1, len(calib) // num_calibration)][:num_calibration]
+        x_eval, y_eval = digits_arrays(cfg, "val")
+    else:
+        x_eval, y_eval, classes = folder_arrays(calibration, cfg, labels=labels)
+        if y_eval is not None and labels is None and len(classes) != num_classes:
+            y_eval = None  # folder order means nothing for a graph of another class count
+        calib = x_eval[:: max(1, len(x_eval) // num_calibration)][:num_calibration]
+    return calib, x_eval, y_eval
+
+
+def quantize_report(src: Path, out: Path, fp32, int8, x_eval: np.ndarray, y_eval: np.ndarray | None,
+                    calib: np.ndarray, calibration: str, fp32_ms: float, int8_ms: float) -> QuantizeReport:
+    """The QuantizeReport of an FP32 / INT8 pair of runners (`ExportedClassifier`s) on the evaluation images."""
+    from .export import file_bytes
+
     logits32 = fp32.run(x_eval, batch=32)
-    logits8 = OnnxClassifier(out).run(x_eval, batch=32)
+    logits8 = int8.run(x_eval, batch=32)
     n_out = logits32.shape[-1]
     usable = y_eval is not None and int(y_eval.max()) < n_out and (calibration != "digits" or n_out == 10)
     top1_32 = float((logits32.argmax(-1) == y_eval).mean()) if usable else None
     top1_8 = float((logits8.argmax(-1) == y_eval).mean()) if usable else None
-    one = x_eval[:1]
     return QuantizeReport(
-        fp32_path=str(src), int8_path=str(out), fp32_bytes=src.stat().st_size, int8_bytes=out.stat().st_size,
-        fp32_ms=ort_latency_ms(src, one, threads), int8_ms=ort_latency_ms(out, one, threads),
-        fp32_top1=top1_32, int8_top1=top1_8,
+        fp32_path=str(src), int8_path=str(out), fp32_bytes=file_bytes(src), int8_bytes=file_bytes(out),
+        fp32_ms=fp32_ms, int8_ms=int8_ms, fp32_top1=top1_32, int8_top1=top1_8,
         top1_agreement=float((logits32.argmax(-1) == logits8.argmax(-1)).mean()),
         eval_images=len(x_eval), calibration_images=len(calib),
     )
+
+
+def quantize_exported(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calibration: str = "digits",
+                      num_calibration: int = 128, threads: int = 2, **options) -> QuantizeReport:
+    """INT8 copy of an exported FP32 file with its runtime's own quantizer, and the same report as
+    `quantize_onnx`: ONNX (.onnx) with onnxruntime's static QDQ quantizer (`options` as `quantize_onnx`'s),
+    OpenVINO IR (.xml) with NNCF post-training quantization (`options`: transformer=, as `quantize_openvino`'s).
+    An ExecuTorch program is quantized from the PyTorch model at export (`export_model(..., calibration=)`)."""
+    from .bench import time_exported
+    from .export import format_of
+    from .runtime import OpenVINOClassifier
+
+    fmt = format_of(fp32_path)
+    if fmt == "onnx":
+        return quantize_onnx(fp32_path, out_path, calibration, num_calibration, threads, **options)
+    if fmt == "executorch":
+        raise ValueError("an ExecuTorch program is quantized from the model: `mobilevision export NAME --format "
+                         "executorch --int8 --calibration ...`")
+    from .openvino_ir import quantize_openvino
+
+    src = Path(fp32_path).expanduser()
+    fp32 = OpenVINOClassifier(src)
+    calib, x_eval, y_eval = calibration_data(fp32.data_config, calibration, num_calibration, fp32.labels,
+                                             fp32.num_classes)
+    out = quantize_openvino(src, out_path, calib, **options)
+    int8 = OpenVINOClassifier(out)
+    one = x_eval[:1]
+    return quantize_report(src, out, fp32, int8, x_eval, y_eval, calib, calibration,
+                   time_exported(src, one, threads)["median_ms"], time_exported(out, one, threads)["median_ms"])
 
 
 def _copy_metadata(src: Path, dst: Path) -> None:

@@ -1,5 +1,6 @@
-"""Run an exported (FP32 or INT8) ONNX graph where a model is expected: `OnnxClassifier(path)(x) -> logits`,
-with the data config and labels the graph was exported with."""
+"""Run an exported (FP32 or INT8) model where a model is expected: `OnnxClassifier(path)(x) -> logits` for ONNX on
+onnxruntime, `OpenVINOClassifier` (.xml, OpenVINO's CPU plugin) and `ExecuTorchClassifier` (.pte, ExecuTorch with
+XNNPACK), each with the data config and labels the file was exported with; `load_exported(path)` picks by suffix."""
 from __future__ import annotations
 
 import os
@@ -10,40 +11,30 @@ import torch
 
 from mobilevision.data.config import DataConfig, resolve_data_config
 
-from .export import ort_session, read_metadata
+from .export import format_of, ort_session, read_metadata
 
 
-class OnnxClassifier:
-    """An onnxruntime session with a model's call signature: (B, C, H, W) float tensor -> (B, classes) logits.
+class ExportedClassifier:
+    """An exported model with a model's call signature: (B, C, H, W) float tensor -> (B, classes) logits.
 
-    Carries `data_config` (DataConfig), `labels`, `num_classes` and `model_name` from the graph's metadata. A
-    graph with a fixed batch is fed in chunks of that batch (the last one padded), so any batch works.
+    Carries `data_config` (DataConfig), `labels`, `num_classes` and `model_name` from the file's metadata. A
+    file with a fixed batch is fed in chunks of that batch (the last one padded), one with a bounded batch in
+    chunks of at most that bound, so any batch works. Subclasses set `runtime` and implement `_run(chunk)`.
     """
 
-    def __init__(self, path: str | os.PathLike, threads: int = 0) -> None:
-        self.path = Path(path).expanduser()
-        if not self.path.is_file():
-            raise FileNotFoundError(f"ONNX file not found: {self.path}")
-        try:
-            self.session = ort_session(self.path, threads=threads, spin=False)
-            meta = read_metadata(self.path)
-        except ModuleNotFoundError:
-            raise
-        except Exception as err:  # noqa: BLE001 - onnx / onnxruntime raise their own types for bad files
-            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-            raise ValueError(f"{self.path} is not a loadable ONNX model: {first}") from None
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
+    runtime = "?"
+    max_batch: int | None = None
+
+    def _init_meta(self, meta: dict, dims, out_classes) -> None:
         saved = meta.get("data_config") or {}
-        dims = inp.shape  # (B, C, H, W) with ints for the fixed dims
         cfg = resolve_data_config(saved)
         fixed = [d if isinstance(d, int) else dflt for d, dflt in zip(dims[1:], cfg.input_size)]
         self.data_config: DataConfig = cfg.replace(input_size=tuple(fixed))
         self.fixed_batch = dims[0] if isinstance(dims[0], int) else None
         self.labels = list(meta["labels"]) if meta.get("labels") else None
         self.model_name = meta.get("model")
-        out_dims = self.session.get_outputs()[0].shape
-        n = out_dims[-1] if out_dims and isinstance(out_dims[-1], int) else meta.get("num_classes")
+        self.precision = meta.get("precision", "fp32")
+        n = out_classes if isinstance(out_classes, int) else meta.get("num_classes")
         self.num_classes = int(n) if n is not None else None
         self.training = False
 
@@ -51,27 +42,133 @@ class OnnxClassifier:
     def default_cfg(self) -> dict:
         return {k: tuple(v) if isinstance(v, list) else v for k, v in self.data_config.to_dict().items()}
 
+    def _run(self, chunk: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
     def run(self, x: np.ndarray, batch: int = 64) -> np.ndarray:
-        """Logits (N, classes) of an (N, C, H, W) float32 array, fed in chunks of `batch` (or the graph's)."""
-        step = self.fixed_batch or batch
+        """Logits (N, classes) of an (N, C, H, W) float32 array, fed in chunks of `batch` (or the file's)."""
+        step = self.fixed_batch or min(batch, self.max_batch or batch)
         outs = []
         for i in range(0, len(x), step):
             chunk = np.ascontiguousarray(x[i:i + step], dtype=np.float32)
             n = len(chunk)
             if self.fixed_batch and n < step:  # pad a static-batch graph
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - n, 0)])
-            outs.append(self.session.run(None, {self.input_name: chunk})[0][:n])
+            outs.append(self._run(chunk)[:n])
         return np.concatenate(outs) if outs else np.zeros((0, self.num_classes or 0), np.float32)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.run(x.detach().float().cpu().numpy())).to(x.device)
 
-    def eval(self) -> "OnnxClassifier":
+    def eval(self) -> "ExportedClassifier":
         return self
 
-    def to(self, *_args, **_kwargs) -> "OnnxClassifier":
-        return self  # onnxruntime's CPU session; outputs follow the input's device
+    def to(self, *_args, **_kwargs) -> "ExportedClassifier":
+        return self  # a CPU runtime; outputs follow the input's device
+
+
+def _first(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+
+
+def _check_file(path: str | os.PathLike, what: str) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    return path
+
+
+class OnnxClassifier(ExportedClassifier):
+    """An onnxruntime CPU session (`threads` intra-op threads, 0 = ORT default) as an `ExportedClassifier`."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike, threads: int = 0) -> None:
+        self.path = _check_file(path, "ONNX")
+        try:
+            self.session = ort_session(self.path, threads=threads, spin=False)
+            meta = read_metadata(self.path)
+        except ModuleNotFoundError:
+            raise
+        except Exception as err:  # noqa: BLE001 - onnx / onnxruntime raise their own types for bad files
+            raise ValueError(f"{self.path} is not a loadable ONNX model: {_first(err)}") from None
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        out_dims = self.session.get_outputs()[0].shape
+        self._init_meta(meta, inp.shape, out_dims[-1] if out_dims else None)
+
+    def _run(self, chunk: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: chunk})[0]
+
+
+class OpenVINOClassifier(ExportedClassifier):
+    """An OpenVINO IR (.xml + .bin) compiled for the CPU plugin at `precision` ("fp32" unless asked: the plugin's
+    own default is bf16 on AMX / AVX-512 BF16 CPUs) with `threads` threads (0 = OpenVINO's default)."""
+
+    runtime = "openvino"
+
+    def __init__(self, path: str | os.PathLike, threads: int = 0, precision: str = "fp32") -> None:
+        from .openvino_ir import OpenVINORunner, read_openvino_metadata
+
+        self.path = _check_file(path, "OpenVINO IR")
+        try:
+            self.runner = OpenVINORunner(self.path, threads, precision)
+            meta = read_openvino_metadata(self.path)
+        except (ModuleNotFoundError, ValueError):
+            raise
+        except Exception as err:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses for bad files
+            raise ValueError(f"{self.path} is not a loadable OpenVINO IR: {_first(err)}") from None
+        self._init_meta(meta, self.runner.input_dims, self.runner.out_classes)
+        # the compute precision of the float parts: an INT8 IR's float ops follow the hint too
+        self.precision = meta.get("precision", "fp32") if precision == "fp32" else precision
+
+    def _run(self, chunk: np.ndarray) -> np.ndarray:
+        return self.runner(chunk)
+
+
+class ExecuTorchClassifier(ExportedClassifier):
+    """An ExecuTorch program (.pte, XNNPACK delegate) on ExecuTorch's Python runtime, with its sidecar metadata
+    (`<file>.pte.json`); `threads` resets XNNPACK's process-wide thread pool (0 leaves it)."""
+
+    runtime = "executorch"
+
+    def __init__(self, path: str | os.PathLike, threads: int = 0) -> None:
+        from .executorch_pte import ExecuTorchRunner, read_executorch_metadata
+
+        self.path = _check_file(path, "ExecuTorch program")
+        try:
+            self.runner = ExecuTorchRunner(self.path, threads)
+        except ModuleNotFoundError:
+            raise
+        except Exception as err:  # noqa: BLE001 - the runtime raises RuntimeError for bad programs
+            raise ValueError(f"{self.path} is not a loadable ExecuTorch program: {_first(err)}") from None
+        meta = read_executorch_metadata(self.path)
+        dynamic = meta.get("dynamic_dims", ["batch"])
+        dims = [None] + [None if name in dynamic else int(v) for name, v in
+                         zip(("channels", "height", "width"), self.runner.upper_bound[1:])]
+        self.max_batch = int(self.runner.upper_bound[0])
+        self._init_meta(meta, dims, self.runner.out_classes)
+
+    def _run(self, chunk: np.ndarray) -> np.ndarray:
+        return self.runner(chunk)
+
+
+RUNTIME_OF_FORMAT = {"onnx": OnnxClassifier, "openvino": OpenVINOClassifier, "executorch": ExecuTorchClassifier}
+
+
+def load_exported(path: str | os.PathLike, threads: int = 0, **kwargs) -> ExportedClassifier:
+    """The runtime for an exported file by its suffix (.onnx, .xml, .pte); `kwargs` go to that runtime's class
+    (precision= for OpenVINO)."""
+    return RUNTIME_OF_FORMAT[format_of(path)](path, threads=threads, **kwargs)
 
 
 def is_onnx(path: str | os.PathLike | None) -> bool:
     return path is not None and Path(path).suffix.lower() == ".onnx"
+
+
+def is_exported(path: str | os.PathLike | None) -> bool:
+    """Whether `path` names an exported model (.onnx, .xml, .pte) rather than a checkpoint."""
+    try:
+        return path is not None and bool(format_of(path))
+    except ValueError:
+        return False

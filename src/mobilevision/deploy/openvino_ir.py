@@ -1,0 +1,155 @@
+"""OpenVINO IR export (`openvino.convert_model` of the fused model), OpenVINO's CPU plugin as the runtime, and INT8
+with NNCF post-training quantization.
+
+Precision: on CPUs with AMX or AVX-512 BF16 the CPU plugin computes in bf16 unless told otherwise (its
+`INFERENCE_PRECISION_HINT` defaults to bf16 there), which moves logits by ~1e-2. Every session made here sets
+the hint explicitly: "fp32" (the default) is real FP32; "bf16" is its own, named precision.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from torch import nn
+
+from mobilevision.data.config import resolve_data_config
+
+from .export import (INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ExportResult, _quiet_export, export_metadata,
+                     traced_dynamic_dims, trial_forward, torch_export)
+from .fusion import fuse
+
+# our precision names -> the CPU plugin's INFERENCE_PRECISION_HINT
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+_CORE = None
+
+
+def ov_core():
+    """One openvino.Core per process (creating one loads the plugins)."""
+    global _CORE
+    import openvino as ov
+
+    if _CORE is None:
+        _CORE = ov.Core()
+    return _CORE
+
+
+def export_openvino(model: nn.Module, path: str | os.PathLike, input_size: tuple[int, int, int] | None = None,
+                    dynamic: bool = False, fuse_first: bool = True, metadata: dict | None = None) -> ExportResult:
+    """Convert `model` (fused first unless `fuse_first=False`) to OpenVINO IR: `path` (.xml) plus its .bin.
+
+    The conversion goes through the same `torch.export` program as the ONNX path, so the dynamic dims are the
+    same: the batch always, H / W with `dynamic` where the model allows. Weights stay FP32 (no fp16 compression).
+    The input is named "input", the output "logits"; the mobilevision metadata (data config, labels) is stored in
+    the IR's rt_info (`read_openvino_metadata`).
+    """
+    import openvino as ov
+
+    cfg = resolve_data_config(model, input_size=input_size)
+    c, h, w = cfg.input_size
+    model = fuse(model) if fuse_first else model.eval()
+    path = Path(path)
+    if path.suffix.lower() != ".xml":
+        raise ValueError(f"OpenVINO IR path {path} must end in .xml (the weights go next to it as .bin)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trial_forward(model, c, h, w)
+    program = torch_export(model, c, h, w, dynamic)
+    ovm = _quiet_export(ov.convert_model, program)
+    ovm.inputs[0].get_tensor().set_names({INPUT_NAME})
+    ovm.outputs[0].get_tensor().set_names({OUTPUT_NAME})
+    meta = export_metadata(model, cfg, {"exporter": "openvino.convert_model(torch.export)", "precision": "fp32",
+                                        **(metadata or {})})
+    ovm.set_rt_info(json.dumps(meta), [METADATA_KEY])
+    ov.save_model(ovm, str(path), compress_to_fp16=False)
+    ops: dict[str, int] = {}
+    for op in ovm.get_ordered_ops():
+        ops[op.get_type_name()] = ops.get(op.get_type_name(), 0) + 1
+    graph = {"ops": dict(sorted(ops.items())), "num_nodes": sum(ops.values())}
+    return ExportResult(path, "openvino", traced_dynamic_dims(program), (c, h, w), None, graph)
+
+
+def read_openvino_metadata(path: str | os.PathLike) -> dict:
+    """The mobilevision metadata stored in an IR's rt_info ({} if there is none)."""
+    ovm = ov_core().read_model(str(path))
+    if not ovm.has_rt_info([METADATA_KEY]):
+        return {}
+    return json.loads(ovm.get_rt_info([METADATA_KEY]).astype(str))
+
+
+def compile_openvino(path_or_model, threads: int = 0, precision: str = "fp32"):
+    """A compiled CPU model with the inference precision set explicitly ("fp32", "bf16" or "fp16") and
+    `threads` inference threads (0 = OpenVINO's default), tuned for latency."""
+    if precision not in PRECISION_HINTS:
+        raise ValueError(f"OpenVINO precision must be one of {', '.join(PRECISION_HINTS)}, got {precision!r}")
+    config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    src = str(path_or_model) if isinstance(path_or_model, (str, os.PathLike)) else path_or_model
+    return ov_core().compile_model(src, "CPU", config)
+
+
+def quantize_openvino(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calibration: np.ndarray,
+                      transformer: bool | None = None, fast_bias_correction: bool = True) -> Path:
+    """INT8 IR at `out_path` from the FP32 IR at `fp32_path` with NNCF post-training quantization (symmetric
+    8-bit weights per channel, activations per tensor) calibrated on `calibration` (N, C, H, W) float32.
+
+    `transformer` selects NNCF's transformer model type (keeps LayerNorm / GELU / softmax paths in float and
+    quantizes MatMuls); None picks it for graphs with MatMul-heavy attention or LayerNorm (MVN ops).
+    """
+    import nncf
+    import openvino as ov
+
+    src = Path(fp32_path).expanduser()
+    if not src.is_file():
+        raise FileNotFoundError(f"OpenVINO IR not found: {src}")
+    ovm = ov_core().read_model(str(src))
+    if transformer is None:
+        types = {op.get_type_name() for op in ovm.get_ordered_ops()}
+        transformer = "MVN" in types or "Softmax" in types
+    samples = [calibration[i:i + 1].astype(np.float32) for i in range(len(calibration))]
+    q = _quiet_nncf(nncf.quantize, ovm, nncf.Dataset(samples), subset_size=len(samples),
+                      preset=nncf.QuantizationPreset.PERFORMANCE,
+                      model_type=nncf.ModelType.TRANSFORMER if transformer else None,
+                      fast_bias_correction=fast_bias_correction)
+    meta = read_openvino_metadata(src)
+    meta["precision"] = "int8"
+    q.set_rt_info(json.dumps(meta), [METADATA_KEY])
+    out = Path(out_path).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(q, str(out), compress_to_fp16=False)
+    return out
+
+
+def _quiet_nncf(fn, *args, **kwargs):
+    """NNCF draws progress bars on stdout / stderr and logs INFO lines: silence them for the call."""
+    import contextlib
+    import io
+    import logging
+
+    nncf_log = logging.getLogger("nncf")
+    level = nncf_log.level
+    nncf_log.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return _quiet_export(fn, *args, **kwargs)
+    finally:
+        nncf_log.setLevel(level)
+
+
+class OpenVINORunner:
+    """Run an IR on OpenVINO's CPU plugin: (B, C, H, W) float32 array -> (B, classes) logits."""
+
+    def __init__(self, path: str | os.PathLike, threads: int = 0, precision: str = "fp32") -> None:
+        self.compiled = compile_openvino(path, threads, precision)
+        self.request = self.compiled.create_infer_request()
+        self.precision = precision
+        shape = self.compiled.inputs[0].get_partial_shape()
+        self.input_dims: Sequence = [d.get_length() if d.is_static else None for d in shape]
+        out = self.compiled.outputs[0].get_partial_shape()
+        self.out_classes = out[-1].get_length() if len(out) and out[-1].is_static else None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.request.infer({0: x})
+        return np.array(self.request.get_output_tensor(0).data, copy=True)
