@@ -26,6 +26,7 @@ def test_executorch_fp32_parity_and_sidecar(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # 1-15 min per model to lower: outside CI's 30-minute budget (.ci/run says so)
 @pytest.mark.parametrize("name", RUNTIME_FAMILY_MODELS)
 def test_executorch_fp32_parity_every_family(name, tmp_path):
     check_parity("executorch", name, tmp_path)
