@@ -30,6 +30,8 @@ Choices the sources leave open (constructor arguments; defaults and why):
 - `mobile_expansion=1`: the light Mobile part keeps the spatial DY-ReLU's per-position mixing (2C x Q per
   position) affordable at 1/8 of 800x1333 with 100 queries.
 - `aux_start=0`: blocks before this index add no auxiliary loss (every block's output trains, as DETR).
+- `freeze_bn=True` (the seed's recipe: backbone BatchNorm frozen, statistics and affine); `freeze_backbone=False`
+  (True: the whole backbone fixed, DETR's lr_backbone=0; on 2 CPU cores it halves a training step).
 
 Classes: `num_classes` counts the no-object class, as SSDLite's counts the background, and column 0 of the
 logits is DETR's no-object ("empty") class, so data labels 1..num_classes-1 index the logits directly.
@@ -266,7 +268,7 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
     def __init__(self, backbone: FeatureExtractor, num_classes: int, data_config: DataConfig, *,
                  num_queries: int = 100, token_dim: int = 256, head_chs: int = 256, blocks: Sequence[int] = (2, 2, 2),
                  bridge_heads: int = 8, former_heads: int = 8, ffn_dim: int = 2048, mobile_expansion: int = 1,
-                 freeze_bn: bool = True, aux_start: int = 0, no_object_weight: float = 0.1,
+                 freeze_bn: bool = True, freeze_backbone: bool = False, aux_start: int = 0, no_object_weight: float = 0.1,
                  detections_per_img: int = 100) -> None:
         super().__init__()
         if num_classes < 2:
@@ -284,7 +286,9 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
         self.num_classes, self.num_queries = num_classes, num_queries
         self.data_config = data_config
         self.aux_start, self.detections_per_img = aux_start, detections_per_img
-        self.frozen_bn = freeze_batchnorm(backbone) if freeze_bn else []
+        self.frozen_bn = freeze_batchnorm(backbone) if freeze_bn or freeze_backbone else []
+        if freeze_backbone:  # DETR with lr_backbone 0: the backbone is a fixed feature extractor
+            backbone.requires_grad_(False)
         chs = backbone.channels()[::-1]  # coarse to fine
         self.levels = backbone.reductions()[::-1]
         self.queries = nn.Parameter(torch.randn(num_queries, token_dim))  # (Q, d): the Former's tokens
