@@ -310,3 +310,19 @@ def test_onnx_raw_export_matches_pytorch_on_a_photo(tmp_path):
     assert boxes.shape == (1, 6, 4) and scores.shape == (1, 6, 5)
     np.testing.assert_allclose(scores, ref_scores.numpy(), atol=1e-4, rtol=0)
     np.testing.assert_allclose(boxes, ref_boxes.numpy(), atol=1e-4, rtol=0)  # pixels of a 128 px wide input
+
+
+def test_reference_boxes_start_at_the_anchors_and_refine_block_by_block():
+    model = _detector(reference_boxes=True).eval()
+    with torch.no_grad():
+        outs = model.forward_outputs(torch.rand(1, 3, 64, 64))
+    anchors = model.ref_logits.sigmoid()
+    torch.testing.assert_close(outs[0][1][0], anchors)  # zero-initialised offsets: the first boxes are the anchors
+    with torch.no_grad():
+        model.box_head[-1].bias.copy_(torch.tensor([0.5, 0.0, 0.0, 0.0]))
+        outs = model.forward_outputs(torch.rand(1, 3, 64, 64))
+    # every block adds the same logit offset to the previous block's boxes
+    cx = torch.stack([o[1][0, :, 0] for o in outs])
+    torch.testing.assert_close(torch.logit(cx[1:]) - torch.logit(cx[:-1]), torch.full_like(cx[1:], 0.5))
+    with pytest.raises(ValueError, match="divisible by 8"):
+        _detector(reference_boxes=True, token_dim=36, former_heads=2, ffn_dim=72)

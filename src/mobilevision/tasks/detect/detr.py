@@ -29,6 +29,10 @@ Choices the sources leave open (constructor arguments; defaults and why):
   narrow maps; a 256-wide head map splits into DETR's 8). `head_chs=256`: DETR's hidden width on the map.
 - `mobile_expansion=1`: the light Mobile part keeps the spatial DY-ReLU's per-position mixing (2C x Q per
   position) affordable at 1/8 of 800x1333 with 100 queries.
+- `reference_boxes=False` (True: a fast-converging extension for small data, not in the sources: every query
+  has a learned anchor box, its sine embedding through an MLP is added to the query before each block (DAB-DETR)
+  and each block's box head predicts logit-space offsets from the previous block's boxes (Deformable DETR's
+  iterative refinement, gradients stopped between blocks)).
 - `aux_start=0`: blocks before this index add no auxiliary loss (every block's output trains, as DETR).
 - `freeze_bn=True` (the seed's recipe: backbone BatchNorm frozen, statistics and affine); `freeze_backbone=False`
   (True: the whole backbone fixed, DETR's lr_backbone=0; on 2 CPU cores it halves a training step).
@@ -268,7 +272,8 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
     def __init__(self, backbone: FeatureExtractor, num_classes: int, data_config: DataConfig, *,
                  num_queries: int = 100, token_dim: int = 256, head_chs: int = 256, blocks: Sequence[int] = (2, 2, 2),
                  bridge_heads: int = 8, former_heads: int = 8, ffn_dim: int = 2048, mobile_expansion: int = 1,
-                 freeze_bn: bool = True, freeze_backbone: bool = False, aux_start: int = 0, no_object_weight: float = 0.1,
+                 freeze_bn: bool = True, freeze_backbone: bool = False, reference_boxes: bool = False,
+                 aux_start: int = 0, no_object_weight: float = 0.1,
                  detections_per_img: int = 100) -> None:
         super().__init__()
         if num_classes < 2:
@@ -299,6 +304,18 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
             for n in blocks)
         self.class_head = nn.Linear(token_dim, num_classes)
         self.box_head = BoxMLP(token_dim, 3)
+        self.reference_boxes = reference_boxes
+        if reference_boxes:
+            # per-query anchor boxes (cx, cy, w, h) in logit space: centres spread over the image, sides ~1/10
+            ref = torch.cat([torch.rand(num_queries, 2) * 0.8 + 0.1, torch.full((num_queries, 2), 0.1)], 1)
+            self.ref_logits = nn.Parameter(torch.logit(ref))
+            if token_dim % 8:
+                raise ValueError(f"reference_boxes embeds 4 coordinates in token_dim/4 sines and cosines each: "
+                                 f"token_dim must be divisible by 8, got {token_dim}")
+            self.query_pos = nn.Sequential(nn.Linear(token_dim, token_dim), nn.ReLU(inplace=True),
+                                           nn.Linear(token_dim, token_dim))
+            nn.init.zeros_(self.box_head[-1].weight)  # the first boxes are the anchors
+            nn.init.zeros_(self.box_head[-1].bias)
         self.criterion = SetCriterion(num_classes, no_object_weight)
 
     def train(self, mode: bool = True) -> "MobileFormerDETR":
@@ -316,14 +333,27 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
         std_t = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
         return (images - mean_t) / std_t
 
-    def predict(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """queries (B, Q, d) -> (logits (B, Q, num_classes), boxes (B, Q, 4) cxcywh in [0, 1])."""
-        return self.class_head(queries), self.box_head(queries).sigmoid()
+    def predict(self, queries: torch.Tensor, ref: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """queries (B, Q, d) -> (logits (B, Q, num_classes), boxes (B, Q, 4) cxcywh in [0, 1]); with reference
+        boxes `ref` (B, Q, 4) in logit space the box head predicts offsets from them."""
+        delta = self.box_head(queries)
+        return self.class_head(queries), (delta if ref is None else delta + ref).sigmoid()
+
+    def _query_pos(self, ref: torch.Tensor) -> torch.Tensor:
+        """(B, Q, 4) reference logits -> (B, Q, d): a sine embedding of the boxes' centres and sides through an MLP
+        (DAB-DETR's positional queries), added to the queries before each block."""
+        d = self.queries.shape[1]
+        box = ref.sigmoid() * (2 * math.pi)  # (B, Q, 4)
+        freq = 10000.0 ** (2 * (torch.arange(d // 4, device=ref.device, dtype=ref.dtype) // 2) / (d // 4))
+        ang = box[..., None] / freq  # (B, Q, 4, d/4)
+        emb = torch.stack((ang[..., 0::2].sin(), ang[..., 1::2].cos()), -1).flatten(2)  # (B, Q, d)
+        return self.query_pos(emb)
 
     def forward_outputs(self, images: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         images = _as_batch(images)
         maps = self.backbone(self.normalize(images))[::-1]  # coarse to fine
         queries = self.queries.repeat(images.shape[0], 1, 1)  # (B, Q, d)
+        ref = self.ref_logits.repeat(images.shape[0], 1, 1) if self.reference_boxes else None  # (B, Q, 4)
         x, outputs = None, []
         for feat, proj, adapt, level_blocks in zip(maps, self.input_proj, self.pos_adapt, self.blocks):
             y = proj(feat)  # (B, C, H_l, W_l)
@@ -332,8 +362,13 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
             h, w = y.shape[-2:]
             x = y + adapt(sine_position_embedding(h, w, y.shape[1], device=y.device, dtype=y.dtype))
             for block in level_blocks:
+                if ref is not None:
+                    queries = queries + self._query_pos(ref)
                 x, queries = block(x, queries)
-                outputs.append(self.predict(queries))
+                logits, boxes = self.predict(queries, ref)
+                outputs.append((logits, boxes))
+                if ref is not None:  # iterative refinement: the next block starts from these boxes
+                    ref = torch.logit(boxes.detach().clamp(1e-4, 1 - 1e-4))
         return outputs
 
     def forward_raw(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
