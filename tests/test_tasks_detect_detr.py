@@ -326,3 +326,27 @@ def test_reference_boxes_start_at_the_anchors_and_refine_block_by_block():
     torch.testing.assert_close(torch.logit(cx[1:]) - torch.logit(cx[:-1]), torch.full_like(cx[1:], 0.5))
     with pytest.raises(ValueError, match="divisible by 8"):
         _detector(reference_boxes=True, token_dim=36, former_heads=2, ffn_dim=72)
+
+
+def test_two_stage_queries_start_from_the_best_dense_proposals():
+    model = _detector(reference_boxes=True, prior_scale=1.0, two_stage=True).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        outs, (plog, pbox) = model._forward(x)
+    assert plog.shape == (2, 64, 5) and pbox.shape == (2, 64, 4)  # one proposal per cell of the 8 x 8 (1/8) map
+    # zero-initialised offsets: proposal boxes are the cell anchors, centres on the cell grid
+    torch.testing.assert_close(pbox[0, 9], torch.tensor([1.5 / 8, 1.5 / 8, 0.1, 0.1]))
+    with torch.no_grad():
+        model.box_head[-1].weight.zero_()
+        model.box_head[-1].bias.zero_()
+        outs, (plog, pbox) = model._forward(x)
+    best = plog.softmax(-1)[..., 1:].amax(-1).topk(6, dim=1).indices  # the 6 queries' cells
+    first = outs[0][1]  # zero box offsets: the first block's boxes are the chosen proposals
+    torch.testing.assert_close(first, pbox.gather(1, best[..., None].expand(-1, -1, 4)), atol=1e-4, rtol=0)
+    model.train()
+    targets = [{"boxes": torch.tensor([[4.0, 6.0, 30.0, 40.0]]), "labels": torch.tensor([2])}] * 2
+    losses = model(x, targets)
+    (losses["classification"] + losses["bbox_regression"]).backward()
+    assert model.prop_cls.weight.grad.abs().sum() > 0  # the proposals are trained by the set loss too
+    with pytest.raises(ValueError, match="reference_boxes=True"):
+        _detector(two_stage=True)

@@ -32,7 +32,13 @@ Choices the sources leave open (constructor arguments; defaults and why):
 - `reference_boxes=False` (True: a fast-converging extension for small data, not in the sources: every query
   has a learned anchor box, its sine embedding through an MLP is added to the query before each block (DAB-DETR)
   and each block's box head predicts logit-space offsets from the previous block's boxes (Deformable DETR's
-  iterative refinement, gradients stopped between blocks)).
+  iterative refinement, gradients stopped between blocks)). `prior_scale=0` (> 0, with reference boxes: the
+  Mobile->Former logits get the log of a Gaussian around each query's box, its sigmas `prior_scale` x the box
+  sides, SMCA-DETR's spatial modulation: queries read their neighbourhood from the first step, which plain
+  DETR attention takes hundreds of epochs to learn). `two_stage=False` (True, with reference boxes: Deformable
+  DETR's two-stage form: every cell of the finest map proposes a class and a box, trained with the same set loss,
+  and the `num_queries` best proposals give the queries their reference boxes and, through a Linear of the cell's
+  feature, their content; the learned queries are then per-rank offsets).
 - `aux_start=0`: blocks before this index add no auxiliary loss (every block's output trains, as DETR).
 - `freeze_bn=True` (the seed's recipe: backbone BatchNorm frozen, statistics and affine); `freeze_backbone=False`
   (True: the whole backbone fixed, DETR's lr_backbone=0; on 2 CPU cores it halves a training step).
@@ -104,6 +110,35 @@ class LightMobile(nn.Module):
         return self.conv_pw(self.act(self.conv_dw(x), tokens, mix_logits))
 
 
+class PriorMobileToFormer(MobileToFormer):
+    """`MobileToFormer` whose attention logits may take an additive prior `bias` (B, Q, HW), shared by the heads
+    (the Gaussian around each query's reference box). forward(x, tokens, bias=None) -> (tokens, logits)."""
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor,
+                bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if bias is None:
+            return super().forward(x, tokens)
+        b, c = x.shape[:2]
+        logits, kv = self.attention_logits(x, tokens)
+        logits = logits + bias[:, None]  # (B, heads, Q, HW)
+        out = (logits.softmax(dim=-1) @ kv.transpose(-1, -2)).transpose(1, 2).reshape(b, tokens.shape[1], c)
+        if self.gate is not None:
+            out = out * (2.0 * F.hardsigmoid(self.gate(tokens)))
+        return self.norm(tokens + self.drop_path(self.proj(out))), logits
+
+
+def gaussian_prior(ref: torch.Tensor, h: int, w: int, scale: float = 1.0) -> torch.Tensor:
+    """log of a Gaussian around each reference box on an (h, w) grid (SMCA-DETR's spatial modulation):
+    -((x - cx)^2 / (2 (scale w)^2) + (y - cy)^2 / (2 (scale h)^2)) at the cell centres, (B, Q, h*w).
+    ref (B, Q, 4) logits of (cx, cy, w, h) in [0, 1]."""
+    box = ref.sigmoid()
+    ys = (torch.arange(h, device=ref.device, dtype=ref.dtype) + 0.5) / h
+    xs = (torch.arange(w, device=ref.device, dtype=ref.dtype) + 0.5) / w
+    dx = (xs[None, None, None, :] - box[..., 0, None, None]) / (scale * box[..., 2, None, None])  # (B, Q, 1, w)
+    dy = (ys[None, None, :, None] - box[..., 1, None, None]) / (scale * box[..., 3, None, None])  # (B, Q, h, 1)
+    return (-0.5 * (dx ** 2 + dy ** 2)).flatten(2)
+
+
 class HeadBlock(nn.Module):
     """Mobile->Former, Former, Mobile (light, spatial DY-ReLU, residual), Mobile<-Former.
 
@@ -117,14 +152,16 @@ class HeadBlock(nn.Module):
             raise ValueError(f"ffn_dim {ffn_dim} must be a multiple of token_dim {token_dim} (the Former's FFN ratio)")
         if token_dim % former_heads:
             raise ValueError(f"token_dim {token_dim} must be divisible by former_heads {former_heads}")
-        self.mobile_to_former = MobileToFormer(chs, token_dim, bridge_heads, gate=True)
+        self.mobile_to_former = PriorMobileToFormer(chs, token_dim, bridge_heads, gate=True)
         self.former = Former(token_dim, former_heads, ffn_dim // token_dim)
         self.mobile = LightMobile(chs, token_dim, mobile_expansion)
         self.former_to_mobile = FormerToMobile(chs, token_dim, bridge_heads)
 
-    def forward(self, x: torch.Tensor, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, queries: torch.Tensor,
+                prior: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`prior` (B, Q, HW): an additive bias on the Mobile->Former attention logits (None: none)."""
         b, _, h, w = x.shape
-        queries, logits = self.mobile_to_former(x, queries)  # logits (B, heads, Q, HW)
+        queries, logits = self.mobile_to_former(x, queries, prior)  # logits (B, heads, Q, HW)
         queries = self.former(queries)
         mix_logits = logits.mean(dim=1).reshape(b, -1, h, w)  # (B, Q, H, W)
         x = x + self.mobile(x, queries, mix_logits)
@@ -273,7 +310,7 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
                  num_queries: int = 100, token_dim: int = 256, head_chs: int = 256, blocks: Sequence[int] = (2, 2, 2),
                  bridge_heads: int = 8, former_heads: int = 8, ffn_dim: int = 2048, mobile_expansion: int = 1,
                  freeze_bn: bool = True, freeze_backbone: bool = False, reference_boxes: bool = False,
-                 aux_start: int = 0, no_object_weight: float = 0.1,
+                 prior_scale: float = 0.0, two_stage: bool = False, query_std: float = 1.0, aux_start: int = 0, no_object_weight: float = 0.1,
                  detections_per_img: int = 100) -> None:
         super().__init__()
         if num_classes < 2:
@@ -296,7 +333,7 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
             backbone.requires_grad_(False)
         chs = backbone.channels()[::-1]  # coarse to fine
         self.levels = backbone.reductions()[::-1]
-        self.queries = nn.Parameter(torch.randn(num_queries, token_dim))  # (Q, d): the Former's tokens
+        self.queries = nn.Parameter(torch.randn(num_queries, token_dim) * query_std)  # (Q, d): the Former's tokens
         self.input_proj = nn.ModuleList(ConvNormAct(c, head_chs, 1, act=None) for c in chs)
         self.pos_adapt = nn.ModuleList(nn.Conv2d(head_chs, head_chs, 1) for _ in chs)  # AdaptPE, one per level
         self.blocks = nn.ModuleList(nn.ModuleList(
@@ -304,11 +341,20 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
             for n in blocks)
         self.class_head = nn.Linear(token_dim, num_classes)
         self.box_head = BoxMLP(token_dim, 3)
-        self.reference_boxes = reference_boxes
+        self.reference_boxes, self.prior_scale, self.two_stage = reference_boxes, prior_scale, two_stage
+        if (prior_scale or two_stage) and not reference_boxes:
+            raise ValueError("prior_scale > 0 and two_stage work on each query's reference box: set reference_boxes=True")
+        if two_stage:  # dense proposals on the finest level: per position class logits and a box offset
+            self.prop_cls = nn.Conv2d(head_chs, num_classes, 1)
+            self.prop_box = nn.Conv2d(head_chs, 4, 1)
+            self.prop_embed = nn.Linear(head_chs, token_dim)
+            nn.init.zeros_(self.prop_box.weight)
+            nn.init.zeros_(self.prop_box.bias)
         if reference_boxes:
             # per-query anchor boxes (cx, cy, w, h) in logit space: centres spread over the image, sides ~1/10
-            ref = torch.cat([torch.rand(num_queries, 2) * 0.8 + 0.1, torch.full((num_queries, 2), 0.1)], 1)
-            self.ref_logits = nn.Parameter(torch.logit(ref))
+            if not two_stage:  # (two-stage queries take their boxes from the proposals)
+                ref = torch.cat([torch.rand(num_queries, 2) * 0.8 + 0.1, torch.full((num_queries, 2), 0.1)], 1)
+                self.ref_logits = nn.Parameter(torch.logit(ref))
             if token_dim % 8:
                 raise ValueError(f"reference_boxes embeds 4 coordinates in token_dim/4 sines and cosines each: "
                                  f"token_dim must be divisible by 8, got {token_dim}")
@@ -349,27 +395,62 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
         emb = torch.stack((ang[..., 0::2].sin(), ang[..., 1::2].cos()), -1).flatten(2)  # (B, Q, d)
         return self.query_pos(emb)
 
+    def proposals(self, fine: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dense proposals of the finest head map (B, C, H, W): (logits (B, HW, num_classes), boxes (B, HW, 4)
+        cxcywh in [0, 1]), each box an offset in logit space from its cell's anchor (the cell centre, sides 0.1)."""
+        b, _, h, w = fine.shape
+        ys = (torch.arange(h, device=fine.device, dtype=fine.dtype) + 0.5) / h
+        xs = (torch.arange(w, device=fine.device, dtype=fine.dtype) + 0.5) / w
+        centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(-1, 2)  # (HW, 2) x, y row-major
+        anchors = torch.logit(torch.cat([centres, torch.full_like(centres, 0.1)], 1))  # (HW, 4)
+        logits = self.prop_cls(fine).flatten(2).transpose(1, 2)
+        boxes = (self.prop_box(fine).flatten(2).transpose(1, 2) + anchors).sigmoid()
+        return logits, boxes
+
+    def _select(self, fine: torch.Tensor, logits: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Q best proposals by foreground score: (query content (B, Q, d), reference logits (B, Q, 4))."""
+        k = self.num_queries
+        if logits.shape[1] < k:
+            raise ValueError(f"two_stage picks {k} queries from {logits.shape[1]} positions of the finest map: use "
+                             "a larger input or fewer queries")
+        idx = logits.softmax(-1)[..., 1:].amax(-1).topk(k, dim=1).indices  # (B, Q)
+        ref = torch.logit(boxes.detach().gather(1, idx[..., None].expand(-1, -1, 4)).clamp(1e-4, 1 - 1e-4))
+        feat = fine.flatten(2).transpose(1, 2)
+        feat = feat.gather(1, idx[..., None].expand(-1, -1, feat.shape[-1]))  # (B, Q, C)
+        return self.queries[None] + self.prop_embed(feat), ref
+
     def forward_outputs(self, images: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return self._forward(images)[0]
+
+    def _forward(self, images: torch.Tensor) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], tuple | None]:
+        """(per-block outputs, the dense proposals (logits, boxes) or None)."""
         images = _as_batch(images)
         maps = self.backbone(self.normalize(images))[::-1]  # coarse to fine
-        queries = self.queries.repeat(images.shape[0], 1, 1)  # (B, Q, d)
-        ref = self.ref_logits.repeat(images.shape[0], 1, 1) if self.reference_boxes else None  # (B, Q, 4)
+        projected = [proj(feat) for feat, proj in zip(maps, self.input_proj)]  # (B, C, H_l, W_l)
+        props = None
+        if self.two_stage:
+            props = self.proposals(projected[-1])
+            queries, ref = self._select(projected[-1], *props)
+        else:
+            queries = self.queries.repeat(images.shape[0], 1, 1)  # (B, Q, d)
+            ref = self.ref_logits.repeat(images.shape[0], 1, 1) if self.reference_boxes else None  # (B, Q, 4)
         x, outputs = None, []
-        for feat, proj, adapt, level_blocks in zip(maps, self.input_proj, self.pos_adapt, self.blocks):
-            y = proj(feat)  # (B, C, H_l, W_l)
+        for y, adapt, level_blocks in zip(projected, self.pos_adapt, self.blocks):
             if x is not None:
                 y = y + F.interpolate(x, size=y.shape[-2:], mode="nearest")
             h, w = y.shape[-2:]
             x = y + adapt(sine_position_embedding(h, w, y.shape[1], device=y.device, dtype=y.dtype))
             for block in level_blocks:
+                prior = None
                 if ref is not None:
                     queries = queries + self._query_pos(ref)
-                x, queries = block(x, queries)
+                    prior = gaussian_prior(ref, h, w, self.prior_scale) if self.prior_scale > 0 else None
+                x, queries = block(x, queries, prior)
                 logits, boxes = self.predict(queries, ref)
                 outputs.append((logits, boxes))
                 if ref is not None:  # iterative refinement: the next block starts from these boxes
                     ref = torch.logit(boxes.detach().clamp(1e-4, 1 - 1e-4))
-        return outputs
+        return outputs, props
 
     def forward_raw(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The export form: (boxes (B, Q, 4) xyxy input px, clipped; scores (B, Q, num_classes) softmax)."""
@@ -391,7 +472,8 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
             size = tuple(images.shape[-2:])
             unit = [{"labels": t["labels"].to(images.device),
                      "boxes": to_unit_cxcywh(t["boxes"].to(images.device, images.dtype), size)} for t in targets]
-            return self.criterion(self.forward_outputs(images)[self.aux_start:], unit)
+            outputs, props = self._forward(images)
+            return self.criterion(([props] if props is not None else []) + outputs[self.aux_start:], unit)
         boxes, scores = self.forward_raw(images)
         if images.is_meta:  # counting params / MACs on the meta device
             return boxes, scores
