@@ -1,6 +1,7 @@
 """Parameters and MACs of Mobile-Former DETR (mobileformer_508m backbone) against a DETR-R50 reference, one run.
 
-    python benchmarks/detr_size.py [--size 800 1333] [--backbone mobileformer_508m] [--num-classes 91]
+    python benchmarks/detr_size.py [--size 800 1333] [--backbone mobileformer_508m] [--num-classes 91] \
+        [--head KEY=VALUE ...]   (create_detector overrides of the head, e.g. mobile_expansion=4)
 
 Both models are built on the meta device (no memory, no weights) and counted with torch.utils.flop_counter
 (MACs = FLOPs / 2) on one image at --size. The DETR-R50 reference is torchvision's resnet50 (to C5) + a 1x1
@@ -46,14 +47,14 @@ class DETRR50(nn.Module):
         return self.class_embed(hs), self.bbox_embed(hs).sigmoid()
 
 
-def measure(size: tuple[int, int], backbone: str, num_classes: int) -> list[dict]:
+def measure(size: tuple[int, int], backbone: str, num_classes: int, **head: object) -> list[dict]:
     shape = (3, *size)
     rows = []
     for name, build in (
             ("DETR-R50 (torchvision resnet50 + nn.Transformer)", lambda: DETRR50(num_classes - 1)),
             (f"mobileformer_detr on {backbone}",
              lambda: mobilevision.create_detector("mobileformer_detr", backbone=backbone, num_classes=num_classes,
-                                                  image_size=size))):
+                                                  image_size=size, **head))):
         params, macs = count_on_meta(build, shape)
         rows.append({"model": name, "params_m": params / 1e6, "gmacs": macs / 1e9})
     return rows
@@ -64,8 +65,14 @@ def main() -> None:
     p.add_argument("--size", type=int, nargs=2, default=(800, 1333), metavar=("H", "W"))
     p.add_argument("--backbone", default="mobileformer_508m")
     p.add_argument("--num-classes", type=int, default=91, help="counting no-object (COCO: 91)")
+    p.add_argument("--head", nargs="*", default=[], metavar="KEY=VALUE", help="head overrides (values parsed as YAML)")
     args = p.parse_args()
-    ref, ours = measure(tuple(args.size), args.backbone, args.num_classes)
+    import yaml
+
+    head = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.head)}
+    ref, ours = measure(tuple(args.size), args.backbone, args.num_classes, **head)
+    if head:
+        ours["model"] += " " + ",".join(f"{k}={v}" for k, v in head.items())
     for r in (ref, ours):
         print(f"{r['model']:<52} {r['params_m']:7.2f} M params {r['gmacs']:8.2f} GMACs at {args.size[0]}x{args.size[1]}")
     print(f"ratio params {ours['params_m'] / ref['params_m']:.2f} (paper {PAPER['params']}), "

@@ -36,7 +36,8 @@ Choices the sources leave open (constructor arguments; defaults and why):
   Mobile->Former logits get the log of a Gaussian around each query's box, its sigmas `prior_scale` x the box
   sides, SMCA-DETR's spatial modulation: queries read their neighbourhood from the first step, which plain
   DETR attention takes hundreds of epochs to learn). `two_stage=False` (True, with reference boxes: Deformable
-  DETR's two-stage form: every cell of the finest map proposes a class and a box, trained with the same set loss,
+  DETR's two-stage form: every cell of the finest map (the level projections summed there, so the cells see the
+  coarse levels' semantics) proposes a class and a box, trained with the same set loss,
   and the `num_queries` best proposals give the queries their reference boxes and, through a Linear of the cell's
   feature, their content; the learned queries are then per-rank offsets).
 - `aux_start=0`: blocks before this index add no auxiliary loss (every block's output trains, as DETR).
@@ -428,9 +429,12 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
         maps = self.backbone(self.normalize(images))[::-1]  # coarse to fine
         projected = [proj(feat) for feat, proj in zip(maps, self.input_proj)]  # (B, C, H_l, W_l)
         props = None
-        if self.two_stage:
-            props = self.proposals(projected[-1])
-            queries, ref = self._select(projected[-1], *props)
+        if self.two_stage:  # proposals read every level: the finest map plus the coarser ones upsampled
+            fine = projected[-1]
+            for coarse in projected[:-1]:
+                fine = fine + F.interpolate(coarse, size=fine.shape[-2:], mode="nearest")
+            props = self.proposals(fine)
+            queries, ref = self._select(fine, *props)
         else:
             queries = self.queries.repeat(images.shape[0], 1, 1)  # (B, Q, d)
             ref = self.ref_logits.repeat(images.shape[0], 1, 1) if self.reference_boxes else None  # (B, Q, 4)
