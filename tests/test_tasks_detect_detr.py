@@ -350,3 +350,27 @@ def test_two_stage_queries_start_from_the_best_dense_proposals():
     assert model.prop_cls.weight.grad.abs().sum() > 0  # the proposals are trained by the set loss too
     with pytest.raises(ValueError, match="reference_boxes=True"):
         _detector(two_stage=True)
+
+
+def test_dense_proposal_loss_assigns_cells_inside_boxes_to_the_smallest():
+    from mobilevision.tasks.detect.detr import dense_proposal_loss
+
+    centres = torch.tensor([[0.1, 0.1], [0.3, 0.3], [0.5, 0.5], [0.9, 0.9]])
+    big = torch.tensor([0.35, 0.35, 0.6, 0.6])  # holds cells 1 and 2
+    small = torch.tensor([0.5, 0.5, 0.2, 0.2])  # holds cell 2 only: it wins there
+    targets = [{"labels": torch.tensor([3, 1]), "boxes": torch.stack([big, small])}]
+    logits = torch.randn(1, 4, 4)
+    boxes = torch.rand(1, 4, 4) * 0.3 + 0.2
+    w = torch.tensor([0.1, 1.0, 1.0, 1.0])
+    cls, box = dense_proposal_loss(logits, boxes, centres, targets, w)
+    want = F.cross_entropy(logits.transpose(1, 2), torch.tensor([[0, 3, 1, 0]]), weight=w)
+    torch.testing.assert_close(cls, want)
+    tgt = torch.stack([big, small])
+    xy = lambda b: box_convert(b, "cxcywh", "xyxy")  # noqa: E731
+    l1 = (boxes[0, 1:3] - tgt).abs().sum() / 2
+    giou = (2 - generalized_box_iou(xy(boxes[0, 1:3]), xy(tgt)).diag().sum()) / 2
+    torch.testing.assert_close(box, 5 * l1 + 2 * giou)
+    model = _detector(reference_boxes=True, two_stage=True, dense_proposals=True).train()
+    losses = model(torch.rand(1, 3, 64, 64), [{"boxes": torch.tensor([[4.0, 6.0, 40.0, 40.0]]), "labels": torch.tensor([2])}])
+    (losses["classification"] + losses["bbox_regression"]).backward()
+    assert model.prop_cls.weight.grad.abs().sum() > 0

@@ -39,7 +39,9 @@ Choices the sources leave open (constructor arguments; defaults and why):
   DETR's two-stage form: every cell of the finest map (the level projections summed there, so the cells see the
   coarse levels' semantics) proposes a class and a box, trained with the same set loss,
   and the `num_queries` best proposals give the queries their reference boxes and, through a Linear of the cell's
-  feature, their content; the learned queries are then per-rank offsets).
+  feature, their content; the learned queries are then per-rank offsets). `dense_proposals=False` (True, with
+  two_stage: the proposals train with a one-to-many assignment instead, every cell inside a target box a positive
+  (Co-DETR's collaborative assignment): far more class signal per image than one cell per object).
 - `aux_start=0`: blocks before this index add no auxiliary loss (every block's output trains, as DETR).
 - `freeze_bn=True` (the seed's recipe: backbone BatchNorm frozen, statistics and affine); `freeze_backbone=False`
   (True: the whole backbone fixed, DETR's lr_backbone=0; on 2 CPU cores it halves a training step).
@@ -296,6 +298,38 @@ class SetCriterion(nn.Module):
                 "giou": giou.detach()}
 
 
+def dense_proposal_loss(logits: torch.Tensor, boxes: torch.Tensor, centres: torch.Tensor, targets: list[dict],
+                        class_weight: torch.Tensor, weights: tuple[float, float, float] = (1.0, 5.0, 2.0)
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-to-many loss of dense proposals (Co-DETR's / FCOS's assignment): a cell whose centre lies inside a target
+    box takes that target (the smallest, when several hold it), the others no-object; weighted cross-entropy over all
+    cells and L1 + GIoU over the assigned ones. logits (B, HW, K), boxes (B, HW, 4) cxcywh, centres (HW, 2) x, y in
+    [0, 1]; targets: unit cxcywh `boxes`, `labels`. Returns (weighted class loss, weighted box loss)."""
+    wc, wb, wg = weights
+    target_classes = torch.zeros(logits.shape[:2], dtype=torch.int64, device=logits.device)
+    src, tgt = [], []
+    for i, t in enumerate(targets):
+        if t["labels"].numel() == 0:
+            continue
+        xyxy = box_convert(t["boxes"], "cxcywh", "xyxy")  # (N, 4)
+        cx, cy = centres[:, 0, None], centres[:, 1, None]  # (HW, 1)
+        inside = (cx > xyxy[:, 0]) & (cx < xyxy[:, 2]) & (cy > xyxy[:, 1]) & (cy < xyxy[:, 3])  # (HW, N)
+        area = (t["boxes"][:, 2] * t["boxes"][:, 3]).expand_as(inside).masked_fill(~inside, float("inf"))
+        best = area.argmin(1)
+        pos = inside.any(1)
+        target_classes[i, pos] = t["labels"][best[pos]]
+        src.append(boxes[i, pos])
+        tgt.append(t["boxes"][best[pos]])
+    ce = F.cross_entropy(logits.transpose(1, 2), target_classes, weight=class_weight.to(logits.dtype))
+    if not src or sum(len(x) for x in src) == 0:
+        return wc * ce, boxes.sum() * 0.0
+    src_b, tgt_b = torch.cat(src), torch.cat(tgt)
+    n = max(1, len(src_b))
+    l1 = F.l1_loss(src_b, tgt_b, reduction="sum") / n
+    giou = torch.diag(generalized_box_iou(box_convert(src_b, "cxcywh", "xyxy"), box_convert(tgt_b, "cxcywh", "xyxy")))
+    return wc * ce, wb * l1 + wg * (1 - giou).sum() / n
+
+
 # ------------------------------------------------------------------------------------------------ detector
 class MobileFormerDETR(CarriesDataConfig, nn.Module):
     """Mobile-Former backbone + Mobile-Former head of `HeadBlock`s over `levels` (see the module docstring).
@@ -311,7 +345,8 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
                  num_queries: int = 100, token_dim: int = 256, head_chs: int = 256, blocks: Sequence[int] = (2, 2, 2),
                  bridge_heads: int = 8, former_heads: int = 8, ffn_dim: int = 2048, mobile_expansion: int = 1,
                  freeze_bn: bool = True, freeze_backbone: bool = False, reference_boxes: bool = False,
-                 prior_scale: float = 0.0, two_stage: bool = False, query_std: float = 1.0, aux_start: int = 0, no_object_weight: float = 0.1,
+                 prior_scale: float = 0.0, two_stage: bool = False, dense_proposals: bool = False,
+                 query_std: float = 1.0, aux_start: int = 0, no_object_weight: float = 0.1,
                  detections_per_img: int = 100) -> None:
         super().__init__()
         if num_classes < 2:
@@ -343,6 +378,9 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
         self.class_head = nn.Linear(token_dim, num_classes)
         self.box_head = BoxMLP(token_dim, 3)
         self.reference_boxes, self.prior_scale, self.two_stage = reference_boxes, prior_scale, two_stage
+        self.dense_proposals = dense_proposals
+        if dense_proposals and not two_stage:
+            raise ValueError("dense_proposals is the proposals' loss: set two_stage=True (and reference_boxes=True)")
         if (prior_scale or two_stage) and not reference_boxes:
             raise ValueError("prior_scale > 0 and two_stage work on each query's reference box: set reference_boxes=True")
         if two_stage:  # dense proposals on the finest level: per position class logits and a box offset
@@ -406,6 +444,7 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
         anchors = torch.logit(torch.cat([centres, torch.full_like(centres, 0.1)], 1))  # (HW, 4)
         logits = self.prop_cls(fine).flatten(2).transpose(1, 2)
         boxes = (self.prop_box(fine).flatten(2).transpose(1, 2) + anchors).sigmoid()
+        self._centres = centres  # for the dense proposal loss of this forward
         return logits, boxes
 
     def _select(self, fine: torch.Tensor, logits: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -477,7 +516,13 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
             unit = [{"labels": t["labels"].to(images.device),
                      "boxes": to_unit_cxcywh(t["boxes"].to(images.device, images.dtype), size)} for t in targets]
             outputs, props = self._forward(images)
-            return self.criterion(([props] if props is not None else []) + outputs[self.aux_start:], unit)
+            if props is None or not self.dense_proposals:
+                return self.criterion(([props] if props is not None else []) + outputs[self.aux_start:], unit)
+            losses = self.criterion(outputs[self.aux_start:], unit)
+            cls, box = dense_proposal_loss(*props, self._centres, unit, self.criterion.class_weight,
+                                           self.criterion.weights)
+            return {**losses, "classification": losses["classification"] + cls,
+                    "bbox_regression": losses["bbox_regression"] + box}
         boxes, scores = self.forward_raw(images)
         if images.is_meta:  # counting params / MACs on the meta device
             return boxes, scores
