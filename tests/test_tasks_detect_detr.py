@@ -355,8 +355,8 @@ def test_two_stage_queries_start_from_the_best_dense_proposals():
 def test_dense_proposal_loss_assigns_cells_inside_boxes_to_the_smallest():
     from mobilevision.tasks.detect.detr import dense_proposal_loss
 
-    centres = torch.tensor([[0.1, 0.1], [0.3, 0.3], [0.5, 0.5], [0.9, 0.9]])
-    big = torch.tensor([0.35, 0.35, 0.6, 0.6])  # holds cells 1 and 2
+    centres = torch.tensor([[0.02, 0.02], [0.3, 0.3], [0.5, 0.5], [0.9, 0.9]])
+    big = torch.tensor([0.35, 0.35, 0.6, 0.6])  # xyxy 0.05..0.65: holds cells 1 and 2
     small = torch.tensor([0.5, 0.5, 0.2, 0.2])  # holds cell 2 only: it wins there
     targets = [{"labels": torch.tensor([3, 1]), "boxes": torch.stack([big, small])}]
     logits = torch.randn(1, 4, 4)
