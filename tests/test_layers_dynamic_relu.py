@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mobilevision.layers.dynamic_relu import DynamicReLU, TokenDynamicReLU
+from mobilevision.layers.dynamic_relu import DynamicReLU, SpatialDynamicReLU, TokenDynamicReLU
 
 
 @pytest.mark.parametrize("variant", ["A", "B"])
@@ -82,3 +82,36 @@ def test_spatial_token_dyrelu_mixes_token_coefficients():
     torch.testing.assert_close(spatial(x, tokens, mix), torch.maximum(x * a1, x * a2))
     with pytest.raises(ValueError, match="mix"):
         spatial(x, tokens)
+
+
+def test_spatial_dyrelu_weights_sum_to_one_over_tokens_at_every_position():
+    torch.manual_seed(2)
+    logits = torch.randn(2, 7, 6, 5) * 5
+    w = SpatialDynamicReLU.mixing_weights(logits, (6, 5))
+    assert w.shape == (2, 7, 6, 5) and (w >= 0).all()
+    torch.testing.assert_close(w.sum(1), torch.ones(2, 6, 5))
+    assert w.std(1).min() > 0.01  # not uniform: the weights depend on the position's logits
+    pooled = SpatialDynamicReLU.mixing_weights(logits, (3, 2))  # a strided block reads pooled logits
+    torch.testing.assert_close(pooled.sum(1), torch.ones(2, 3, 2))
+
+
+def test_spatial_dyrelu_is_the_token_form_with_softmax_mix():
+    torch.manual_seed(3)
+    layer = SpatialDynamicReLU(6, token_dim=8)
+    x, tokens, logits = torch.randn(2, 6, 4, 5), torch.randn(2, 3, 8), torch.randn(2, 3, 4, 5)
+    torch.testing.assert_close(layer(x, tokens, logits), F.relu(x))  # ReLU at initialisation (up to rounding)
+    torch.nn.init.normal_(layer.fc2.weight, std=2.0)
+    ref = TokenDynamicReLU(6, token_dim=8, token_id=-1)
+    ref.load_state_dict(layer.state_dict())
+    out = layer(x, tokens, logits)
+    torch.testing.assert_close(out, ref(x, tokens, torch.softmax(logits, 1)))
+    # a position's slopes follow the token its logits favour
+    sharp = torch.full((2, 3, 4, 5), -30.0)
+    sharp[:, 1] = 30.0
+    single = TokenDynamicReLU(6, token_dim=8, token_id=1)
+    single.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(layer(x, tokens, sharp), single(x, tokens))
+    with pytest.raises(ValueError, match="mix_logits"):
+        layer(x, tokens)
+    with pytest.raises(ValueError, match="disagree"):
+        layer(x, tokens, torch.randn(2, 4, 4, 5))

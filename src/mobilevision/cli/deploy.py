@@ -287,6 +287,8 @@ def _export_detector(args: argparse.Namespace, model) -> int:
     from mobilevision.deploy.inference import sample_photos
     from mobilevision.tasks.detect.export import NMSDetector, RawDetector
 
+    if not hasattr(model, "nms_thresh"):  # a set-prediction detector (Mobile-Former DETR) has no NMS to put inside
+        args.no_nms = True
     h, w = model.data_config.size
     photos = [TF.resize(TF.to_dtype(TF.to_image(p), torch.float32, scale=True), [h, w], antialias=True)
               for p in sample_photos().values()]  # (3, h, w) in [0, 1]: detectors normalise inside

@@ -58,11 +58,12 @@ def export_form(model: nn.Module) -> nn.Module:
     """The one-tensor-in module a runtime runs for `model`: a detector's raw decoded boxes (B, A, 4) and
     per-class scores (B, A, C) without NMS, a segmenter's logits (B, K, H, W) without the aux head, any other
     model as it is."""
+    from mobilevision.tasks.detect.detr import MobileFormerDETR
     from mobilevision.tasks.detect.export import RawDetector
     from mobilevision.tasks.detect.ssdlite import SSDLite
     from mobilevision.tasks.segment.model import LogitsOnly, Segmenter
 
-    if isinstance(model, SSDLite):
+    if isinstance(model, (SSDLite, MobileFormerDETR)):
         return RawDetector(model).eval()
     if isinstance(model, Segmenter):
         return LogitsOnly(model).eval()

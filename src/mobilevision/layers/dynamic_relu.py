@@ -17,7 +17,9 @@ The last hyper FC starts at zero, so A and B are exactly ReLU at initialisation;
 Mobile-Former's form (`TokenDynamicReLU`): the hyper-function reads a global token instead of pooled
 features (token 0: Linear(d -> d/4) -> ReLU -> Linear(d/4 -> 2C) -> hard-sigmoid), K = 2 slopes per
 channel and no intercepts: a1 = 2 (h1 - 0.5) + 1, a2 = 2 (h2 - 0.5), y = max(a1 x, a2 x). Its spatial-aware
-form computes coefficients for every token and mixes them per pixel with the Mobile->Former attention.
+form computes coefficients for every token and mixes them per pixel with the Mobile->Former attention;
+`SpatialDynamicReLU` is that form as a layer of its own: it takes the bridge's attention logits and normalises
+them over the tokens itself (the Mobile-Former DETR head's activation).
 """
 from __future__ import annotations
 
@@ -131,3 +133,34 @@ class TokenDynamicReLU(nn.Module):
         if self.token_id == -1 and a1.shape[-2:] != x.shape[-2:]:
             raise ValueError(f"mix size {tuple(a1.shape[-2:])} does not match the map {tuple(x.shape[-2:])}")
         return torch.maximum(x * a1, x * a2)
+
+
+class SpatialDynamicReLU(TokenDynamicReLU):
+    """Spatial-aware DY-ReLU (Mobile-Former's detector): at every position the two slopes are a convex mix of
+    the per-token slopes, with weights that sum to 1 over the T tokens there.
+
+    forward(x (B, C, H, W), tokens (B, T, d), mix_logits (B, T, H', W')) -> (B, C, H, W). `mix_logits` are
+    per-position token scores (the Mobile->Former attention logits, averaged over heads); they are average-pooled
+    to x's size when the block strides and softmax-normalised over T (`mixing_weights`). The hyper-function and
+    the slopes are `TokenDynamicReLU`'s (token_id=-1), so it starts as ReLU too.
+    """
+
+    def __init__(self, channels: int, token_dim: int, reduction: int = 4) -> None:
+        super().__init__(channels, token_dim, reduction, token_id=-1)
+
+    @staticmethod
+    def mixing_weights(mix_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """(B, T, H', W') logits -> (B, T, H, W) weights, >= 0 and summing to 1 over T at every position."""
+        if mix_logits.dim() != 4:
+            raise ValueError(f"mix_logits must be (B, T, H, W), got shape {tuple(mix_logits.shape)}")
+        if tuple(mix_logits.shape[-2:]) != tuple(size):
+            mix_logits = F.adaptive_avg_pool2d(mix_logits, size)
+        return torch.softmax(mix_logits, dim=1)
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor, mix_logits: torch.Tensor | None = None) -> torch.Tensor:
+        if mix_logits is None:
+            raise ValueError("SpatialDynamicReLU needs mix_logits, the (B, T, H, W) token scores of each position")
+        if mix_logits.shape[:2] != tokens.shape[:2]:
+            raise ValueError(f"mix_logits {tuple(mix_logits.shape)} and tokens {tuple(tokens.shape)} disagree on "
+                             "(batch, tokens)")
+        return super().forward(x, tokens, self.mixing_weights(mix_logits, x.shape[-2:]))

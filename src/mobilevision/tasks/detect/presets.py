@@ -1,4 +1,6 @@
-"""Registered SSDLite presets (family "ssdlite"): torchvision's, the MobileViT paper's and the MobileNetV2 paper's.
+"""Registered SSDLite presets (family "ssdlite"): torchvision's, the MobileViT paper's and the MobileNetV2 paper's;
+and the Mobile-Former DETR presets (family "mobileformer_detr"), `mobileformer_detr_<variant>` on every
+Mobile-Former (the paper's: `mobileformer_detr_508m`; COCO: 91 classes with no-object, 800 x 1333, ImageNet stats).
 
 `create_model(name)` builds them like any zoo model (`num_classes` counts the background; default 91 for the
 torchvision preset, 81 for the COCO-80 ones). `ssdlite320_mobilenetv3_large_100` loads torchvision's
@@ -16,6 +18,7 @@ from mobilevision.data.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig
 from mobilevision.layers.conv_norm_act import ConvNormAct
 from mobilevision.models.inverted_residual import DepthwiseSeparable, InvertedResidual
 from mobilevision.models.registry import ModelConfig, WeightSource, register_model
+from .detr import mobileformer_detr_preset
 from .ssdlite import SSDLite, build_ssdlite, detection_backbone
 
 _NO_WEIGHTS = WeightSource(note="no released COCO weights are wired in; train it or pass checkpoint_path=PATH "
@@ -158,4 +161,14 @@ for _name, (_builder, _kwargs, _mean, _std, _filter) in PRESETS.items():
         _name, "ssdlite", _builder, kwargs=_kwargs, num_classes=DEFAULT_NUM_CLASSES.get(_name, 81),
         input_size=(3, 320, 320), mean=_mean, std=_std, crop_pct=1.0, interpolation="bilinear",
         weights=_NO_WEIGHTS, checkpoint_filter=_filter,
+    ))
+
+
+_DETR_WEIGHTS = WeightSource(note="the Mobile-Former paper's DETR weights were never released; train it or pass "
+                                  "checkpoint_path=PATH")
+for _variant in ("508m", "294m", "214m", "151m", "96m", "52m", "26m"):
+    register_model(ModelConfig(
+        f"mobileformer_detr_{_variant}", "mobileformer_detr", mobileformer_detr_preset,
+        kwargs={"backbone": f"mobileformer_{_variant}"}, num_classes=91, input_size=(3, 800, 1333),
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=1.0, interpolation="bilinear", weights=_DETR_WEIGHTS,
     ))

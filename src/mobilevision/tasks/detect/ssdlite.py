@@ -410,20 +410,29 @@ def create_detector(
     num_classes: int,
     layout: str | None = None,
     feature_location: str | None = None,
-    image_size: int | tuple[int, int] = 320,
+    image_size: int | tuple[int, int] | None = None,
     backbone_kwargs: dict | None = None,
     **kw: Any,
-) -> SSDLite:
-    """SSDLite on any registered backbone `backbone` (a `create_model` name), `num_classes` incl. background.
+) -> nn.Module:
+    """SSDLite on any registered backbone `backbone` (a `create_model` name), `num_classes` incl. background;
+    head "mobileformer_detr": `detr.create_mobileformer_detr` (a Mobile-Former backbone, DETR-style; its keywords).
 
     layout: "torchvision" (default) or "cvnets" (default for MobileViT). feature_location: "expansion"
     (inverted-residual families' default: C4 = expansion of the first stride-32 block), "stages" (MobileViT),
     "last2" (the last two `feature_info` maps; every other family). `image_size` is the data config's input
-    size (the detector itself takes any size). Other keywords: `extra_channels`, `proj_channels`, `bn_eps`,
+    size (the detector itself takes any size; default 320). Other keywords: `extra_channels`, `proj_channels`, `bn_eps`,
     `iou_thresh`, `score_thresh`, `nms_thresh`, `detections_per_img`, `topk_candidates`.
     """
+    if head == "mobileformer_detr":
+        if layout is not None or feature_location is not None:
+            raise ValueError("layout and feature_location are SSDLite's; mobileformer_detr takes levels=(32, 16, 8)")
+        from .detr import create_mobileformer_detr
+
+        return create_mobileformer_detr(backbone=backbone, num_classes=num_classes, image_size=image_size,
+                                        backbone_kwargs=backbone_kwargs, **kw)
     if head != "ssdlite":
-        raise ValueError(f"unknown detection head {head!r}; accepted: ssdlite")
+        raise ValueError(f"unknown detection head {head!r}; accepted: ssdlite, mobileformer_detr")
+    image_size = 320 if image_size is None else image_size
     kind = feature_location or default_kind(backbone)
     body = detection_backbone(backbone, kind, **(backbone_kwargs or {}))
     if layout is None:

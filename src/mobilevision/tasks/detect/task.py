@@ -1,6 +1,6 @@
 """The detection task of the one training loop: SSDLite presets or SSDLite on any backbone, COCO mAP.
 
-`DetectTask(NAME)`: NAME is a registered `ssdlite*` preset or any backbone name (then
+`DetectTask(NAME)`: NAME is a registered `ssdlite*` / `mobileformer_detr_*` preset or any backbone name (then
 `create_detector("ssdlite", backbone=NAME)`). Batches are `(images (B, 3, S, S) in [0, 1], targets)` from
 `data.detection.collate`; `evaluate` returns the twelve COCO numbers (`map_50` picks best/) plus
 `ap/<class>` per class, computed on boxes scaled back to each file's own size.
@@ -17,6 +17,8 @@ from torch import nn
 from mobilevision.layers.helpers import eval_mode
 from mobilevision.tasks.base import Task, TaskData
 from .metrics import COCO_KEYS, coco_map, mean_box_baseline
+
+PRESET_FAMILIES = ("ssdlite", "mobileformer_detr")  # registered detectors: create_model builds them
 
 
 @dataclass
@@ -79,7 +81,7 @@ class DetectTask(Task):
             from mobilevision.models.registry import get_config
 
             cfg = get_config(self.model_name)
-            if cfg.family == "ssdlite":
+            if cfg.family in PRESET_FAMILIES:
                 return cfg.input_size[1]
         return 320
 
@@ -96,7 +98,7 @@ class DetectTask(Task):
         num_classes = int(data.info["num_classes"])
         kw = {**dict(getattr(recipe, "model_kwargs", None) or {}), **self.detector_kw}
         dpr = float(getattr(recipe, "drop_path_rate", 0.0) or 0.0)
-        if get_config(name).family == "ssdlite":
+        if get_config(name).family in PRESET_FAMILIES:
             model = create_model(name, num_classes=num_classes, drop_path_rate=dpr, **kw)
         else:
             size = int(data.info.get("input_size", 320))
