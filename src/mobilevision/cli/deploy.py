@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from . import common
 
@@ -185,9 +186,7 @@ def run_export(args: argparse.Namespace) -> int:
 RUNTIME_NAME = {"onnx": "onnxruntime", "openvino": "OpenVINO (CPU, f32)", "executorch": "ExecuTorch (XNNPACK)"}
 
 
-def _int8_path(path) -> "Path":
-    from pathlib import Path
-
+def _int8_path(path) -> Path:
     path = Path(path)
     return path.with_name(f"{path.stem}_int8{path.suffix}")
 

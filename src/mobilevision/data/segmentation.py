@@ -88,7 +88,6 @@ class PairSource:
         self.name = name
         self.skipped: dict[str, int] = {}
         kept, labels_max, warned = [], -1, 0
-        masks: list[np.ndarray] = []
         for img_path, mask_path in pairs:
             reason, mask = self._check(img_path, mask_path)
             if reason is None:

@@ -15,10 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobilevision.data.config import resolve_data_config
-
-from .export import ExportResult, _quiet_export, export_metadata, traced_dynamic_dims, trial_forward, torch_export
-from .fusion import fuse
+from .export import ExportResult, _quiet_export, export_metadata, prepare_export, torch_export, traced_dynamic_dims
 
 # ExecuTorch plans the memory of every tensor outside the delegate for the largest shape the program allows,
 # so the dynamic dims get modest upper bounds: a batch of 16 and twice the export size.
@@ -49,14 +46,8 @@ def export_executorch(model: nn.Module, path: str | os.PathLike, input_size: tup
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    cfg = resolve_data_config(model, input_size=input_size)
+    model, cfg, path, _ = prepare_export(model, path, input_size, fuse_first, ".pte", "ExecuTorch program")
     c, h, w = cfg.input_size
-    model = fuse(model) if fuse_first else model.eval()
-    path = Path(path)
-    if path.suffix.lower() != ".pte":
-        raise ValueError(f"ExecuTorch program path {path} must end in .pte")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    trial_forward(model, c, h, w)
     if calibration is not None:
         model = quantize_pt2e(model, calibration)
         dynamic = False  # the quantized graph is traced at the calibration size; the batch stays dynamic

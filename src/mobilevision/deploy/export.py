@@ -10,7 +10,7 @@ import warnings
 from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -85,12 +85,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: tuple[int
 
     if exporter not in ("auto", "dynamo", "legacy"):
         raise ValueError(f"exporter must be auto, dynamo or legacy, got {exporter!r}")
-    cfg = resolve_data_config(model, input_size=input_size)  # the graph's own size, stored with it
+    model, cfg, path, example = prepare_export(model, path, input_size, fuse_first)
     c, h, w = cfg.input_size
-    model = fuse(model) if fuse_first else model.eval()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    example = trial_forward(model, c, h, w)
 
     # torch.export fixes every dim that is 1 at trace time and gives equal dims one symbol, so the graph is
     # traced at batch 2 (the batch is always dynamic) and, for dynamic H / W, at a size where no feature map
@@ -114,6 +110,21 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: tuple[int
     if problems:
         raise RuntimeError(f"exported graph {path} is not portable: {'; '.join(problems)}")
     return ExportResult(path, used, _dynamic_dims(proto), (c, h, w), reason, report)
+
+
+def prepare_export(model: nn.Module, path: str | os.PathLike, input_size, fuse_first: bool,
+                   suffix: str | None = None, what: str = "") -> tuple[nn.Module, Any, Path, torch.Tensor]:
+    """What every export target does first: the data config at the export size (stored with the file), the
+    fused (or eval) model, the checked path (ValueError unless it ends in `suffix`) with its folder made, and
+    a trial (1, C, H, W) forward (returned) that names the size if the model cannot take it."""
+    cfg = resolve_data_config(model, input_size=input_size)
+    c, h, w = cfg.input_size
+    model = fuse(model) if fuse_first else model.eval()
+    path = Path(path)
+    if suffix is not None and path.suffix.lower() != suffix:
+        raise ValueError(f"{what} path {path} must end in {suffix}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return model, cfg, path, trial_forward(model, c, h, w)
 
 
 def trial_forward(model: nn.Module, c: int, h: int, w: int) -> torch.Tensor:

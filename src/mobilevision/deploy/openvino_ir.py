@@ -15,11 +15,8 @@ from typing import Sequence
 import numpy as np
 from torch import nn
 
-from mobilevision.data.config import resolve_data_config
-
 from .export import (INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ExportResult, _quiet_export, export_metadata,
-                     traced_dynamic_dims, trial_forward, torch_export)
-from .fusion import fuse
+                     prepare_export, torch_export, traced_dynamic_dims)
 
 # our precision names -> the CPU plugin's INFERENCE_PRECISION_HINT
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
@@ -47,14 +44,8 @@ def export_openvino(model: nn.Module, path: str | os.PathLike, input_size: tuple
     """
     import openvino as ov
 
-    cfg = resolve_data_config(model, input_size=input_size)
+    model, cfg, path, _ = prepare_export(model, path, input_size, fuse_first, ".xml", "OpenVINO IR")
     c, h, w = cfg.input_size
-    model = fuse(model) if fuse_first else model.eval()
-    path = Path(path)
-    if path.suffix.lower() != ".xml":
-        raise ValueError(f"OpenVINO IR path {path} must end in .xml (the weights go next to it as .bin)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    trial_forward(model, c, h, w)
     program = torch_export(model, c, h, w, dynamic)
     ovm = _quiet_export(ov.convert_model, program)
     ovm.inputs[0].get_tensor().set_names({INPUT_NAME})
