@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                          "openvino, executorch; --backend all: one table across runtimes)"),
     "export": ("mobilevision.cli.deploy", "export the fused model (ONNX, OpenVINO IR, ExecuTorch) and verify it on "
                                           "its runtime"),
-    "quantize": ("mobilevision.cli.deploy", "INT8 static quantization of an exported ONNX graph"),
+    "quantize": ("mobilevision.cli.deploy", "INT8 static quantization of an exported ONNX graph or OpenVINO IR"),
     "predict": ("mobilevision.cli.infer", "top-k classes of images (files or folders) with a checkpoint or graph"),
     "eval": ("mobilevision.cli.infer", "top-1 / top-5 of a checkpoint or ONNX graph on a data set, as JSON"),
     "train": ("mobilevision.cli.train", "train a model on an ImageFolder directory or the built-in digits set"),
