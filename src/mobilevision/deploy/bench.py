@@ -169,15 +169,16 @@ def format_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_results(rows: Sequence[dict], out_dir: str | os.PathLike, stem: str = "bench") -> dict[str, Path]:
-    """Write `<stem>.csv`, `<stem>.json` and `<stem>.png` (latency against resolution, one line per model
-    and batch) into `out_dir`; returns their paths."""
+def write_results(rows: Sequence[dict], out_dir: str | os.PathLike, stem: str = "bench",
+                  plot=None) -> dict[str, Path]:
+    """Write `<stem>.csv`, `<stem>.json` and `<stem>.png` (`plot(rows, path)`; default `plot_latency`: latency
+    against resolution, one line per model and batch) into `out_dir`; returns their paths."""
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / f"{stem}.csv", "json": out / f"{stem}.json", "png": out / f"{stem}.png"}
     write_csv(rows, paths["csv"])
     paths["json"].write_text(json.dumps(list(rows), indent=2))
-    plot_latency(rows, paths["png"])
+    (plot or plot_latency)(rows, paths["png"])
     return paths
 
 
@@ -477,10 +478,4 @@ def plot_runtimes(rows: Sequence[dict], path: str | os.PathLike) -> None:
 def write_runtime_results(rows: Sequence[dict], out_dir: str | os.PathLike, stem: str = "bench_runtimes"
                           ) -> dict[str, Path]:
     """`<stem>.csv`, `<stem>.json` and `<stem>.png` (`plot_runtimes`) in `out_dir`; returns their paths."""
-    out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out / f"{stem}.csv", "json": out / f"{stem}.json", "png": out / f"{stem}.png"}
-    write_csv(rows, paths["csv"])
-    paths["json"].write_text(json.dumps(list(rows), indent=2))
-    plot_runtimes(rows, paths["png"])
-    return paths
+    return write_results(rows, out_dir, stem, plot=plot_runtimes)
