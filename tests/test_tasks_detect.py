@@ -194,3 +194,21 @@ def test_bad_inputs():
         create_detector(backbone="mobilevit_xxs", num_classes=1)
     with pytest.raises(ValueError, match="layout"):
         create_detector(backbone="mobilevit_xxs", num_classes=3, layout="yolo")
+
+
+def test_anchor_ratios_set_the_torchvision_layouts_anchor_sizes_and_redraw_is_digits_only():
+    from mobilevision.tasks.detect.task import DetectTask
+    from mobilevision.train.recipe import Recipe
+
+    x = torch.rand(1, 3, 192, 192)
+    sides = []
+    for ratios in ((0.2, 0.95), (0.1, 0.95)):
+        det = create_detector("ssdlite", backbone="mobilenetv3_small_100", num_classes=3, anchor_ratios=ratios).eval()
+        with torch.no_grad():
+            anchors = det.head_outputs(x)["anchors"]
+        sides.append(float((anchors[:, 2] - anchors[:, 0]).min()))
+    assert sides[1] < sides[0]  # smaller first-map anchors
+    # the narrowest box is the ratio-3 one on the first map: min_ratio x side / sqrt(3) wide
+    assert sides == pytest.approx([0.2 * 192 / 3 ** 0.5, 0.1 * 192 / 3 ** 0.5], rel=0.01)
+    with pytest.raises(ValueError, match="redraw applies to the built-in digits-detect"):
+        DetectTask("ssdlite_mobilevit_xxs", {"redraw": True}).build_data("/nonexistent/coco", Recipe(task="detect"))
