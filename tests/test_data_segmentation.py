@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mobilevision.data import SeededView
 from mobilevision.data.segmentation import (IGNORE_INDEX, DigitsSegmentSource, SegmentationView, load_mask,
                                             open_pairs, open_segmentation, open_voc, overlay_mask, pad_collate,
                                             save_mask, segmentation_transform)
@@ -144,7 +145,7 @@ def test_digits_segment_source_and_seeded_view():
     assert src.num_classes == 11 and src.classes[0] == "background" and src.classes[3] == "2"
     img, mask = src.load(0)
     assert img.size == (96, 96) and mask.max() <= 10
-    view = SegmentationView(src, segmentation_transform((0.5,) * 3, (0.5,) * 3, train=True, crop_size=64))
+    view = SeededView(SegmentationView(src, segmentation_transform((0.5,) * 3, (0.5,) * 3, train=True, crop_size=64)))
     a, b = view[(64, 64, 1, 123)], view[(64, 64, 1, 123)]
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     with pytest.raises(FileNotFoundError, match="digits-segment"):

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .datasets import IMAGE_EXTENSIONS, load_image, seeded
+from .datasets import IMAGE_EXTENSIONS, load_image
 
 IGNORE_INDEX = 255
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -248,8 +248,8 @@ def segmentation_transform(mean: Sequence[float], std: Sequence[float], *, train
 
 
 class SegmentationView(Dataset):
-    """`source.load(i)` through `transform`. Items may be an index or, from the multi-scale sampler, a tuple
-    `(h, w, index, seed)`; with a seed the augmentation is a pure function of it (resumable, rank-independent)."""
+    """`source.load(i)` through `transform(image, mask)`. The engine wraps it in `SeededView`, so a training item's
+    load (a redrawn digits scene takes its layout from numpy's RNG) and augmentation are pure functions of a seed."""
 
     def __init__(self, source, transform: Callable) -> None:
         self.source, self.transform = source, transform
@@ -257,14 +257,8 @@ class SegmentationView(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, item):
-        if isinstance(item, tuple):
-            _, _, index, seed = item
-            with seeded(seed):  # the load too: a redrawn digits scene takes its layout from this seed
-                img, mask = self.source.load(index)
-                return self.transform(img, mask)
-        img, mask = self.source.load(item)
-        return self.transform(img, mask)
+    def __getitem__(self, index: int):
+        return self.transform(*self.source.load(index))
 
 
 def pad_collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
