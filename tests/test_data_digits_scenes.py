@@ -76,3 +76,27 @@ def test_redrawn_train_scenes_follow_the_seeded_global_rng_and_keep_the_fixed_la
     assert torch.equal(img1, img2) and torch.equal(t1["boxes"], t2["boxes"])
     with pytest.raises(ValueError, match="val scenes stay fixed"):
         DigitsScenes("val", redraw=True)
+
+
+def test_digits_on_photos_pastes_each_scan_of_its_split_on_photo_crops():
+    from mobilevision.data.datasets import open_datasets
+    from mobilevision.data.digits_scenes import DigitsOnPhotos
+    from mobilevision.train.recipe import default_recipe
+
+    train, val = open_datasets("digits-photos", image_size=48)
+    scans, labels = _digit_scans("train")
+    assert len(train) == 4 * len(scans) and len(val) == len(_digit_scans("val")[0])
+    assert train.classes == [str(d) for d in range(10)]
+    img, label = train.load(len(scans) + 5)  # the second copy of scan 5: same digit, other photo and place
+    first, label_first = train.load(5)
+    assert label == label_first == int(labels[5]) and img.size == (48, 48) and img.mode == "RGB"
+    assert not np.array_equal(np.asarray(img), np.asarray(first))
+    again, _ = DigitsOnPhotos("train", 48).load(5)
+    assert np.array_equal(np.asarray(again), np.asarray(first))  # a pure function of (split, index, seed)
+    pix = np.asarray(first, np.float32)
+    assert pix.std() > 10  # a photo behind the digit, not a flat canvas
+    with pytest.raises(IndexError):
+        train.load(len(train))
+    with pytest.raises(ValueError, match="copies"):
+        DigitsOnPhotos("train", copies=0)
+    assert default_recipe("mobilenetv3_large_100", "digits-photos")[0] == "digits_photos"

@@ -25,7 +25,7 @@ def configure_train(p: argparse.ArgumentParser, task: str = "classify") -> None:
     p.add_argument("--data", required=True,
                    help="'digits' (built-in) or a directory of images (DIR/train/<folder>/... or DIR/<folder>/...; "
                         "labels are ignored, DIR/val/ if present gives a validation loss)" if pre else
-                        "classify: 'digits' (built-in) or a directory with train/<class>/ and val/<class>/; detect: "
+                        "classify: 'digits' or 'digits-photos' (built-in; the digits on photo crops) or a directory with train/<class>/ and val/<class>/; detect: "
                         "'digits-detect' or COCO data (annotations JSON, or a folder with annotations/instances_"
                         "{train,val}.json and train/, val/); segment: 'digits-segment', a VOC folder or images/ + masks/")
     if not pre:

@@ -160,12 +160,16 @@ def _class_dirs(root: Path) -> list[str]:
 
 
 def open_split(data: str, split: str, image_size: int = 64, verify: bool = True):
-    """`digits` or `DIR` -> the source for `split` ('train' or 'val')."""
+    """`digits`, `digits-photos` (the digits on photo crops) or `DIR` -> the source for `split` ('train' or 'val')."""
     if data == "digits":
         return DigitsSource(split, image_size)
+    if data == "digits-photos":
+        from .digits_scenes import DigitsOnPhotos
+
+        return DigitsOnPhotos(split, image_size)
     root = Path(data).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"--data {data!r}: not 'digits' and not a directory")
+        raise FileNotFoundError(f"--data {data!r}: not 'digits', 'digits-photos' or a directory")
     if not (root / split).is_dir():
         raise FileNotFoundError(f"{root} has no {split}/ directory; expected {root}/train/<class>/... and "
                                 f"{root}/val/<class>/...")
@@ -176,7 +180,7 @@ def open_datasets(data: str, image_size: int = 64, verify: bool = True):
     """Train and val sources with identical class lists (ValueError naming the difference otherwise).
 
     Directory problems are reported before any image is read."""
-    if data != "digits":
+    if data not in ("digits", "digits-photos"):
         root = Path(data).expanduser()
         for split in ("train", "val"):
             if not (root / split).is_dir():

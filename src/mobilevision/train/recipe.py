@@ -258,7 +258,7 @@ PAPER_RECIPES = {
 
 
 # Built-in data sets and the task each one serves; task-model families and their task.
-BUILTIN_DATA = {"digits": "classify", "digits-detect": "detect", "digits-segment": "segment"}
+BUILTIN_DATA = {"digits": "classify", "digits-photos": "classify", "digits-detect": "detect", "digits-segment": "segment"}
 TASK_OF_FAMILY = {"ssdlite": "detect", "mobileformer_detr": "detect", "deeplabv3": "segment", "lraspp": "segment", "fpn": "segment"}
 TASK_RECIPES = {  # task -> (recipe on its built-in set, recipe for a MobileViT backbone, recipe otherwise)
     "detect": ("digits_detect", "ssdlite_mobilevit", "ssdlite_torchvision"),
@@ -294,7 +294,7 @@ def default_recipe(model_name: str, data: str, task: str = "classify") -> tuple[
             return mobilevit, "the MobileViT paper's recipe"
         return other, "torchvision's reference recipe"
     if builtin:
-        return "digits", "the built-in digits set"
+        return ("digits_photos" if data == "digits-photos" else "digits"), f"the built-in {data} set"
     family = get_config(model_name).family
     if family in PAPER_RECIPES:
         return PAPER_RECIPES[family], f"the {family} paper recipe"
