@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from peers import parse_args, ratio_row, report, timm_pairs, twins
+from peers import each_twin, parse_args, ratio_row, report
 
 from mobilevision.deploy.bench import paired_times
 from mobilevision.deploy.fusion import fuse
@@ -20,12 +20,7 @@ def main() -> None:
     args = parse_args(__doc__, "bench_eager.csv")
     torch.set_num_threads(args.threads)
     rows = []
-    for ours_name, timm_name in timm_pairs(args.models, args.max_params):
-        try:
-            ours, ref = twins(ours_name, timm_name)
-        except ValueError as err:
-            print(f"skip {ours_name}: {str(err)[:120]}")
-            continue
+    for ours_name, timm_name, ours, ref in each_twin(args):
         ours = fuse(ours)
         c, h, w = ours.default_cfg["input_size"]
         x = torch.randn(1, c, h, w)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from peers import parse_args, ratio_row, report, timm_pairs, twins
+from peers import each_twin, parse_args, ratio_row, report
 
 from mobilevision.deploy.bench import paired_times
 from mobilevision.deploy.export import export_onnx, ort_session
@@ -22,12 +22,7 @@ def main() -> None:
     args = parse_args(__doc__, "bench_onnx.csv")
     torch.set_num_threads(args.threads)
     rows = []
-    for ours_name, timm_name in timm_pairs(args.models, args.max_params):
-        try:
-            ours, ref = twins(ours_name, timm_name)
-        except ValueError as err:
-            print(f"skip {ours_name}: {str(err)[:120]}")
-            continue
+    for ours_name, timm_name, ours, ref in each_twin(args):
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             c, h, w = ours.default_cfg["input_size"]

@@ -36,6 +36,18 @@ def twins(ours_name: str, timm_name: str) -> tuple[torch.nn.Module, torch.nn.Mod
     return ours, ref
 
 
+def each_twin(args: argparse.Namespace):
+    """Yield (our name, timm name, ours, timm's) for the pairs `args.models` / `args.max_params` select; a pair
+    that cannot be built is skipped with a line saying why."""
+    for ours_name, timm_name in timm_pairs(args.models, args.max_params):
+        try:
+            ours, ref = twins(ours_name, timm_name)
+        except ValueError as err:
+            print(f"skip {ours_name}: {str(err)[:120]}")
+            continue
+        yield ours_name, timm_name, ours, ref
+
+
 def parse_args(doc: str, out: str) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--models", default=DEFAULT_SET, help="comma-separated globs over our model names ('*': all)")
