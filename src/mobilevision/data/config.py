@@ -54,6 +54,14 @@ class DataConfig:
         c = self.input_size[0]
         return self.mean[:c], self.std[:c]
 
+    def normalize(self, images):
+        """(B, C, H, W) [0, 1] images -> (images - mean) / std, in the images' dtype and device (the detectors
+        normalise inside, as torchvision's do)."""
+        mean, std = self.channel_stats
+        mean_t = images.new_tensor(mean).view(1, -1, 1, 1)
+        std_t = images.new_tensor(std).view(1, -1, 1, 1)
+        return (images - mean_t) / std_t
+
     def to_dict(self) -> dict:
         """Plain JSON-able form (lists for tuples), as `config.json` and graph metadata store it."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

@@ -413,10 +413,7 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
         return {"queries"}
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        mean, std = self.data_config.channel_stats
-        mean_t = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-        std_t = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-        return (images - mean_t) / std_t
+        return self.data_config.normalize(images)
 
     def predict(self, queries: torch.Tensor, ref: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """queries (B, Q, d) -> (logits (B, Q, num_classes), boxes (B, Q, 4) cxcywh in [0, 1]); with reference

@@ -211,10 +211,7 @@ class SSDLite(CarriesDataConfig, nn.Module):
 
     # -- pieces
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        mean, std = self.data_config.channel_stats
-        mean_t = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-        std_t = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-        return (images - mean_t) / std_t
+        return self.data_config.normalize(images)
 
     def feature_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Normalised-inside features: the backbone's two maps then one per extra layer."""
