@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("mobilevision.cli.infer", "top-1 / top-5 of a checkpoint or ONNX graph on a data set, as JSON"),
     "train": ("mobilevision.cli.train", "train a model on an ImageFolder directory or the built-in digits set"),
     "pretrain": ("mobilevision.cli.train", "FCMAE masked-autoencoder pre-training of a ConvNeXt V2 encoder (same engine as train)"),
+    "choose": ("mobilevision.cli.choose", "the best backbone under a latency budget on this machine: measured latency "
+                                          "vs published top-1, Pareto front, cached per device"),
     "explain": ("mobilevision.cli.explain", "see inside a model: Mobile-Former attention, feature collapse, stage activations"),
 }
 
