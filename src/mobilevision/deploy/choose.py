@@ -68,12 +68,14 @@ def candidates(families: Sequence[str] | None = None, names: Sequence[str] | Non
 def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
     """Names not dominated in (latency: lower is better, top-1: higher is better), fastest first.
 
-    A point is dominated when another is at least as fast and at least as accurate and better in one of them.
+    A point is dominated when another is at least as fast and at least as accurate and better in one of them
+    (so two models with equal figures are both on the front).
     """
     order = sorted(points, key=lambda n: (points[n][0], -points[n][1], n))
-    front, best = [], float("-inf")
+    front: list[str] = []
+    best = float("-inf")
     for n in order:
-        if points[n][1] > best:
+        if points[n][1] > best or (front and tuple(points[n]) == tuple(points[front[-1]])):
             front.append(n)
             best = points[n][1]
     return front
@@ -256,11 +258,11 @@ class Choice:
 def choose(budget_ms: float, runtime: str = "eager", threads: int = 2, size: int = 224, batch: int = 1,
            families: Sequence[str] | None = None, names: Sequence[str] | None = None, task: str = "classify",
            refresh: bool = False, cache: str | os.PathLike | None = None, progress: bool = True,
-           measure: Callable[..., dict] = measure_model, **stable_kwargs) -> Choice:
+           measure: Callable[..., dict] | None = None, **stable_kwargs) -> Choice:
     """Measure (or read from the cache) each candidate's latency and rank them against published top-1.
 
     `cache`: the cache directory (default `cache_dir()`). `measure(name, runtime, threads, size, batch)`: the
-    latency function (tests pass a fake). ValueError on a bad argument, an unknown family or runtime.
+    latency function (default `measure_model`; tests pass a fake). ValueError on a bad argument, an unknown family or runtime.
     """
     import importlib.util
 
@@ -277,6 +279,7 @@ def choose(budget_ms: float, runtime: str = "eager", threads: int = 2, size: int
         raise ValueError(f"--budget-ms must be > 0, got {budget_ms}")
     if threads < 1 or size < 32 or batch < 1:
         raise ValueError(f"threads, batch must be >= 1 and size >= 32, got {threads} / {batch} / {size}")
+    measure = measure or measure_model
     cands = candidates(families, names)
     key = cache_key(runtime, threads, size, batch)
     path = cache_path(key, cache)
