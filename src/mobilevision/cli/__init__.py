@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("mobilevision.cli.train", "FCMAE masked-autoencoder pre-training of a ConvNeXt V2 encoder (same engine as train)"),
     "choose": ("mobilevision.cli.choose", "the best backbone under a latency budget on this machine: measured latency "
                                           "vs published top-1, Pareto front, cached per device"),
+    "lut": ("mobilevision.cli.choose", "MoGA-style per-block latency look-up table: build (measure each block kind "
+                                       "once) | predict (a model as the sum of its blocks)"),
     "explain": ("mobilevision.cli.explain", "see inside a model: Mobile-Former attention, feature collapse, stage activations"),
 }
 

@@ -24,6 +24,8 @@ def configure_choose(p: argparse.ArgumentParser) -> None:
     p.add_argument("--family", action="append", default=None,
                    help="restrict to these families (repeatable or a comma list, e.g. mobilenetv3,moga)")
     p.add_argument("--model", action="append", default=None, help="restrict to these models (repeatable)")
+    p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                   help="wall (default) or cpu: the thread's CPU time, with --threads 1 (robust on a loaded machine)")
     p.add_argument("--refresh", action="store_true", help="measure again instead of reading the cache")
     p.add_argument("--cache-dir", default=None, help="latency cache folder (default $MOBILEVISION_CACHE or "
                                                       "~/.cache/mobilevision)")
@@ -42,7 +44,7 @@ def run_choose(args: argparse.Namespace) -> int:
 
     c = choose(args.budget_ms, args.runtime, args.threads, args.size, args.batch, families=_split(args.family),
                names=_split(args.model), task=args.task, refresh=args.refresh, cache=args.cache_dir,
-               progress=not (args.no_progress or args.json))
+               progress=not (args.no_progress or args.json), clock=args.clock)
     paths = write_choice(c, args.output)
     if args.json:
         print(json.dumps({**c.to_dict(), "files": {k: str(v) for k, v in paths.items()}}, indent=2))
@@ -53,3 +55,74 @@ def run_choose(args: argparse.Namespace) -> int:
     if c.best is None and not args.json:
         return 1
     return 0 if c.best is not None else 1
+
+
+# ---------------------------------------------------------------- lut
+def configure_lut(p: argparse.ArgumentParser) -> None:
+    from mobilevision.deploy.latency_table import LUT_RUNTIMES
+
+    p.add_argument("action", choices=("build", "predict"), help="build: measure every block kind of the models; "
+                                                                 "predict: a model's latency as the sum of its blocks")
+    p.add_argument("models", nargs="*", metavar="NAME",
+                   help="models (build default: every MobileNetV1-3 / EfficientNet / MoGA classifier)")
+    _add_measure_args(p, LUT_RUNTIMES)
+    p.add_argument("--size", type=int, default=224, help="square input side in pixels (default 224)")
+    p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                   help="wall (default) or cpu: the thread's CPU time, with --threads 1 (robust on a loaded machine)")
+    p.add_argument("--no-flush", action="store_true", help="build: time blocks from a hot cache")
+    p.add_argument("--table", default=None, help="table JSON (default: one per device / runtime / threads / clock "
+                                                  "in the cache folder)")
+    p.add_argument("--model-kwargs", default=None, help="predict: builder kwargs as JSON, e.g. a searched block_specs "
+                                                         "file's content (model moga_searched)")
+    p.add_argument("--detail", action="store_true", help="predict: print every part's entry")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _model_kwargs(text: str | None) -> dict:
+    if not text:
+        return {}
+    from pathlib import Path
+
+    src = Path(text).read_text() if Path(text).is_file() else text
+    try:
+        kw = json.loads(src)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--model-kwargs must be JSON or a JSON file: {err}") from None
+    if not isinstance(kw, dict):
+        raise ValueError("--model-kwargs must be a JSON object")
+    return kw
+
+
+def run_lut(args: argparse.Namespace) -> int:
+    from mobilevision.deploy.choose import check_clock
+    from mobilevision.deploy.latency_table import default_table_path, family_models, fused_model, open_table
+
+    check_clock(args.clock, args.threads)
+    path = args.table or default_table_path(args.runtime, args.threads, 1, clock=args.clock)
+    table = open_table(args.runtime, args.threads, 1, path, clock=args.clock)
+    kwargs = _model_kwargs(args.model_kwargs)
+    if args.action == "build":
+        table.flush = not args.no_flush if not table.entries else table.flush
+        names = args.models or family_models()
+        models = [fused_model(n, **kwargs) for n in names]
+        n = table.measure(models, args.size, progress=not args.json, on_entry=lambda t: t.save(path))
+        table.save(path)
+        msg = {"table": str(path), "added": n, "entries": len(table.entries), "overhead_ms": table.overhead_ms}
+        print(json.dumps(msg) if args.json else f"{n} block kinds measured, {len(table.entries)} in {path}")
+        return 0
+    if not args.models:
+        raise ValueError("lut predict needs a model: NAME")
+    out = []
+    for name in args.models:
+        total, parts = table.predict(fused_model(name, **kwargs), args.size, detail=True)
+        out.append({"model": name, "predicted_ms": total, "parts": [{"key": k, "ms": ms} for k, ms in parts]})
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    for o in out:
+        print(f"{o['model']}: {o['predicted_ms']:.2f} ms predicted ({args.runtime}, {args.threads} threads, "
+              f"{args.size}px, {args.clock} clock; {len(o['parts'])} parts + {table.overhead_ms:.3f} ms call overhead)")
+        if args.detail:
+            for p in o["parts"]:
+                print(f"  {p['ms']:8.3f}  {p['key']}")
+    return 0

@@ -117,12 +117,67 @@ def stable_time(round_fn: Callable[[int, int], dict], probe_ms: float | None = N
             "spread": spread, "rounds": len(meds), "runs": total, "stable": spread <= rel_spread}
 
 
-def runner_for(model, runtime: str, x, threads: int, work_dir: str | os.PathLike) -> Callable[[int, int], dict]:
+CLOCKS = ("wall", "cpu")
+
+
+def check_clock(clock: str, threads: int) -> None:
+    """ValueError unless `clock` is "wall", or "cpu" with one thread."""
+    if clock not in CLOCKS:
+        raise ValueError(f"unknown clock {clock!r}; accepted: {', '.join(CLOCKS)}")
+    if clock == "cpu" and threads != 1:
+        raise ValueError(f"--clock cpu times the calling thread's CPU time, which is the latency only with one "
+                         f"thread: pass --threads 1 (got {threads})")
+
+
+def time_calls(fn: Callable[[], object], batch: int, warmup: int = 5, runs: int = 30, clock: str = "wall",
+               between: Callable[[], object] | None = None) -> dict:
+    """Per-call latency (ms) of `fn()` in bench.py's summary fields, with `between()` run untimed before each call.
+
+    `clock` "wall": time.perf_counter. "cpu": the calling thread's CPU time (`time.thread_time`); with one
+    thread (torch.set_num_threads(1), onnxruntime intra-op 1: both compute on the caller) this is the latency
+    the call would have on an idle core: time the scheduler gives to other jobs on a shared machine is not
+    counted, as wall-clock time counts it.
+    """
+    from .bench import _summary
+
+    now = time.thread_time if clock == "cpu" else time.perf_counter
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        if between is not None:
+            between()
+        t0 = now()
+        fn()
+        times.append((now() - t0) * 1e3)
+    return _summary(times, batch)
+
+
+def call_timer(fn: Callable[[], object], batch: int, clock: str = "wall",
+               between: Callable[[], object] | None = None) -> Callable[[int, int], dict]:
+    """A round timer `(warmup, runs) -> stats` of `fn` on `clock` (bench.time_callable for plain wall time)."""
+    from .bench import time_callable
+
+    if clock == "wall" and between is None:
+        return lambda warmup, runs: time_callable(fn, batch, warmup, runs)
+    return lambda warmup, runs: time_calls(fn, batch, warmup, runs, clock, between)
+
+
+def runner_for(model, runtime: str, x, threads: int, work_dir: str | os.PathLike, clock: str = "wall",
+               between: Callable[[], object] | None = None) -> Callable[[int, int], dict]:
     """A round timer `(warmup, runs) -> stats` of the fused `model` on `runtime` with `threads` threads;
-    exported files go to `work_dir`."""
-    from .bench import time_callable, time_torch
+    exported files go to `work_dir`. `clock` "cpu": the calling thread's CPU time (one thread only);
+    `between`: run untimed before each call."""
+    import torch
+
+    from .bench import time_torch
 
     if runtime == "eager":
+        if clock == "cpu" or between is not None:
+            def run_eager():
+                with torch.no_grad():
+                    return model(x)
+            return call_timer(run_eager, x.shape[0], clock, between)
         return lambda warmup, runs: time_torch(model, x, threads, warmup, runs)
     from .export import FORMATS, export_model
 
@@ -137,17 +192,17 @@ def runner_for(model, runtime: str, x, threads: int, work_dir: str | os.PathLike
         export_onnx(model, path, input_size=(c, h, w), fuse_first=False, exporter="legacy")
         sess = ort_session(path, threads=threads)
         feed = {sess.get_inputs()[0].name: x.numpy()}
-        return lambda warmup, runs: time_callable(lambda: sess.run(None, feed), x.shape[0], warmup, runs)
+        return call_timer(lambda: sess.run(None, feed), x.shape[0], clock, between)
     from .runtime import load_exported
 
     export_model(model, path, fmt, fuse_first=False, input_size=(c, h, w))
     rt = load_exported(path, threads=threads)
     xn = x.numpy()
-    return lambda warmup, runs: time_callable(lambda: rt._run(xn), x.shape[0], warmup, runs)
+    return call_timer(lambda: rt._run(xn), x.shape[0], clock, between)
 
 
 def measure_model(name: str, runtime: str = "eager", threads: int = 2, size: int = 224, batch: int = 1,
-                  **stable_kwargs) -> dict:
+                  clock: str = "wall", **stable_kwargs) -> dict:
     """Latency of the fused registered model `name` at (batch, 3, size, size) on `runtime` with `threads`
     threads (`stable_time`'s repeat-until-stable figures) plus its measured load averages."""
     import torch
@@ -165,7 +220,7 @@ def measure_model(name: str, runtime: str = "eager", threads: int = 2, size: int
         x = torch.randn(batch, c, size, size, generator=torch.Generator().manual_seed(0))
         model = export_form(fuse(mobilevision.create_model(name).eval()))
         with tempfile.TemporaryDirectory() as tmp:
-            stats = stable_time(runner_for(model, runtime, x, threads, tmp), **stable_kwargs)
+            stats = stable_time(runner_for(model, runtime, x, threads, tmp, clock), **stable_kwargs)
     finally:
         torch.set_num_threads(prev)
     return {**stats, **machine_load(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -186,20 +241,21 @@ def _runtime_version(runtime: str) -> str:
         return "missing"
 
 
-def cache_key(runtime: str, threads: int, size: int, batch: int) -> dict:
+def cache_key(runtime: str, threads: int, size: int, batch: int, clock: str = "wall") -> dict:
     """What a cached latency depends on: device fingerprint (CPU model + flags), runtime and its version,
-    threads, size, batch, library and torch versions."""
+    threads, size, batch, clock, library and torch versions."""
     import mobilevision
 
     return {"version": CACHE_VERSION, **cpu_info(), "runtime": runtime, "runtime_version": _runtime_version(runtime),
             "torch": _runtime_version("eager"), "mobilevision": mobilevision.__version__, "threads": threads,
-            "size": size, "batch": batch}
+            "size": size, "batch": batch, "clock": clock}
 
 
 def cache_path(key: dict, directory: str | os.PathLike | None = None) -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     k = key
-    return Path(directory or cache_dir()) / f"choose_{k['runtime']}_t{k['threads']}_s{k['size']}_b{k['batch']}_{digest}.json"
+    return Path(directory or cache_dir()) / (f"choose_{k['runtime']}_t{k['threads']}_s{k['size']}_b{k['batch']}_{k.get('clock', 'wall')}_"
+                                        f"{digest}.json")
 
 
 def load_cache(path: Path, key: dict) -> dict[str, dict]:
@@ -258,7 +314,7 @@ class Choice:
 def choose(budget_ms: float, runtime: str = "eager", threads: int = 2, size: int = 224, batch: int = 1,
            families: Sequence[str] | None = None, names: Sequence[str] | None = None, task: str = "classify",
            refresh: bool = False, cache: str | os.PathLike | None = None, progress: bool = True,
-           measure: Callable[..., dict] | None = None, **stable_kwargs) -> Choice:
+           measure: Callable[..., dict] | None = None, clock: str = "wall", **stable_kwargs) -> Choice:
     """Measure (or read from the cache) each candidate's latency and rank them against published top-1.
 
     `cache`: the cache directory (default `cache_dir()`). `measure(name, runtime, threads, size, batch)`: the
@@ -279,9 +335,10 @@ def choose(budget_ms: float, runtime: str = "eager", threads: int = 2, size: int
         raise ValueError(f"--budget-ms must be > 0, got {budget_ms}")
     if threads < 1 or size < 32 or batch < 1:
         raise ValueError(f"threads, batch must be >= 1 and size >= 32, got {threads} / {batch} / {size}")
+    check_clock(clock, threads)
     measure = measure or measure_model
     cands = candidates(families, names)
-    key = cache_key(runtime, threads, size, batch)
+    key = cache_key(runtime, threads, size, batch, clock)
     path = cache_path(key, cache)
     results = {} if refresh else load_cache(path, key)
     todo = [n for n in cands if n not in results]
@@ -293,7 +350,7 @@ def choose(budget_ms: float, runtime: str = "eager", threads: int = 2, size: int
         for name in bar:
             if hasattr(bar, "set_postfix_str"):
                 bar.set_postfix_str(name)
-            results[name] = measure(name, runtime, threads, size, batch, **stable_kwargs)
+            results[name] = measure(name, runtime, threads, size, batch, clock=clock, **stable_kwargs)
             save_cache(path, key, results)  # an interrupted first run keeps what it measured
     rows = [{"model": n, "family": v["family"], "top1": v["top1"], "params_m": v["params_m"], "gmacs": v["gmacs"],
              "latency_ms": results[n]["median_ms"], "p90_ms": results[n].get("p90_ms"),
@@ -306,14 +363,14 @@ def choose(budget_ms: float, runtime: str = "eager", threads: int = 2, size: int
     return Choice(budget_ms, key, rows, front, best_under(points, budget_ms), str(path), todo)
 
 
-def _progress(items: list[str], show: bool):
+def _progress(items: list, show: bool, unit: str = "model"):
     if not show:
         return items
     try:
         from tqdm import tqdm
     except ImportError:
         return items
-    return tqdm(items, desc="measuring", unit="model", leave=False)
+    return tqdm(items, desc="measuring", unit=unit, leave=False)
 
 
 # ---------------------------------------------------------------- reporting
@@ -321,7 +378,8 @@ def format_choice(c: Choice) -> str:
     """The front as a text table and the verdict for the budget."""
     k = c.key
     rows = {r["model"]: r for r in c.rows}
-    lines = [f"{k['cpu']} ({k['runtime']}, {k['threads']} threads, {k['size']}px, batch {k['batch']})",
+    lines = [f"{k['cpu']} ({k['runtime']}, {k['threads']} threads, {k['size']}px, batch {k['batch']}, "
+             f"{k.get('clock', 'wall')} clock)",
              f"Pareto front (published ImageNet top-1 vs measured median latency), fastest first:",
              f"  {'model':<30}{'latency ms':>11}{'top-1 %':>9}{'params M':>10}{'GMACs':>8}"]
     for n in c.front:
