@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                           "vs published top-1, Pareto front, cached per device"),
     "lut": ("mobilevision.cli.choose", "MoGA-style per-block latency look-up table: build (measure each block kind "
                                        "once) | predict (a model as the sum of its blocks)"),
+    "search": ("mobilevision.cli.choose", "MoGA-style evolutionary search (kernel / expansion / SE per layer) under a "
+                                          "latency budget, with the look-up table and a NASWOT proxy"),
     "explain": ("mobilevision.cli.explain", "see inside a model: Mobile-Former attention, feature collapse, stage activations"),
 }
 

@@ -126,3 +126,48 @@ def run_lut(args: argparse.Namespace) -> int:
             for p in o["parts"]:
                 print(f"  {p['ms']:8.3f}  {p['key']}")
     return 0
+
+
+# ---------------------------------------------------------------- search
+def configure_search(p: argparse.ArgumentParser) -> None:
+    from mobilevision.deploy.latency_table import LUT_RUNTIMES
+
+    p.add_argument("--budget-ms", type=float, required=True, help="latency budget (ms, table prediction)")
+    _add_measure_args(p, LUT_RUNTIMES)
+    p.add_argument("--size", type=int, default=224, help="square input side the latency is for (default 224)")
+    p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                   help="wall (default) or cpu: the thread's CPU time, with --threads 1")
+    p.add_argument("--table", default=None, help="latency table JSON (default: the cached one of this device)")
+    p.add_argument("--population", type=int, default=16, help="population size (default 16)")
+    p.add_argument("--generations", type=int, default=8, help="generations (default 8)")
+    p.add_argument("--weights", default="1.0,0.6,0.4", help="fitness weights accuracy-proxy,latency,params")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    common.add_output(p, kind="dir", default="search_results", help="folder for searched.json / model_kwargs.json / "
+                                                                    "searched.md (default search_results)")
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from mobilevision.deploy.search import search, write_search
+
+    try:
+        weights = tuple(float(v) for v in args.weights.split(","))
+    except ValueError:
+        weights = ()
+    if len(weights) != 3:
+        raise ValueError(f"--weights takes three numbers (accuracy-proxy, latency, params), got {args.weights!r}")
+    if args.population < 4 or args.generations < 1:
+        raise ValueError("--population must be >= 4 and --generations >= 1")
+    r = search(args.budget_ms, args.runtime, args.threads, args.size, args.clock, args.table, args.population,
+               args.generations, args.seed, weights, progress=not args.json)
+    paths = write_search(r, args.output, {"runtime": args.runtime, "threads": args.threads, "clock": args.clock,
+                                          "size": args.size})
+    train = (f"mobilevision train moga_searched --data digits --recipe digits "
+             f"--set 'model_kwargs={json.dumps({'layers': r.layers})}'")
+    if args.json:
+        print(json.dumps({"layers": r.layers, "predicted_ms": r.latency_ms, "params": r.params, "naswot": r.proxy,
+                          "files": {k: str(v) for k, v in paths.items()}, "train": train}))
+        return 0
+    print(paths["md"].read_text().rstrip())
+    print(f"wrote {', '.join(str(p) for p in paths.values())}\ntrain it: {train}")
+    return 0
