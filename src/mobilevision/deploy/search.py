@@ -60,7 +60,10 @@ class SpaceCosts:
 def space_costs(table: LatencyTable, size: int = 224, progress: bool = True, save: str | os.PathLike | None = None
                 ) -> SpaceCosts:
     """Measure (what the table lacks of) the 12 uniform models of the space and read every layer's cost."""
-    models = {c: fused_model("moga_searched", layers=[list(c)] * N_LAYERS) for c in CHOICES}
+    import mobilevision
+
+    raw = {c: mobilevision.create_model("moga_searched", layers=[list(c)] * N_LAYERS).eval() for c in CHOICES}
+    models = {c: fused_model(m) for c, m in raw.items()}  # latency of the fused form, params of the trained one
     table.measure(models.values(), size, progress=progress, on_entry=(lambda t: t.save(save)) if save else None)
     if save:
         table.save(save)
@@ -70,14 +73,14 @@ def space_costs(table: LatencyTable, size: int = 224, progress: bool = True, sav
     for c, m in models.items():
         parts = model_parts(m, size, table.batch)
         # stem, separable, 14 inverted residuals, 1x1 conv, tail
-        blocks = [b for stage in m.blocks for b in stage]
+        blocks = [b for stage in raw[c].blocks for b in stage]
         for i in range(N_LAYERS):
             layer_ms[i][c] = table.entries[parts[2 + i][0]]["ms"]
             layer_params[i][c] = sum(p.numel() for p in blocks[1 + i].parameters())
         if fixed_ms is None:
             fixed = [parts[0], parts[1], parts[-2], parts[-1]]
             fixed_ms = (table.overhead_ms or 0.0) + sum(table.entries[p[0]]["ms"] for p in fixed)
-            fixed_params = sum(p.numel() for p in m.parameters()) - sum(layer_params[i][c] for i in range(N_LAYERS))
+            fixed_params = sum(p.numel() for p in raw[c].parameters()) - sum(layer_params[i][c] for i in range(N_LAYERS))
     return SpaceCosts(fixed_ms, fixed_params, layer_ms, layer_params)
 
 
