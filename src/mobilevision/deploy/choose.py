@@ -280,6 +280,7 @@ def save_cache(path: Path, key: dict, results: dict[str, dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is not
         with os.fdopen(fd, "w") as f:
             json.dump({"key": key, "results": results}, f, indent=1, sort_keys=True)
         os.replace(tmp, path)

@@ -255,6 +255,7 @@ class LatencyTable:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         try:
+            os.chmod(tmp, 0o644)
             with os.fdopen(fd, "w") as f:
                 json.dump(self.to_dict(), f, indent=1)
             os.replace(tmp, path)
