@@ -28,10 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("choose_json")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--max-ms", type=float, default=None, help="check only the front members at most this slow")
     args = p.parse_args(argv)
     d = json.loads(open(args.choose_json).read())
     key, front = d["key"], d["front"]
     rows = {r["model"]: r for r in d["rows"]}
+    if args.max_ms is not None:
+        front = [n for n in front if rows[n]["latency_ms"] <= args.max_ms]
     torch.set_num_threads(key["threads"])
     x = torch.randn(key["batch"], 3, key["size"], key["size"], generator=torch.Generator().manual_seed(0))
     timers, tmp = {}, tempfile.TemporaryDirectory()
