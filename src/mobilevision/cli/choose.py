@@ -18,12 +18,11 @@ def configure_choose(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--budget-ms", type=float, required=True, help="latency budget per batch in milliseconds")
     _add_measure_args(p, RUNTIMES)
-    p.add_argument("--size", type=int, default=224, help="square input side in pixels (default 224)")
-    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    common.add_input_size(p, help="square input size (default 224)")
+    common.add_batch_size(p, default=1, help="batch size (default 1)")
     p.add_argument("--task", default="classify", choices=TASKS, help="classify (default); detect / segment: not yet")
     p.add_argument("--family", action="append", default=None,
                    help="restrict to these families (repeatable or a comma list, e.g. mobilenetv3,moga)")
-    p.add_argument("--model", action="append", default=None, help="restrict to these models (repeatable)")
     p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
                    help="wall (default) or cpu: the thread's CPU time, with --threads 1 (robust on a loaded machine)")
     p.add_argument("--refresh", action="store_true", help="measure again instead of reading the cache")
@@ -42,8 +41,9 @@ def _split(values):
 def run_choose(args: argparse.Namespace) -> int:
     from mobilevision.deploy.choose import choose, format_choice, verdict, write_choice
 
-    c = choose(args.budget_ms, args.runtime, args.threads, args.size, args.batch, families=_split(args.family),
-               names=_split(args.model), task=args.task, refresh=args.refresh, cache=args.cache_dir,
+    size = common.square(args.input_size, "choose") or 224
+    c = choose(args.budget_ms, args.runtime, args.threads, size, args.batch_size, families=_split(args.family),
+               task=args.task, refresh=args.refresh, cache=args.cache_dir,
                progress=not (args.no_progress or args.json), clock=args.clock)
     paths = write_choice(c, args.output)
     if args.json:
@@ -66,7 +66,7 @@ def configure_lut(p: argparse.ArgumentParser) -> None:
     p.add_argument("models", nargs="*", metavar="NAME",
                    help="models (build default: every MobileNetV1-3 / EfficientNet / MoGA classifier)")
     _add_measure_args(p, LUT_RUNTIMES)
-    p.add_argument("--size", type=int, default=224, help="square input side in pixels (default 224)")
+    common.add_input_size(p, help="square input size (default 224)")
     p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
                    help="wall (default) or cpu: the thread's CPU time, with --threads 1 (robust on a loaded machine)")
     p.add_argument("--no-flush", action="store_true", help="build: time blocks from a hot cache")
@@ -98,6 +98,7 @@ def run_lut(args: argparse.Namespace) -> int:
     from mobilevision.deploy.latency_table import default_table_path, family_models, fused_model, open_table
 
     check_clock(args.clock, args.threads)
+    args.size = common.square(args.input_size, "lut") or 224
     path = args.table or default_table_path(args.runtime, args.threads, 1, clock=args.clock)
     table = open_table(args.runtime, args.threads, 1, path, clock=args.clock)
     kwargs = _model_kwargs(args.model_kwargs)
@@ -134,7 +135,7 @@ def configure_search(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--budget-ms", type=float, required=True, help="latency budget (ms, table prediction)")
     _add_measure_args(p, LUT_RUNTIMES)
-    p.add_argument("--size", type=int, default=224, help="square input side the latency is for (default 224)")
+    common.add_input_size(p, help="square input size the latency is for (default 224)")
     p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
                    help="wall (default) or cpu: the thread's CPU time, with --threads 1")
     p.add_argument("--table", default=None, help="latency table JSON (default: the cached one of this device)")
@@ -158,6 +159,7 @@ def run_search(args: argparse.Namespace) -> int:
         raise ValueError(f"--weights takes three numbers (accuracy-proxy, latency, params), got {args.weights!r}")
     if args.population < 4 or args.generations < 1:
         raise ValueError("--population must be >= 4 and --generations >= 1")
+    args.size = common.square(args.input_size, "search") or 224
     r = search(args.budget_ms, args.runtime, args.threads, args.size, args.clock, args.table, args.population,
                args.generations, args.seed, weights, progress=not args.json)
     paths = write_search(r, args.output, {"runtime": args.runtime, "threads": args.threads, "clock": args.clock,
