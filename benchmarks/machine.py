@@ -1,22 +1,4 @@
-"""The machine a benchmark ran on, recorded with its figures."""
-from __future__ import annotations
+"""The machine a benchmark ran on, recorded with its figures (the helper lives in the package now)."""
+from mobilevision.deploy.machine import cpu_info
 
-import platform
-from pathlib import Path
-
-
-def cpu_info() -> dict:
-    """CPU model name and its SIMD flags of interest (from /proc/cpuinfo where there is one)."""
-    model, flags = platform.processor() or platform.machine(), []
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        for line in text.splitlines():
-            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                flags = sorted(f for f in have if f.startswith(("avx", "amx", "fma", "sse4")))
-                break
-    except OSError:
-        pass
-    return {"cpu": model, "cpu_flags": " ".join(flags)}
+__all__ = ["cpu_info"]

@@ -25,6 +25,9 @@ TAKES = {
     "eval": {"model", "output", "batch_size", "input_size"},
     "train": {"model", "output", "batch_size", "input_size"},
     "pretrain": {"model", "output", "batch_size", "input_size"},
+    "choose": {"output", "batch_size", "input_size"},
+    "lut": {"input_size"},
+    "search": {"output", "input_size"},
     "explain": set(),  # its shared arguments are on attention / collapse / activations (test_explain_cli.py)
 }
 # the minimum each command needs besides the shared arguments
@@ -34,6 +37,7 @@ REQUIRED = {
     "predict": ["--checkpoint", "ck", "img.png"],
     "eval": ["--checkpoint", "ck", "--data", "digits"],
     "train": ["--data", "digits"], "pretrain": ["--data", "digits"], "explain": [],
+    "choose": ["--budget-ms", "8"], "lut": ["predict"], "search": ["--budget-ms", "8"],
 }
 
 

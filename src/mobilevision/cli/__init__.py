@@ -29,6 +29,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("mobilevision.cli.infer", "top-1 / top-5 of a checkpoint or ONNX graph on a data set, as JSON"),
     "train": ("mobilevision.cli.train", "train a model on an ImageFolder directory or the built-in digits set"),
     "pretrain": ("mobilevision.cli.train", "FCMAE masked-autoencoder pre-training of a ConvNeXt V2 encoder (same engine as train)"),
+    "choose": ("mobilevision.cli.choose", "the best backbone under a latency budget on this machine: measured latency "
+                                          "vs published top-1, Pareto front, cached per device"),
+    "lut": ("mobilevision.cli.choose", "MoGA-style per-block latency look-up table: build (measure each block kind "
+                                       "once) | predict (a model as the sum of its blocks)"),
+    "search": ("mobilevision.cli.choose", "MoGA-style evolutionary search (kernel / expansion / SE per layer) under a "
+                                          "latency budget, with the look-up table and a NASWOT proxy"),
     "explain": ("mobilevision.cli.explain", "see inside a model: Mobile-Former attention, feature collapse, stage activations"),
 }
 

@@ -7,6 +7,7 @@ import difflib
 import fnmatch
 import importlib
 import pkgutil
+import re
 from dataclasses import dataclass, field, asdict
 from importlib import resources
 from typing import Any, Callable
@@ -106,16 +107,33 @@ def get_config(name: str) -> ModelConfig:
     return _REGISTRY[name]
 
 
+_TOP1 = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:%|/)")
+_PUBLISHED: dict[str, dict] | None = None
+
+
+def parse_top1(paper: str) -> float:
+    """The paper's ImageNet top-1 (percent) from a `paper` cell such as "70.6% / 569M / 4.2M"; where the cell
+    gives two figures ("76.3/77.1% / ...", paper / later re-training) the first, the paper's own."""
+    m = _TOP1.match(paper)
+    if m is None:
+        raise ValueError(f"published.csv paper cell {paper!r} does not start with a top-1 such as '70.6%'")
+    return float(m.group(1))
+
+
 def published_figures() -> dict[str, dict]:
-    """Rows of the shipped `published.csv` keyed by model name (numbers parsed)."""
-    rows = {}
-    with resources.files("mobilevision.models").joinpath("published.csv").open() as f:
-        for row in csv.DictReader(f):
-            for key in ("params_m", "gmacs", "params_tol_pct", "gmacs_tol_pct"):
-                row[key] = float(row[key])
-            row["input_size"] = int(row["input_size"])
-            rows[row["model"]] = row
-    return rows
+    """Rows of the shipped `published.csv` keyed by model name (numbers parsed, `top1` in percent), read once."""
+    global _PUBLISHED
+    if _PUBLISHED is None:
+        rows = {}
+        with resources.files("mobilevision.models").joinpath("published.csv").open() as f:
+            for row in csv.DictReader(f):
+                for key in ("params_m", "gmacs", "params_tol_pct", "gmacs_tol_pct"):
+                    row[key] = float(row[key])
+                row["input_size"] = int(row["input_size"])
+                row["top1"] = parse_top1(row["paper"])
+                rows[row["model"]] = row
+        _PUBLISHED = rows
+    return {k: dict(v) for k, v in _PUBLISHED.items()}
 
 
 def model_info(name: str) -> dict:
@@ -130,10 +148,12 @@ def model_info(name: str) -> dict:
     }
     pub = published_figures().get(name)
     if pub is not None:
+        info["top1"] = pub["top1"]  # ImageNet-1k top-1 (%) the paper reports
         info["published"] = {
             "params_m": pub["params_m"],
             "gmacs": pub["gmacs"],
             "paper": pub["paper"],
+            "top1": pub["top1"],
             "source": pub["source"],
             "parity_with": pub["parity_with"] or None,
         }

@@ -1,0 +1,447 @@
+"""Pick a backbone for this machine and a latency budget: measured latency against published ImageNet top-1.
+
+`choose(budget_ms, runtime=..., threads=..., size=..., batch=...)` measures every candidate classifier (each
+measurement repeated until its spread is small), keeps the figures in a JSON cache keyed by the device
+fingerprint (CPU model + SIMD flags), runtime, threads, input size, batch and library / runtime versions, and
+returns the Pareto front of (latency, top-1) and the best model under the budget. A second call with the same
+key measures nothing; `refresh=True` measures again.
+
+Latency is what this machine does now: on a shared machine other jobs add noise, so every figure carries the
+load averages at the time it was taken.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .machine import cpu_info, machine_load
+
+log = logging.getLogger("mobilevision.choose")
+
+RUNTIMES = ("eager", "onnxruntime", "openvino", "executorch")
+RUNTIME_PACKAGE = {"eager": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino", "executorch": "executorch"}
+TASKS = ("classify", "detect", "segment")
+CACHE_VERSION = 1
+
+
+# ---------------------------------------------------------------- candidates
+def classifiers() -> dict[str, dict]:
+    """Every registered ImageNet classifier with its published figures: {name: {family, top1, params_m, gmacs}}."""
+    from mobilevision.models.registry import published_figures
+
+    return {n: {"family": r["family"], "top1": r["top1"], "params_m": r["params_m"], "gmacs": r["gmacs"]}
+            for n, r in published_figures().items()}
+
+
+def candidates(families: Sequence[str] | None = None, names: Sequence[str] | None = None) -> dict[str, dict]:
+    """The classifiers to rank, restricted to `families` and / or `names`; ValueError naming unknown ones."""
+    allc = classifiers()
+    out = dict(allc)
+    if families:
+        known = sorted({v["family"] for v in allc.values()})
+        bad = [f for f in families if f not in known]
+        if bad:
+            raise ValueError(f"unknown family {', '.join(bad)}; accepted: {', '.join(known)}")
+        out = {n: v for n, v in out.items() if v["family"] in families}
+    if names:
+        bad = [n for n in names if n not in allc]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} is not a registered ImageNet classifier; run `mobilevision models`")
+        out = {n: v for n, v in out.items() if n in names}
+    if not out:
+        raise ValueError("no candidate models left after --family / --model filtering")
+    return out
+
+
+# ---------------------------------------------------------------- the Pareto front
+def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
+    """Names not dominated in (latency: lower is better, top-1: higher is better), fastest first.
+
+    A point is dominated when another is at least as fast and at least as accurate and better in one of them
+    (so two models with equal figures are both on the front).
+    """
+    order = sorted(points, key=lambda n: (points[n][0], -points[n][1], n))
+    front: list[str] = []
+    best = float("-inf")
+    for n in order:
+        if points[n][1] > best or (front and tuple(points[n]) == tuple(points[front[-1]])):
+            front.append(n)
+            best = points[n][1]
+    return front
+
+
+def best_under(points: dict[str, tuple[float, float]], budget_ms: float) -> str | None:
+    """The most accurate model with latency <= `budget_ms` (the faster one on a tie), or None."""
+    inside = [n for n, (lat, _) in points.items() if lat <= budget_ms]
+    if not inside:
+        return None
+    return max(inside, key=lambda n: (points[n][1], -points[n][0]))
+
+
+# ---------------------------------------------------------------- measuring
+def stable_time(round_fn: Callable[[int, int], dict], probe_ms: float | None = None, rel_spread: float = 0.05,
+                min_rounds: int = 3, max_rounds: int = 12, round_ms: float = 300.0, max_s: float = 8.0) -> dict:
+    """Repeat `round_fn(warmup, runs) -> {"median_ms", ...}` (one of bench.py's timers) until the median of
+    the rounds is stable: the rounds' IQR / median <= `rel_spread` after `min_rounds`, or `max_rounds` /
+    `max_s` seconds are reached. Each round has as many runs as fit in about `round_ms` (from `probe_ms`, a
+    first single-call estimate). Returns median_ms (median of round medians), p90_ms, spread (IQR / median),
+    rounds, runs, stable."""
+    t_start = time.perf_counter()
+    first = round_fn(1, 1)
+    probe = probe_ms if probe_ms is not None else first["median_ms"]
+    runs = int(min(20, max(1, round(round_ms / max(probe, 1e-3)))))
+    meds, p90s, total = [], [], 0
+    spread = float("inf")
+    while True:
+        r = round_fn(0, runs)
+        meds.append(r["median_ms"])
+        p90s.append(r["p90_ms"])
+        total += runs
+        if len(meds) >= min_rounds:
+            q1, q3 = np.percentile(meds, [25, 75])
+            spread = float((q3 - q1) / statistics.median(meds))
+            if spread <= rel_spread or len(meds) >= max_rounds or time.perf_counter() - t_start > max_s:
+                break
+    return {"median_ms": float(statistics.median(meds)), "p90_ms": float(statistics.median(p90s)),
+            "spread": spread, "rounds": len(meds), "runs": total, "stable": spread <= rel_spread}
+
+
+CLOCKS = ("wall", "cpu")
+
+
+def check_clock(clock: str, threads: int) -> None:
+    """ValueError unless `clock` is "wall", or "cpu" with one thread."""
+    if clock not in CLOCKS:
+        raise ValueError(f"unknown clock {clock!r}; accepted: {', '.join(CLOCKS)}")
+    if clock == "cpu" and threads != 1:
+        raise ValueError(f"--clock cpu times the calling thread's CPU time, which is the latency only with one "
+                         f"thread: pass --threads 1 (got {threads})")
+
+
+def time_calls(fn: Callable[[], object], batch: int, warmup: int = 5, runs: int = 30, clock: str = "wall",
+               between: Callable[[], object] | None = None) -> dict:
+    """Per-call latency (ms) of `fn()` in bench.py's summary fields, with `between()` run untimed before each call.
+
+    `clock` "wall": time.perf_counter. "cpu": the calling thread's CPU time (`time.thread_time`); with one
+    thread (torch.set_num_threads(1), onnxruntime intra-op 1: both compute on the caller) this is the latency
+    the call would have on an idle core: time the scheduler gives to other jobs on a shared machine is not
+    counted, as wall-clock time counts it.
+    """
+    from .bench import _summary
+
+    now = time.thread_time if clock == "cpu" else time.perf_counter
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        if between is not None:
+            between()
+        t0 = now()
+        fn()
+        times.append((now() - t0) * 1e3)
+    return _summary(times, batch)
+
+
+def call_timer(fn: Callable[[], object], batch: int, clock: str = "wall",
+               between: Callable[[], object] | None = None) -> Callable[[int, int], dict]:
+    """A round timer `(warmup, runs) -> stats` of `fn` on `clock` (bench.time_callable for plain wall time)."""
+    from .bench import time_callable
+
+    if clock == "wall" and between is None:
+        return lambda warmup, runs: time_callable(fn, batch, warmup, runs)
+    return lambda warmup, runs: time_calls(fn, batch, warmup, runs, clock, between)
+
+
+def runner_for(model, runtime: str, x, threads: int, work_dir: str | os.PathLike, clock: str = "wall",
+               between: Callable[[], object] | None = None) -> Callable[[int, int], dict]:
+    """A round timer `(warmup, runs) -> stats` of the fused `model` on `runtime` with `threads` threads;
+    exported files go to `work_dir`. `clock` "cpu": the calling thread's CPU time (one thread only);
+    `between`: run untimed before each call."""
+    import torch
+
+    from .bench import time_torch
+
+    if runtime == "eager":
+        if clock == "cpu" or between is not None:
+            def run_eager():
+                with torch.no_grad():
+                    return model(x)
+            return call_timer(run_eager, x.shape[0], clock, between)
+        return lambda warmup, runs: time_torch(model, x, threads, warmup, runs)
+    from .export import FORMATS, export_model
+
+    fmt = {"onnxruntime": "onnx", "openvino": "openvino", "executorch": "executorch"}[runtime]
+    path = Path(work_dir) / f"model{FORMATS[fmt]}"
+    c, h, w = x.shape[1:]
+    if fmt == "onnx":
+        from .export import export_onnx, ort_session
+
+        # the TorchScript exporter: a graph like the dynamo one for these models, and several times faster
+        # to produce, which matters when a first `choose` exports 57 models
+        export_onnx(model, path, input_size=(c, h, w), fuse_first=False, exporter="legacy")
+        sess = ort_session(path, threads=threads)
+        feed = {sess.get_inputs()[0].name: x.numpy()}
+        return call_timer(lambda: sess.run(None, feed), x.shape[0], clock, between)
+    from .runtime import load_exported
+
+    export_model(model, path, fmt, fuse_first=False, input_size=(c, h, w))
+    rt = load_exported(path, threads=threads)
+    xn = x.numpy()
+    return call_timer(lambda: rt._run(xn), x.shape[0], clock, between)
+
+
+def measure_model(name: str, runtime: str = "eager", threads: int = 2, size: int = 224, batch: int = 1,
+                  clock: str = "wall", **stable_kwargs) -> dict:
+    """Latency of the fused registered model `name` at (batch, 3, size, size) on `runtime` with `threads`
+    threads (`stable_time`'s repeat-until-stable figures) plus its measured load averages."""
+    import torch
+
+    import mobilevision
+    from mobilevision.models.registry import get_config
+
+    from .export import export_form
+    from .fusion import fuse
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        c = get_config(name).input_size[0]
+        x = torch.randn(batch, c, size, size, generator=torch.Generator().manual_seed(0))
+        model = export_form(fuse(mobilevision.create_model(name).eval()))
+        with tempfile.TemporaryDirectory() as tmp:
+            stats = stable_time(runner_for(model, runtime, x, threads, tmp, clock), **stable_kwargs)
+    finally:
+        torch.set_num_threads(prev)
+    return {**stats, **machine_load(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+# ---------------------------------------------------------------- the cache
+def cache_dir() -> Path:
+    """`$MOBILEVISION_CACHE` or `~/.cache/mobilevision`."""
+    return Path(os.environ.get("MOBILEVISION_CACHE") or Path.home() / ".cache" / "mobilevision").expanduser()
+
+
+def _runtime_version(runtime: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(RUNTIME_PACKAGE[runtime])
+    except PackageNotFoundError:
+        return "missing"
+
+
+def cache_key(runtime: str, threads: int, size: int, batch: int, clock: str = "wall") -> dict:
+    """What a cached latency depends on: device fingerprint (CPU model + flags), runtime and its version,
+    threads, size, batch, clock, library and torch versions."""
+    import mobilevision
+
+    return {"version": CACHE_VERSION, **cpu_info(), "runtime": runtime, "runtime_version": _runtime_version(runtime),
+            "torch": _runtime_version("eager"), "mobilevision": mobilevision.__version__, "threads": threads,
+            "size": size, "batch": batch, "clock": clock}
+
+
+def cache_path(key: dict, directory: str | os.PathLike | None = None) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    k = key
+    return Path(directory or cache_dir()) / (f"choose_{k['runtime']}_t{k['threads']}_s{k['size']}_b{k['batch']}_{k.get('clock', 'wall')}_"
+                                        f"{digest}.json")
+
+
+def load_cache(path: Path, key: dict) -> dict[str, dict]:
+    """The cached {model: figures} at `path` for `key`; {} when there is none. A file that is not this
+    key's readable JSON is reported (one line) and ignored, so everything is measured again."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        if data.get("key") != key or not isinstance(data.get("results"), dict):
+            raise ValueError("key mismatch")
+        for v in data["results"].values():
+            float(v["median_ms"])
+        return data["results"]
+    except (ValueError, TypeError, KeyError, AttributeError, OSError) as err:
+        log.warning("latency cache %s is unreadable (%s); measuring again", path, str(err).splitlines()[0][:80])
+        return {}
+
+
+def save_cache(path: Path, key: dict, results: dict[str, dict]) -> None:
+    """Write the cache atomically (a temporary file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is not
+        with os.fdopen(fd, "w") as f:
+            json.dump({"key": key, "results": results}, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------- choose
+@dataclass
+class Choice:
+    """What `choose` found: rows for every candidate (model, family, top1, latency_ms, ...), the front, the pick."""
+
+    budget_ms: float
+    key: dict
+    rows: list[dict]
+    front: list[str]
+    best: str | None
+    cache: str
+    measured: list[str] = field(default_factory=list)
+
+    @property
+    def fastest(self) -> dict:
+        return min(self.rows, key=lambda r: r["latency_ms"])
+
+    def to_dict(self) -> dict:
+        return {"budget_ms": self.budget_ms, "best": self.best, "front": self.front, "fastest": self.fastest["model"],
+                "fastest_ms": self.fastest["latency_ms"], "key": self.key, "cache": self.cache,
+                "measured_now": self.measured, "rows": self.rows}
+
+
+def choose(budget_ms: float, runtime: str = "eager", threads: int = 2, size: int = 224, batch: int = 1,
+           families: Sequence[str] | None = None, names: Sequence[str] | None = None, task: str = "classify",
+           refresh: bool = False, cache: str | os.PathLike | None = None, progress: bool = True,
+           measure: Callable[..., dict] | None = None, clock: str = "wall", **stable_kwargs) -> Choice:
+    """Measure (or read from the cache) each candidate's latency and rank them against published top-1.
+
+    `cache`: the cache directory (default `cache_dir()`). `measure(name, runtime, threads, size, batch)`: the
+    latency function (default `measure_model`; tests pass a fake). ValueError on a bad argument, an unknown family or runtime.
+    """
+    import importlib.util
+
+    if task != "classify":
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; accepted: {', '.join(TASKS)}")
+        raise ValueError(f"--task {task} is not supported yet: choose ranks ImageNet classifiers by published top-1, "
+                         f"which is no {task} metric; use --family to pick the backbone of a {task} preset")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; accepted: {', '.join(RUNTIMES)}")
+    if importlib.util.find_spec(RUNTIME_PACKAGE[runtime]) is None:
+        raise ValueError(f"runtime {runtime} needs the package {RUNTIME_PACKAGE[runtime]!r}; pip install it")
+    if not budget_ms > 0:
+        raise ValueError(f"--budget-ms must be > 0, got {budget_ms}")
+    if threads < 1 or size < 32 or batch < 1:
+        raise ValueError(f"threads, batch must be >= 1 and size >= 32, got {threads} / {batch} / {size}")
+    check_clock(clock, threads)
+    measure = measure or measure_model
+    cands = candidates(families, names)
+    key = cache_key(runtime, threads, size, batch, clock)
+    path = cache_path(key, cache)
+    results = {} if refresh else load_cache(path, key)
+    todo = [n for n in cands if n not in results]
+    if refresh and path.exists():
+        # keep the other models' figures of a refreshed subset
+        results = {n: v for n, v in load_cache(path, key).items() if n not in cands}
+    if todo:
+        bar = _progress(todo, progress)
+        for name in bar:
+            if hasattr(bar, "set_postfix_str"):
+                bar.set_postfix_str(name)
+            results[name] = measure(name, runtime, threads, size, batch, clock=clock, **stable_kwargs)
+            save_cache(path, key, results)  # an interrupted first run keeps what it measured
+    rows = [{"model": n, "family": v["family"], "top1": v["top1"], "params_m": v["params_m"], "gmacs": v["gmacs"],
+             "latency_ms": results[n]["median_ms"], "p90_ms": results[n].get("p90_ms"),
+             "spread": results[n].get("spread"), "load_1m": results[n].get("load_1m")} for n, v in cands.items()]
+    points = {r["model"]: (r["latency_ms"], r["top1"]) for r in rows}
+    front = pareto_front(points)
+    for r in rows:
+        r["on_front"] = r["model"] in front
+    rows.sort(key=lambda r: r["latency_ms"])
+    return Choice(budget_ms, key, rows, front, best_under(points, budget_ms), str(path), todo)
+
+
+def _progress(items: list, show: bool, unit: str = "model"):
+    if not show:
+        return items
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, desc="measuring", unit=unit, leave=False)
+
+
+# ---------------------------------------------------------------- reporting
+def format_choice(c: Choice) -> str:
+    """The front as a text table and the verdict for the budget."""
+    k = c.key
+    rows = {r["model"]: r for r in c.rows}
+    lines = [f"{k['cpu']} ({k['runtime']}, {k['threads']} threads, {k['size']}px, batch {k['batch']}, "
+             f"{k.get('clock', 'wall')} clock)",
+             f"Pareto front (published ImageNet top-1 vs measured median latency), fastest first:",
+             f"  {'model':<30}{'latency ms':>11}{'top-1 %':>9}{'params M':>10}{'GMACs':>8}"]
+    for n in c.front:
+        r = rows[n]
+        mark = "  <- best under budget" if n == c.best else ""
+        lines.append(f"  {n:<30}{r['latency_ms']:>11.2f}{r['top1']:>9.1f}{r['params_m']:>10.2f}{r['gmacs']:>8.3f}{mark}")
+    lines.append(verdict(c))
+    return "\n".join(lines)
+
+
+def verdict(c: Choice) -> str:
+    f = c.fastest
+    if c.best is None:
+        return (f"no model runs within {c.budget_ms:g} ms here: the fastest is {f['model']} at "
+                f"{f['latency_ms']:.2f} ms (top-1 {f['top1']:.1f} %)")
+    b = next(r for r in c.rows if r["model"] == c.best)
+    return f"best under {c.budget_ms:g} ms: {b['model']} (top-1 {b['top1']:.1f} %, {b['latency_ms']:.2f} ms)"
+
+
+def plot_choice(c: Choice, path: str | os.PathLike) -> None:
+    """PNG: every candidate (latency, log scale; top-1), the front as a line, the budget as a vertical line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fams = sorted({r["family"] for r in c.rows})
+    cmap = plt.get_cmap("tab20")
+    for i, fam in enumerate(fams):
+        rs = [r for r in c.rows if r["family"] == fam]
+        ax.scatter([r["latency_ms"] for r in rs], [r["top1"] for r in rs], s=18, color=cmap(i % 20), label=fam)
+    rows = {r["model"]: r for r in c.rows}
+    fx, fy = [rows[n]["latency_ms"] for n in c.front], [rows[n]["top1"] for n in c.front]
+    ax.step(fx, fy, where="post", color="black", lw=1, label="Pareto front")
+    for n in c.front:
+        ax.annotate(n, (rows[n]["latency_ms"], rows[n]["top1"]), fontsize=6, xytext=(3, -8), textcoords="offset points")
+    ax.axvline(c.budget_ms, color="red", ls="--", lw=1, label=f"budget {c.budget_ms:g} ms")
+    if c.best:
+        ax.scatter([rows[c.best]["latency_ms"]], [rows[c.best]["top1"]], s=90, facecolors="none", edgecolors="red")
+    ax.set_xscale("log")
+    ax.set_xlabel("measured median latency (ms, log scale)")
+    ax.set_ylabel("published ImageNet top-1 (%)")
+    k = c.key
+    ax.set_title(f"{k['cpu'][:48]} | {k['runtime']}, {k['threads']} thr, {k['size']}px, batch {k['batch']}", fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=6, ncol=2, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_choice(c: Choice, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """`choose.json`, `choose.csv`, `choose.png` in `out_dir`; returns their paths."""
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "choose.json", "csv": out / "choose.csv", "png": out / "choose.png"}
+    paths["json"].write_text(json.dumps(c.to_dict(), indent=2))
+    with open(paths["csv"], "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(c.rows[0]))
+        w.writeheader()
+        w.writerows(c.rows)
+    plot_choice(c, paths["png"])
+    return paths

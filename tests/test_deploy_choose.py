@@ -1,0 +1,134 @@
+"""`mobilevision choose`: published top-1, the Pareto front, the latency cache, the CLI verdicts."""
+from __future__ import annotations
+
+import itertools
+import json
+import random
+
+import pytest
+
+import mobilevision
+from mobilevision.cli import main
+from mobilevision.deploy import choose as ch
+from mobilevision.models.registry import parse_top1, published_figures
+
+
+def test_every_classifier_has_a_published_top1():
+    classifiers = [n for n in mobilevision.list_models() if mobilevision.get_config(n).num_classes == 1000
+                   and n != "moga_searched"]  # the search's skeleton: an architecture without a paper
+    assert len(classifiers) == 57
+    pub = published_figures()
+    assert sorted(pub) == sorted(classifiers)
+    for n in classifiers:
+        top1 = mobilevision.model_info(n)["top1"]
+        assert isinstance(top1, float) and 45.0 < top1 < 90.0, n
+    assert mobilevision.model_info("mobilenetv3_large_100")["top1"] == 75.2
+    assert mobilevision.model_info("efficientnet_b0")["top1"] == 76.3  # "76.3/77.1%": the paper's own figure
+
+
+def test_parse_top1_forms_and_error():
+    assert parse_top1("70.6% / 569M / 4.2M") == 70.6
+    assert parse_top1("87.0% (22k) / 60.9G / 350M") == 87.0
+    assert parse_top1("78.8/79.1% / 0.70B / 7.8M") == 78.8
+    with pytest.raises(ValueError, match="top-1"):
+        parse_top1("n/a")
+
+
+def _brute_front(points):
+    def dominated(a):
+        la, ta = points[a]
+        return any(lb <= la and tb >= ta and (lb < la or tb > ta) for b, (lb, tb) in points.items() if b != a)
+    return {n for n in points if not dominated(n)}
+
+
+def test_pareto_front_matches_brute_force():
+    rng = random.Random(0)
+    for trial in range(200):
+        n = rng.randint(1, 12)
+        # coarse values so that ties in latency and in top-1 happen
+        points = {f"m{i}": (float(rng.randint(1, 8)), float(rng.randint(60, 66))) for i in range(n)}
+        front = ch.pareto_front(points)
+        assert set(front) == _brute_front(points), points
+        lat = [points[f][0] for f in front]
+        acc = [points[f][1] for f in front]
+        assert lat == sorted(lat) and all(a <= b for a, b in zip(acc, acc[1:]))
+
+
+def test_best_under_budget_brute_force():
+    points = {"a": (2.0, 60.0), "b": (5.0, 70.0), "c": (4.0, 70.0), "d": (9.0, 80.0)}
+    for budget in (1.0, 2.0, 4.5, 5.0, 8.9, 9.0, 100.0):
+        inside = {n: p for n, p in points.items() if p[0] <= budget}
+        want = max(inside, key=lambda n: (inside[n][1], -inside[n][0])) if inside else None
+        assert ch.best_under(points, budget) == want
+    assert ch.best_under(points, 5.0) == "c"  # equal top-1: the faster one
+
+
+def test_stable_time_stops_when_spread_is_small_and_at_the_cap():
+    calls = []
+
+    def steady(warmup, runs):
+        calls.append(runs)
+        return {"median_ms": 10.0, "p90_ms": 11.0}
+    r = ch.stable_time(steady, min_rounds=3)
+    assert r["stable"] and r["rounds"] == 3 and r["median_ms"] == 10.0
+    noisy_values = itertools.cycle([5.0, 20.0, 9.0, 40.0])
+
+    def noisy(warmup, runs):
+        v = next(noisy_values)
+        return {"median_ms": v, "p90_ms": v}
+    r = ch.stable_time(noisy, min_rounds=3, max_rounds=6, max_s=60)
+    assert not r["stable"] and r["rounds"] == 6
+
+
+FAKE = {"mobilenetv3_small_100": 3.0, "mobilenetv3_large_100": 6.0, "mobilenetv3_large_075": 4.0,
+        "mobilenetv3_small_075": 2.5, "mobilenetv3_large_minimal_100": 7.0, "mobilenetv3_small_minimal_100": 2.0}
+
+
+class FakeMeasure:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, name, runtime, threads, size, batch, **kw):
+        self.calls.append(name)
+        return {"median_ms": FAKE[name], "p90_ms": FAKE[name] * 1.1, "spread": 0.01, "load_1m": 0.0}
+
+
+def test_choose_caches_and_refreshes(tmp_path):
+    fake = FakeMeasure()
+    c = ch.choose(4.5, families=["mobilenetv3"], cache=tmp_path, measure=fake, progress=False)
+    assert sorted(fake.calls) == sorted(FAKE)
+    assert c.best == "mobilenetv3_large_075"
+    assert c.front == ["mobilenetv3_small_minimal_100", "mobilenetv3_small_075", "mobilenetv3_small_100",
+                       "mobilenetv3_large_075", "mobilenetv3_large_100"]
+    again = ch.choose(4.5, families=["mobilenetv3"], cache=tmp_path, measure=fake, progress=False)
+    assert len(fake.calls) == 6 and again.measured == [] and again.front == c.front  # a cache hit measures nothing
+    ch.choose(4.5, names=["mobilenetv3_large_100"], cache=tmp_path, measure=fake, progress=False, refresh=True)
+    assert fake.calls[-1] == "mobilenetv3_large_100" and len(fake.calls) == 7
+    other = ch.choose(4.5, families=["mobilenetv3"], threads=1, cache=tmp_path, measure=fake, progress=False)
+    assert len(other.measured) == 6  # another thread count is another key
+    assert len(list(tmp_path.glob("choose_*.json"))) == 2 and not list(tmp_path.glob("*.tmp"))
+
+
+def test_corrupted_cache_is_measured_again(tmp_path, caplog):
+    fake = FakeMeasure()
+    c = ch.choose(3.0, names=["mobilenetv3_small_100"], cache=tmp_path, measure=fake, progress=False)
+    path = tmp_path / c.cache.split("/")[-1]
+    path.write_text("{not json")
+    again = ch.choose(3.0, names=["mobilenetv3_small_100"], cache=tmp_path, measure=fake, progress=False)
+    assert again.measured == ["mobilenetv3_small_100"] and "unreadable" in caplog.text
+    assert json.loads(path.read_text())["results"]["mobilenetv3_small_100"]["median_ms"] == 3.0
+
+
+def test_cli_choose_json_png_and_no_match(tmp_path, capsys, monkeypatch):
+    fake = FakeMeasure()
+    monkeypatch.setattr(ch, "measure_model", fake)
+    out = tmp_path / "out"
+    argv = ["choose", "--budget-ms", "1.5", "--family", "mobilenetv3", "--cache-dir", str(tmp_path), "--output",
+            str(out), "--no-progress"]
+    assert main(argv) == 1
+    assert "the fastest is mobilenetv3_small_minimal_100 at 2.00 ms" in capsys.readouterr().out
+    assert main(argv[:2] + ["6.5"] + argv[3:] + ["--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["best"] == "mobilenetv3_large_100" and (out / "choose.png").stat().st_size > 1000
+    assert main(["choose", "--budget-ms", "5", "--task", "segment"]) == 2
+    assert "not supported yet" in capsys.readouterr().err
