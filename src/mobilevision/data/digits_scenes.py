@@ -152,7 +152,7 @@ class DigitsOnPhotos:
     `DigitsScenes`). `load(i) -> (PIL RGB image, digit)`; sample i is a pure function of (split, i, seed).
 
     It pre-trains backbones for the digits scenes: a classifier of the plain `digits` set (grey ink on black)
-    names 15 % of the val scenes' digit crops right, so detectors and segmenters started from it learn the
+    names 10-15 % of the val scenes' digit crops right, so detectors and segmenters started from it learn the
     glyphs on photos almost from scratch."""
 
     def __init__(self, split: str = "train", image_size: int = 48, copies: int | None = None, seed: int = 0) -> None:
