@@ -273,8 +273,11 @@ def _print_coreml(args: argparse.Namespace, res) -> int:
     print(f"  MIL program: {g['num_nodes']} ops, max tensor rank {g['max_rank']}, compute precision "
           f"{g['compute_precision']}; ops: " + ", ".join(f"{k} {v}" for k, v in g["ops"].items()))
     fp16 = g["fp16"]
-    print(f"  fp16 check (PyTorch in half precision): max |activation| {fp16['max_abs_activation']:.3g}, "
-          f"non-finite outputs {fp16['nonfinite_modules']}, top-1 agreement with FP32 {fp16['top1_agree']:.2f}")
+    print(f"  fp16 ranges (PyTorch, {fp16['images']} images): max |activation| {fp16['max_abs_activation']:.3g} "
+          f"({fp16['worst_module']}), modules over fp16's 65504: {len(fp16['over_fp16'])}; largest norm sum of "
+          f"squares {fp16['norm_sum_squares']:.3g} ({fp16['norm_sum_squares_module']}, kept in fp32)")
+    print(f"  half-precision PyTorch: first non-finite module {fp16['nonfinite_modules'] or 'none'}, top-1 "
+          f"agreement with FP32 {fp16['top1_agree']:.2f}")
     print("  not run: Core ML prediction needs macOS")
     return 0
 
