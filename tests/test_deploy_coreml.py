@@ -52,6 +52,7 @@ def test_grn_and_layernorm_stay_fp32_in_the_fp16_program(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # 10 s - 4.5 min per model on a loaded 2-core machine: outside CI's 30-minute budget
 @pytest.mark.parametrize("name", RUNTIME_FAMILY_MODELS)
 def test_coreml_conversion_every_family(name, tmp_path):
     """One model of every family converts at its default size with ranks <= 5, finite fp16 ranges, and a half-

@@ -27,6 +27,7 @@ def test_litert_fp32_parity_and_sidecar(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # 0.5-5 min per model to convert on a loaded 2-core machine: outside CI's 30-minute budget
 @pytest.mark.parametrize("name", RUNTIME_FAMILY_MODELS)
 def test_litert_fp32_parity_every_family(name, tmp_path):
     check_parity("tflite", name, tmp_path)
@@ -61,6 +62,7 @@ def test_litert_int8_runs_the_quantized_graph(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # two conversions (~1-2 min): the INT8 path is covered in CI by the test above
 def test_export_cli_tflite_with_int8_report(capsys, tmp_path):
     from mobilevision.cli import main
 

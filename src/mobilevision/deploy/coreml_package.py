@@ -3,9 +3,10 @@ checked of it off macOS (Core ML prediction needs macOS; nothing here runs the p
 
 Precision: Core ML ML programs compute in fp16 by default. The exported FP32 graph has no casts (GRN computes in
 float32 only when its input is low precision), so in a plain fp16 program GRN's L2 norm (a sum of squares over
-H x W: 3136 terms at 56 x 56) and LayerNorm's variance would be accumulated in fp16, whose largest value is 65504:
-the inf / NaN outputs behind users' "detects nothing" reports. `export_coreml` keeps those two op types
-(`reduce_l2_norm`, `layer_norm`) in fp32 and everything else in fp16, and checks on this machine
+H x W: 3136 terms at 56 x 56), LayerNorm's variance and GroupNorm's (over C x H x W) would be accumulated in fp16,
+whose largest value is 65504: the inf / NaN outputs behind users' "detects nothing" reports. `export_coreml` keeps
+those ops (`FP32_OPS`: reduce_l2_norm, layer_norm and the reductions / squares GroupNorm lowers to) in fp32 and
+everything else in fp16, and checks on this machine
 (`coreml_report`): the op set, the tensor ranks (none above 5), that the norm ops really take fp32 inputs in the
 converted program, and the fp16 ranges of the model's activations measured in PyTorch (`fp16_ranges`).
 """
@@ -26,8 +27,9 @@ from torch import nn
 from .export import METADATA_KEY, ExportResult, _quiet_export, export_metadata, prepare_export
 
 FP16_MAX = 65504.0
-# MIL op types kept in fp32 inside the fp16 program: they accumulate squares over many elements
-FP32_OPS = ("reduce_l2_norm", "layer_norm")
+# MIL op types kept in fp32 inside the fp16 program: they accumulate (squares) over many elements. GRN lowers to
+# reduce_l2_norm, LayerNorm to layer_norm, PoolFormer's GroupNorm(1) to reduce_mean / square / sqrt over C x H x W
+FP32_OPS = ("reduce_l2_norm", "layer_norm", "reduce_mean", "reduce_sum", "reduce_sum_square", "square", "sqrt")
 # aten ops coremltools 9 has no converter for in a torch.export program: decomposed first
 _DECOMPOSE = ("addcmul",)
 
