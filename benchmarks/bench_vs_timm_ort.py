@@ -152,7 +152,8 @@ def main() -> None:
             rows.append(row)
             print(f"{name}: timm ORT {med['timm_ort_fp32']:.2f} ms; ours " +
                   ", ".join(f"{k} {v:.2f}" for k, v in ours.items()) +
-                  (f" -> {best} {row['ratio']:.2f}x" if best else "") + f"  (load {row['load_after']})")
+                  (f" -> {best} {row['ratio']:.2f}x" if best else "") + f"  (load {row['load_after']})", flush=True)
+            write_csv(rows, args.out)  # after every model: a stopped run keeps what it measured
     print()
     print_rows(rows, ["model", "timm_ort_fp32_ms", *[f"{k}_ms" for k in forms], "best_form", "ratio",
                       "ort_fp32_ratio", "load_after"])

@@ -75,9 +75,12 @@ def _hide(monkeypatch, package: str) -> None:
 @pytest.mark.parametrize("package, argv", [
     ("openvino", ["export", "test_deploynet", "--format", "openvino", "--out", "{tmp}/m.xml"]),
     ("executorch", ["export", "test_deploynet", "--format", "executorch", "--out", "{tmp}/m.pte"]),
+    ("litert", ["export", "test_deploynet", "--format", "tflite", "--out", "{tmp}/m.tflite"]),
+    ("coreml", ["export", "test_deploynet", "--format", "coreml", "--out", "{tmp}/m.mlpackage"]),
 ])
 def test_missing_runtime_package_names_its_extra(capsys, monkeypatch, tmp_path, package, argv):
-    _hide(monkeypatch, package)
+    module = {"litert": "litert_torch", "coreml": "coremltools"}.get(package, package)
+    _hide(monkeypatch, module)
     _one_line_error(capsys, [a.format(tmp=tmp_path) for a in argv], f"mobilevision[{package}]")
 
 
