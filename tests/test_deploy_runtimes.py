@@ -25,7 +25,7 @@ def check_parity(fmt: str, name: str, tmp_path, atol: float = 1e-4, **model_kwar
     runtime with PyTorch FP32 at the default size and at `other_size` (random inputs and photos):
     max abs diff <= atol x max(1, |logit|). Returns the rows."""
     model = randomize(mobilevision.create_model(name, **model_kwargs)).eval()
-    suffix = {"openvino": "xml", "executorch": "pte"}[fmt]
+    suffix = {"openvino": "xml", "executorch": "pte", "tflite": "tflite"}[fmt]
     res = export_model(model, tmp_path / f"{name}.{suffix}", fmt, dynamic=True)
     c, h, w = model.default_cfg["input_size"]
     assert res.dynamic_dims[:1] == ["batch"]
@@ -51,7 +51,9 @@ def _one_line_error(capsys, argv, match):
 @pytest.mark.parametrize("argv, match", [
     (["export", "test_deploynet", "--format", "openvino", "--out", "m.onnx"], "give a .xml file"),
     (["export", "test_deploynet", "--format", "executorch", "--out", "m.xml"], "give a .pte file"),
-    (["export", "test_deploynet", "--format", "tflite", "--out", "m.tflite"], "invalid choice"),
+    (["export", "test_deploynet", "--format", "tensorrt", "--out", "m.engine"], "invalid choice"),
+    (["export", "test_deploynet", "--format", "tflite", "--out", "m.pte"], "give a .tflite file"),
+    (["export", "test_deploynet", "--format", "coreml", "--int8", "--out", "m.mlpackage"], "not available"),
     (["export", "test_deploynet", "--format", "openvino", "--out", "m.xml", "--opset", "17"], "ONNX options"),
     (["export", "test_deploynet", "--int8", "--num-calibration", "0", "--out", "m.onnx"], "num-calibration"),
     (["bench", "test_deploynet", "--backend", "openvino,tensorrt"], "unknown backend tensorrt"),
@@ -73,9 +75,12 @@ def _hide(monkeypatch, package: str) -> None:
 @pytest.mark.parametrize("package, argv", [
     ("openvino", ["export", "test_deploynet", "--format", "openvino", "--out", "{tmp}/m.xml"]),
     ("executorch", ["export", "test_deploynet", "--format", "executorch", "--out", "{tmp}/m.pte"]),
+    ("litert", ["export", "test_deploynet", "--format", "tflite", "--out", "{tmp}/m.tflite"]),
+    ("coreml", ["export", "test_deploynet", "--format", "coreml", "--out", "{tmp}/m.mlpackage"]),
 ])
 def test_missing_runtime_package_names_its_extra(capsys, monkeypatch, tmp_path, package, argv):
-    _hide(monkeypatch, package)
+    module = {"litert": "litert_torch", "coreml": "coremltools"}.get(package, package)
+    _hide(monkeypatch, module)
     _one_line_error(capsys, [a.format(tmp=tmp_path) for a in argv], f"mobilevision[{package}]")
 
 

@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # optional packages -> the extra that installs them
 EXTRA_OF_PACKAGE = {"onnx": "deploy", "onnxruntime": "deploy", "onnxscript": "deploy", "pycocotools": "coco",
-                    "openvino": "openvino", "nncf": "openvino", "executorch": "executorch", "torchao": "executorch"}
+                    "openvino": "openvino", "nncf": "openvino", "executorch": "executorch", "torchao": "executorch",
+                    "litert_torch": "litert", "ai_edge_litert": "litert", "coremltools": "coreml"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

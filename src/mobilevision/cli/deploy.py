@@ -109,13 +109,16 @@ def configure_export(p: argparse.ArgumentParser) -> None:
     common.add_model(p)
     p.add_argument("--checkpoint", default=None, help="weights file or directory (default: random init)")
     common.add_num_classes(p)
-    p.add_argument("--format", default="onnx", choices=("onnx", "openvino", "executorch"),
-                   help="onnx (.onnx, onnxruntime), openvino (.xml + .bin IR, OpenVINO CPU plugin) or executorch "
-                        "(.pte, XNNPACK delegate); default onnx")
-    common.add_output(p, required=True, help="output file: .onnx, .xml (openvino) or .pte (executorch)")
+    p.add_argument("--format", default="onnx", choices=("onnx", "openvino", "executorch", "tflite", "coreml"),
+                   help="onnx (.onnx, onnxruntime), openvino (.xml + .bin IR, OpenVINO CPU plugin), executorch "
+                        "(.pte, XNNPACK delegate), tflite (.tflite, LiteRT interpreter) or coreml (.mlpackage; "
+                        "checked, not run, off macOS); default onnx")
+    common.add_output(p, required=True, help="output file: .onnx, .xml (openvino), .pte (executorch), .tflite or "
+                                             ".mlpackage (coreml)")
     p.add_argument("--int8", action="store_true",
                    help="also write an INT8 copy with the runtime's quantizer (onnxruntime QDQ, NNCF, PT2E + "
-                        "XNNPACKQuantizer) next to the output, as NAME_int8.SUFFIX")
+                        "XNNPACKQuantizer, PT2E + litert-torch's PT2EQuantizer) next to the output, as "
+                        "NAME_int8.SUFFIX")
     p.add_argument("--calibration", default="digits",
                    help="INT8 calibration images: 'digits' or a directory of images (default digits)")
     p.add_argument("--num-calibration", type=int, default=128, help="INT8 calibration images (default 128)")
@@ -183,7 +186,8 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-RUNTIME_NAME = {"onnx": "onnxruntime", "openvino": "OpenVINO (CPU, f32)", "executorch": "ExecuTorch (XNNPACK)"}
+RUNTIME_NAME = {"onnx": "onnxruntime", "openvino": "OpenVINO (CPU, f32)", "executorch": "ExecuTorch (XNNPACK)",
+                "tflite": "LiteRT (XNNPACK)", "coreml": "Core ML (mlprogram; runs on macOS only)"}
 
 
 def _int8_path(path) -> Path:
@@ -225,8 +229,12 @@ def _export_runtime(args: argparse.Namespace, model) -> int:
 
     if args.exporter != "auto" or args.opset != 18:
         raise ValueError("--exporter and --opset are ONNX options; leave them out for --format " + args.format)
+    if args.format == "coreml" and args.int8:
+        raise ValueError("--int8 is not available for --format coreml (Core ML runs on macOS only)")
     c, h, w = model.data_config.input_size
     res = export_model(model, args.output, args.format, dynamic=args.dynamic)
+    if args.format == "coreml":
+        return _print_coreml(args, res)
     extra = f" and {res.path.with_suffix('.bin').name}" if args.format == "openvino" else \
         f" (metadata in {res.path.name}.json)"
     print(f"exported {args.model} -> {res.path}{extra} for {RUNTIME_NAME[args.format]}; dynamic dims: "
@@ -253,22 +261,40 @@ def _export_runtime(args: argparse.Namespace, model) -> int:
     if args.format == "openvino":
         _int8_copy(args, res.path)
         return 0
-    _executorch_int8(args, model, res.path)
+    _pt2e_int8(args, model, res.path)
     return 0
 
 
-def _executorch_int8(args: argparse.Namespace, model, fp32_path) -> None:
-    """PT2E INT8 program from the model itself, compared with the FP32 program on the calibration source."""
+def _print_coreml(args: argparse.Namespace, res) -> int:
+    """What was checked of a Core ML package on this machine (it is not run off macOS)."""
+    g = res.graph
+    print(f"exported {args.model} -> {res.path} for {RUNTIME_NAME['coreml']}; dynamic dims: "
+          f"{', '.join(res.dynamic_dims) or 'none'}")
+    print(f"  MIL program: {g['num_nodes']} ops, max tensor rank {g['max_rank']}, compute precision "
+          f"{g['compute_precision']}; ops: " + ", ".join(f"{k} {v}" for k, v in g["ops"].items()))
+    fp16 = g["fp16"]
+    print(f"  fp16 ranges (PyTorch, {fp16['images']} images): max |activation| {fp16['max_abs_activation']:.3g} "
+          f"({fp16['worst_module']}), modules over fp16's 65504: {len(fp16['over_fp16'])}; largest norm sum of "
+          f"squares {fp16['norm_sum_squares']:.3g} ({fp16['norm_sum_squares_module']}, kept in fp32)")
+    print(f"  half-precision PyTorch: first non-finite module {fp16['nonfinite_modules'] or 'none'}, top-1 "
+          f"agreement with FP32 {fp16['top1_agree']:.2f}")
+    print("  not run: Core ML prediction needs macOS")
+    return 0
+
+
+def _pt2e_int8(args: argparse.Namespace, model, fp32_path) -> None:
+    """PT2E INT8 program (ExecuTorch) or model (LiteRT) from the model itself, compared with the FP32 file on the
+    calibration source."""
     from mobilevision.deploy.bench import time_exported
     from mobilevision.deploy.export import export_model
     from mobilevision.deploy.quantize import calibration_data, quantize_report
-    from mobilevision.deploy.runtime import ExecuTorchClassifier
+    from mobilevision.deploy.runtime import load_exported
 
     calib, x_eval, y_eval = calibration_data(model, args.calibration, args.num_calibration,
                                              getattr(model, "labels", None), getattr(model, "num_classes", None))
     out = _int8_path(fp32_path)
-    export_model(model, out, "executorch", dynamic=args.dynamic, fuse_first=False, calibration=calib)
-    rep = quantize_report(fp32_path, out, ExecuTorchClassifier(fp32_path), ExecuTorchClassifier(out), x_eval, y_eval,
+    export_model(model, out, args.format, dynamic=args.dynamic, fuse_first=False, calibration=calib)
+    rep = quantize_report(fp32_path, out, load_exported(fp32_path), load_exported(out), x_eval, y_eval,
                   calib, args.calibration, time_exported(fp32_path, x_eval[:1], 2)["median_ms"],
                   time_exported(out, x_eval[:1], 2)["median_ms"])
     _print_quant(rep, 2)
@@ -351,9 +377,10 @@ def run_quantize(args: argparse.Namespace) -> int:
               f"{rep.calibration_images} images")
         _print_quant_lines(rep, args.threads)
         return 0
-    if str(args.onnx_file).lower().endswith(".pte"):
-        raise ValueError("an ExecuTorch program is quantized from the model: mobilevision export NAME --format "
-                         "executorch --int8 --calibration digits|DIR")
+    if str(args.onnx_file).lower().endswith((".pte", ".tflite")):
+        fmt = "executorch" if str(args.onnx_file).lower().endswith(".pte") else "tflite"
+        raise ValueError(f"an {'ExecuTorch program' if fmt == 'executorch' else 'LiteRT model'} is quantized from "
+                         f"the model: mobilevision export NAME --format {fmt} --int8 --calibration digits|DIR")
     rep = quantize_onnx(args.onnx_file, args.output, args.calibration, args.num_calibration, args.threads,
                         per_channel=not args.per_tensor, reduce_range=not args.full_range)
     print(f"INT8 (QDQ, {'per-tensor' if args.per_tensor else 'per-channel'} weights) -> {rep.int8_path}, "

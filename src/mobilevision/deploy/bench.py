@@ -255,10 +255,11 @@ RUNTIMES: dict[str, tuple[str, tuple[str, ...]]] = {
     "onnxruntime": ("onnx", ("fp32", "int8")),
     "openvino": ("openvino", ("fp32", "bf16", "int8")),
     "executorch": ("executorch", ("fp32", "int8")),
+    "litert": ("tflite", ("fp32", "int8")),
 }
 # runtime -> the package whose absence skips it under `--backend all`
 RUNTIME_PACKAGE = {"eager": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino",
-                   "executorch": "executorch"}
+                   "executorch": "executorch", "litert": "litert_torch"}
 
 
 def parse_backends(text: str | Sequence[str]) -> list[str]:
@@ -277,7 +278,7 @@ def parse_backends(text: str | Sequence[str]) -> list[str]:
 
 def time_exported(path: str | os.PathLike, x: np.ndarray, threads: int = 2, warmup: int = 5, runs: int = 30,
                   **runner_kwargs) -> dict:
-    """Per-call latency of an exported file (.onnx, .xml, .pte) on its own runtime with `threads` threads."""
+    """Per-call latency of an exported file (.onnx, .xml, .pte, .tflite) on its own runtime with `threads` threads."""
     from .runtime import load_exported
 
     if str(path).lower().endswith(".onnx"):
@@ -330,7 +331,7 @@ def export_runtime_files(model: nn.Module, out_dir: str | os.PathLike, runtimes:
             if calib is None:
                 calib = calibration_data(model, calibration, num_calibration, getattr(model, "labels", None),
                                          getattr(model, "num_classes", None))[0]
-            if fmt == "executorch":
+            if fmt in ("executorch", "tflite"):  # PT2E: quantized from the model, not from the file
                 export_model(model, int8, fmt, fuse_first=False, calibration=calib)
             else:
                 quantize_file(fp32, int8, calib)

@@ -1,5 +1,6 @@
 """Export of the fused inference form: ONNX (here, with graph portability checks and onnxruntime verification),
-OpenVINO IR (`openvino_ir`) and ExecuTorch / XNNPACK (`executorch_pte`), through one entry point, `export_model`."""
+OpenVINO IR (`openvino_ir`), ExecuTorch / XNNPACK (`executorch_pte`), LiteRT / TFLite (`litert_tflite`) and Core ML
+(`coreml_package`), through one entry point, `export_model`."""
 from __future__ import annotations
 
 import collections
@@ -28,7 +29,7 @@ METADATA_KEY = "mobilevision"
 RANDOM_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli", "Multinomial",
               "Dropout"}
 # export format -> file suffix
-FORMATS = {"onnx": ".onnx", "openvino": ".xml", "executorch": ".pte"}
+FORMATS = {"onnx": ".onnx", "openvino": ".xml", "executorch": ".pte", "tflite": ".tflite", "coreml": ".mlpackage"}
 
 
 @dataclass
@@ -182,12 +183,14 @@ def traced_dynamic_dims(program: torch.export.ExportedProgram) -> list[str]:
 def export_model(model: nn.Module, path: str | os.PathLike, format: str = "onnx",
                  input_size: tuple[int, int, int] | None = None, dynamic: bool = False, fuse_first: bool = True,
                  metadata: dict | None = None, calibration: np.ndarray | None = None, **kwargs) -> ExportResult:
-    """Export `model` (fused first unless `fuse_first=False`) to `format` ("onnx", "openvino" or "executorch")
-    at `path` (.onnx / .xml / .pte); `kwargs` go to `export_onnx` (opset, exporter).
+    """Export `model` (fused first unless `fuse_first=False`) to `format` ("onnx", "openvino", "executorch",
+    "tflite" or "coreml") at `path` (.onnx / .xml / .pte / .tflite / .mlpackage); `kwargs` go to `export_onnx`
+    (opset, exporter).
 
     `calibration` ((N, C, H, W) float32 at the export size) asks for INT8 where the quantizer works on the model
-    itself (ExecuTorch's PT2E); ONNX and OpenVINO quantize the exported FP32 file (`quantize.quantize_exported`).
-    Every format carries `export_metadata`: ONNX and OpenVINO inside the file, ExecuTorch in `<file>.json`.
+    itself (ExecuTorch's and LiteRT's PT2E); ONNX and OpenVINO quantize the exported FP32 file
+    (`quantize.quantize_exported`); Core ML has no INT8 here (it is not run on Linux). Every format carries
+    `export_metadata`: ONNX, OpenVINO and Core ML inside the file, ExecuTorch and LiteRT in `<file>.json`.
     """
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; accepted: {', '.join(FORMATS)}")
@@ -203,14 +206,27 @@ def export_model(model: nn.Module, path: str | os.PathLike, format: str = "onnx"
         if calibration is not None:
             raise ValueError("OpenVINO INT8 quantizes the exported IR: use quantize.quantize_exported")
         return export_openvino(model, path, input_size, dynamic, fuse_first, metadata)
+    if format == "tflite":
+        from .litert_tflite import export_litert
+
+        return export_litert(model, path, input_size, dynamic, fuse_first, metadata, calibration)
+    if format == "coreml":
+        from .coreml_package import export_coreml
+
+        if calibration is not None:
+            raise ValueError("Core ML INT8 is not supported here: export FP32 (--format coreml without --int8)")
+        return export_coreml(model, path, input_size, dynamic, fuse_first, metadata)
     from .executorch_pte import export_executorch
 
     return export_executorch(model, path, input_size, dynamic, fuse_first, metadata, calibration)
 
 
 def file_bytes(path: str | os.PathLike) -> int:
-    """Bytes on disk of an exported model: an OpenVINO IR counts its .xml and .bin."""
+    """Bytes on disk of an exported model: an OpenVINO IR counts its .xml and .bin, a Core ML package (a
+    folder) every file in it."""
     path = Path(path)
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     size = path.stat().st_size
     if path.suffix.lower() == ".xml" and path.with_suffix(".bin").is_file():
         size += path.with_suffix(".bin").stat().st_size
@@ -282,17 +298,22 @@ def read_metadata(path_or_proto) -> dict:
     """The mobilevision metadata (data_config, labels, model name, exporter) stored in an exported graph.
 
     Graphs from older versions stored the data config under `default_cfg`; it is returned as `data_config`.
-    An OpenVINO IR (.xml) keeps it in its rt_info, an ExecuTorch program (.pte) in its sidecar `<file>.json`."""
+    An OpenVINO IR (.xml) keeps it in its rt_info, a Core ML package in its user-defined metadata, an ExecuTorch
+    program (.pte) and a LiteRT model (.tflite) in their sidecar `<file>.json`."""
     import onnx
 
-    if isinstance(path_or_proto, (str, os.PathLike)) and Path(path_or_proto).suffix.lower() in (".xml", ".pte"):
-        if Path(path_or_proto).suffix.lower() == ".xml":
-            from .openvino_ir import read_openvino_metadata
+    suffix = Path(path_or_proto).suffix.lower() if isinstance(path_or_proto, (str, os.PathLike)) else ""
+    if suffix == ".xml":
+        from .openvino_ir import read_openvino_metadata
 
-            return read_openvino_metadata(path_or_proto)
-        from .executorch_pte import read_executorch_metadata
+        return read_openvino_metadata(path_or_proto)
+    if suffix in (".pte", ".tflite"):
+        side = Path(path_or_proto).with_name(Path(path_or_proto).name + ".json")
+        return json.loads(side.read_text()) if side.is_file() else {}
+    if suffix == ".mlpackage":
+        from .coreml_package import read_coreml_metadata
 
-        return read_executorch_metadata(path_or_proto)
+        return read_coreml_metadata(path_or_proto)
     proto = path_or_proto if isinstance(path_or_proto, onnx.ModelProto) else onnx.load(str(path_or_proto),
                                                                                       load_external_data=False)
     for p in proto.metadata_props:
@@ -413,7 +434,7 @@ def verify_onnx(model: nn.Module, path: str | os.PathLike, sizes: Sequence[tuple
 
 def verify_exported(model: nn.Module, path: str | os.PathLike, sizes: Sequence[tuple[int, int]] | None = None,
                     batch: int = 2, photos: bool = True, fuse_first: bool = True, **runner_kwargs) -> list[dict]:
-    """`verify_onnx` for any exported format (.onnx / .xml / .pte), run on its own runtime (`load_exported`,
+    """`verify_onnx` for any exported format that runs here (.onnx / .xml / .pte / .tflite), run on its own runtime (`load_exported`,
     which takes `runner_kwargs`, e.g. precision="bf16" for OpenVINO). Same rows."""
     from .runtime import load_exported
 

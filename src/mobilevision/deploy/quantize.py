@@ -229,7 +229,7 @@ def quantize_file(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
         from .openvino_ir import quantize_openvino
 
         return quantize_openvino(src, out, calib, **options)
-    raise ValueError("an ExecuTorch program is quantized from the model: export_model(..., calibration=)")
+    raise ValueError(f"a {fmt} file is quantized from the model: export_model(..., calibration=)")
 
 
 def calibration_data(cfg: Any, calibration: str, num_calibration: int = 128, labels: Sequence[str] | None = None,
@@ -284,9 +284,9 @@ def quantize_exported(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
     fmt = format_of(fp32_path)
     if fmt == "onnx":
         return quantize_onnx(fp32_path, out_path, calibration, num_calibration, threads, **options)
-    if fmt == "executorch":
-        raise ValueError("an ExecuTorch program is quantized from the model: `mobilevision export NAME --format "
-                         "executorch --int8 --calibration ...`")
+    if fmt in ("executorch", "tflite", "coreml"):
+        raise ValueError(f"a {fmt} file is quantized from the model, not from the file: `mobilevision export NAME "
+                         f"--format {fmt} --int8 --calibration ...` (coreml: no INT8)")
     from .openvino_ir import quantize_openvino
 
     src = Path(fp32_path).expanduser()

@@ -1,6 +1,6 @@
 """Run an exported (FP32 or INT8) model where a model is expected: `OnnxClassifier(path)(x) -> logits` for ONNX on
-onnxruntime, `OpenVINOClassifier` (.xml, OpenVINO's CPU plugin) and `ExecuTorchClassifier` (.pte, ExecuTorch with
-XNNPACK), each with the data config and labels the file was exported with; `load_exported(path)` picks by suffix."""
+onnxruntime, `OpenVINOClassifier` (.xml, OpenVINO's CPU plugin), `ExecuTorchClassifier` (.pte, ExecuTorch with
+XNNPACK) and `LiteRTClassifier` (.tflite, the ai-edge-litert interpreter), each with the data config and labels the file was exported with; `load_exported(path)` picks by suffix."""
 from __future__ import annotations
 
 import os
@@ -153,13 +153,45 @@ class ExecuTorchClassifier(ExportedClassifier):
         return self.runner(chunk)
 
 
-RUNTIME_OF_FORMAT = {"onnx": OnnxClassifier, "openvino": OpenVINOClassifier, "executorch": ExecuTorchClassifier}
+class LiteRTClassifier(ExportedClassifier):
+    """A LiteRT model (.tflite) on the ai-edge-litert interpreter (XNNPACK delegate) with its sidecar metadata
+    (`<file>.tflite.json`); `threads` interpreter threads (0 = its default). An INT8 file's int8 input / output are
+    (de)quantized inside, so it takes and gives float32 like the FP32 one."""
+
+    runtime = "litert"
+
+    def __init__(self, path: str | os.PathLike, threads: int = 0) -> None:
+        from .litert_tflite import LiteRTRunner, read_litert_metadata
+
+        self.path = _check_file(path, "LiteRT model")
+        try:
+            self.runner = LiteRTRunner(self.path, threads)
+        except ModuleNotFoundError:
+            raise
+        except Exception as err:  # noqa: BLE001 - the interpreter raises ValueError / RuntimeError for bad files
+            raise ValueError(f"{self.path} is not a loadable LiteRT model: {_first(err)}") from None
+        meta = read_litert_metadata(self.path)
+        dims = self.runner.input_dims
+        if dims[0] is None:
+            self.max_batch = int(meta.get("max_batch") or 64)
+        self._init_meta(meta, dims, self.runner.out_classes)
+
+    def _run(self, chunk: np.ndarray) -> np.ndarray:
+        return self.runner(chunk)
+
+
+RUNTIME_OF_FORMAT = {"onnx": OnnxClassifier, "openvino": OpenVINOClassifier, "executorch": ExecuTorchClassifier,
+                     "tflite": LiteRTClassifier}
 
 
 def load_exported(path: str | os.PathLike, threads: int = 0, **kwargs) -> ExportedClassifier:
-    """The runtime for an exported file by its suffix (.onnx, .xml, .pte); `kwargs` go to that runtime's class
-    (precision= for OpenVINO)."""
-    return RUNTIME_OF_FORMAT[format_of(path)](path, threads=threads, **kwargs)
+    """The runtime for an exported file by its suffix (.onnx, .xml, .pte, .tflite); `kwargs` go to that runtime's
+    class (precision= for OpenVINO). A Core ML package (.mlpackage) runs only on macOS: ValueError here."""
+    fmt = format_of(path)
+    if fmt not in RUNTIME_OF_FORMAT:
+        raise ValueError(f"{path}: Core ML models run only on macOS (coremltools' predict); on Linux the package is "
+                         f"checked at export (op set, ranks, fp16 ranges), not run")
+    return RUNTIME_OF_FORMAT[fmt](path, threads=threads, **kwargs)
 
 
 def is_onnx(path: str | os.PathLike | None) -> bool:
@@ -167,7 +199,7 @@ def is_onnx(path: str | os.PathLike | None) -> bool:
 
 
 def is_exported(path: str | os.PathLike | None) -> bool:
-    """Whether `path` names an exported model (.onnx, .xml, .pte) rather than a checkpoint."""
+    """Whether `path` names an exported model (.onnx, .xml, .pte, .tflite, .mlpackage) rather than a checkpoint."""
     try:
         return path is not None and bool(format_of(path))
     except ValueError:
