@@ -27,24 +27,6 @@ from mobilevision.deploy.machine import cpu_info, machine_load
 PAIR = ("mobileformer_214m", "mobilenetv3_large_100")
 
 
-def paired_cpu_times(fn_a, fn_b, runs: int = 20, warmup: int = 5) -> tuple[dict, dict]:
-    """`paired_times` on the calling thread's CPU clock (one thread only): preemption by other jobs on a shared
-    machine is not counted."""
-    from mobilevision.deploy.bench import _summary
-
-    for _ in range(warmup):
-        fn_a()
-        fn_b()
-    ta: list[float] = []
-    tb: list[float] = []
-    for _ in range(runs):
-        for fn, acc in ((fn_a, ta), (fn_b, tb)):
-            t0 = time.thread_time()
-            fn()
-            acc.append((time.thread_time() - t0) * 1e3)
-    return _summary(ta, 1), _summary(tb, 1)
-
-
 def crossing(sizes: list[int], ratios: list[float]) -> float | None:
     """The first size where ratio (A / B latency) goes from above 1 to at most 1, interpolated; None if never."""
     for (s0, r0), (s1, r1) in zip(zip(sizes, ratios), zip(sizes[1:], ratios[1:])):
@@ -66,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.clock == "cpu" and args.threads != 1:
         p.error("--clock cpu needs --threads 1")
-    timer = paired_cpu_times if args.clock == "cpu" else paired_times
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
@@ -87,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                     feed = {sess.get_inputs()[0].name: x.numpy()}
                     fns.append(lambda sess=sess, feed=feed: sess.run(None, feed))
             with torch.no_grad():
-                a, b = timer(fns[0], fns[1], runs=args.runs, warmup=args.warmup)
+                a, b = paired_times(fns[0], fns[1], runs=args.runs, warmup=args.warmup, clock=clock)
             row = {"runtime": rt, "size": s, f"{PAIR[0]}_ms": a["median_ms"], f"{PAIR[1]}_ms": b["median_ms"],
                    "ratio": a["median_ms"] / b["median_ms"], "threads": args.threads, "clock": args.clock,
                    **machine_load()}
