@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -54,7 +57,7 @@ class DataConfig:
         c = self.input_size[0]
         return self.mean[:c], self.std[:c]
 
-    def normalize(self, images):
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) [0, 1] images -> (images - mean) / std, in the images' dtype and device (the detectors
         normalise inside, as torchvision's do)."""
         mean, std = self.channel_stats

@@ -381,7 +381,7 @@ def format_choice(c: Choice) -> str:
     rows = {r["model"]: r for r in c.rows}
     lines = [f"{k['cpu']} ({k['runtime']}, {k['threads']} threads, {k['size']}px, batch {k['batch']}, "
              f"{k.get('clock', 'wall')} clock)",
-             f"Pareto front (published ImageNet top-1 vs measured median latency), fastest first:",
+             "Pareto front (published ImageNet top-1 vs measured median latency), fastest first:",
              f"  {'model':<30}{'latency ms':>11}{'top-1 %':>9}{'params M':>10}{'GMACs':>8}"]
     for n in c.front:
         r = rows[n]

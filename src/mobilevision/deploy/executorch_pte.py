@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .export import ExportResult, _quiet_export, export_metadata, prepare_export, torch_export, traced_dynamic_dims
+from .export import (ExportResult, _quiet_export, export_metadata, prepare_export, pt2e_calibrated, torch_export,
+                     traced_dynamic_dims)
 
 # ExecuTorch plans the memory of every tensor outside the delegate for the largest shape the program allows,
 # so the dynamic dims get modest upper bounds: a batch of 16 and twice the export size.
@@ -83,19 +84,10 @@ def quantize_pt2e(model: nn.Module, calibration: np.ndarray) -> nn.Module:
     time, `convert_pt2e`. The result is a GraphModule at the calibration size (batch any)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                          get_symmetric_quantization_config)
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    from torch.export import Dim
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    x = torch.from_numpy(np.ascontiguousarray(calibration[:2], dtype=np.float32))
-    if len(x) < 2:
-        x = x.expand(2, -1, -1, -1).contiguous()
-    gm = _quiet_export(torch.export.export, model.eval(), (x,),
-                       dynamic_shapes=({0: Dim("batch", min=1, max=MAX_BATCH)},)).module()
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    prepared = _quiet_export(prepare_pt2e, gm, quantizer)
-    with torch.no_grad():
-        for i in range(len(calibration)):
-            prepared(torch.from_numpy(np.ascontiguousarray(calibration[i:i + 1], dtype=np.float32)))
+    prepared = pt2e_calibrated(model, calibration, quantizer, MAX_BATCH)
     return _quiet_export(convert_pt2e, prepared)
 
 

@@ -50,6 +50,40 @@ def _quiet_export(fn, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
+def quiet_tool(logger_name: str, fn, *args, **kwargs):
+    """`fn(*args, **kwargs)` with stdout, stderr, warnings and the `logger_name` logger's INFO lines silenced
+    (NNCF and litert-torch draw progress bars and log every step)."""
+    import logging
+    from contextlib import redirect_stderr
+
+    log = logging.getLogger(logger_name)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with redirect_stderr(io.StringIO()):
+            return _quiet_export(fn, *args, **kwargs)
+    finally:
+        log.setLevel(level)
+
+
+def pt2e_calibrated(model: nn.Module, calibration: np.ndarray, quantizer, max_batch: int):
+    """`prepare_pt2e(export(model), quantizer)` run over `calibration` (N, C, H, W) one image at a time: the
+    observed GraphModule, ready for the runtime's `convert_pt2e` (batch dynamic up to `max_batch`)."""
+    from torch.export import Dim
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    x = torch.from_numpy(np.ascontiguousarray(calibration[:2], dtype=np.float32))
+    if len(x) < 2:  # export specialises a batch of 1
+        x = x.expand(2, -1, -1, -1).contiguous()
+    gm = _quiet_export(torch.export.export, model.eval(), (x,),
+                       dynamic_shapes=({0: Dim("batch", min=1, max=max_batch)},)).module()
+    prepared = _quiet_export(prepare_pt2e, gm, quantizer)
+    with torch.no_grad():
+        for i in range(len(calibration)):
+            prepared(torch.from_numpy(np.ascontiguousarray(calibration[i:i + 1], dtype=np.float32)))
+    return prepared
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return (text.splitlines()[0] if text else type(err).__name__)[:300]

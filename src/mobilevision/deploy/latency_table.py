@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from .choose import RUNTIMES, _progress, cache_dir, cache_key, save_cache, stable_time
+from .choose import RUNTIMES, _progress, cache_dir, cache_key, stable_time
 from .machine import machine_load
 
 LUT_RUNTIMES = ("eager", "onnxruntime")

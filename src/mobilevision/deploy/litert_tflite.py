@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 import os
 from pathlib import Path
 
@@ -20,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .export import ExportResult, _dynamic_example, _quiet_export, export_metadata, prepare_export
+from .export import (ExportResult, _dynamic_example, _quiet_export, export_metadata, prepare_export, pt2e_calibrated,
+                     quiet_tool)
 
 # the batch is dynamic up to this bound (the interpreter re-plans its memory when the batch changes)
 MAX_BATCH = 64
@@ -33,15 +33,7 @@ def sidecar_path(path: str | os.PathLike) -> Path:
 
 
 def _quiet(fn, *args, **kwargs):
-    """litert-torch prints a progress log on stdout / stderr and absl INFO lines: silence them for the call."""
-    absl = logging.getLogger("absl")
-    level = absl.level
-    absl.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            return _quiet_export(fn, *args, **kwargs)
-    finally:
-        absl.setLevel(level)
+    return quiet_tool("absl", fn, *args, **kwargs)
 
 
 def export_litert(model: nn.Module, path: str | os.PathLike, input_size: tuple[int, int, int] | None = None,
@@ -101,20 +93,11 @@ def quantize_pt2e(model: nn.Module, calibration: np.ndarray):
     `PT2EQuantizer` (symmetric per-channel weights, histogram-observed activations), run `calibration`
     (N, C, H, W) through it one image at a time, `convert_pt2e(fold_quantize=False)` (the converter folds)."""
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-    from torch.export import Dim
     from torchao.quantization.pt2e import move_exported_model_to_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    x = torch.from_numpy(np.ascontiguousarray(calibration[:2], dtype=np.float32))
-    if len(x) < 2:
-        x = x.expand(2, -1, -1, -1).contiguous()
-    gm = _quiet_export(torch.export.export, model.eval(), (x,),
-                       dynamic_shapes=({0: Dim("batch", min=1, max=MAX_BATCH)},)).module()
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    prepared = _quiet_export(prepare_pt2e, gm, quantizer)
-    with torch.no_grad():
-        for i in range(len(calibration)):
-            prepared(torch.from_numpy(np.ascontiguousarray(calibration[i:i + 1], dtype=np.float32)))
+    prepared = pt2e_calibrated(model, calibration, quantizer, MAX_BATCH)
     converted = _quiet_export(convert_pt2e, prepared, fold_quantize=False)
     return move_exported_model_to_eval(converted), quantizer
 

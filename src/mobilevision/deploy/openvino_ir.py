@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 from torch import nn
 
-from .export import (INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ExportResult, _quiet_export, export_metadata,
+from .export import (INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ExportResult, _quiet_export, export_metadata, quiet_tool,
                      prepare_export, torch_export, traced_dynamic_dims)
 
 # our precision names -> the CPU plugin's INFERENCE_PRECISION_HINT
@@ -114,19 +114,7 @@ def quantize_openvino(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
 
 
 def _quiet_nncf(fn, *args, **kwargs):
-    """NNCF draws progress bars on stdout / stderr and logs INFO lines: silence them for the call."""
-    import contextlib
-    import io
-    import logging
-
-    nncf_log = logging.getLogger("nncf")
-    level = nncf_log.level
-    nncf_log.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            return _quiet_export(fn, *args, **kwargs)
-    finally:
-        nncf_log.setLevel(level)
+    return quiet_tool("nncf", fn, *args, **kwargs)
 
 
 class OpenVINORunner:

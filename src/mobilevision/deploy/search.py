@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
