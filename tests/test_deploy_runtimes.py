@@ -126,3 +126,15 @@ def test_bench_runtime_table_with_top1(capsys, tmp_path):
     assert (tmp_path / "b" / "bench_runtimes.png").stat().st_size > 1000
     table = capsys.readouterr().out
     assert "openvino" in table and "x fp32" in table and "top-1 %" in table
+
+
+@pytest.mark.parametrize("suffix, what", [(".pte", "ExecuTorch program"), (".tflite", "LiteRT model"),
+                                          (".onnx", "ONNX")])
+def test_a_file_the_runtime_refuses_is_a_one_line_error_naming_it(tmp_path, suffix, what):
+    from mobilevision.deploy.runtime import load_exported
+
+    path = tmp_path / f"broken{suffix}"
+    path.write_bytes(b"not a model at all")
+    with pytest.raises(ValueError, match=f"not a loadable {what}") as err:
+        load_exported(path)
+    assert "\n" not in str(err.value)

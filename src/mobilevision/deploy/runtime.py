@@ -19,7 +19,8 @@ class ExportedClassifier:
 
     Carries `data_config` (DataConfig), `labels`, `num_classes` and `model_name` from the file's metadata. A
     file with a fixed batch is fed in chunks of that batch (the last one padded), one with a bounded batch in
-    chunks of at most that bound, so any batch works. Subclasses set `runtime` and implement `_run(chunk)`.
+    chunks of at most that bound, so any batch works. Subclasses set `runtime` and `runner` (a callable on
+    (B, C, H, W) float32 arrays) or override `_run(chunk)`.
     """
 
     runtime = "?"
@@ -43,7 +44,17 @@ class ExportedClassifier:
         return {k: tuple(v) if isinstance(v, list) else v for k, v in self.data_config.to_dict().items()}
 
     def _run(self, chunk: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        return self.runner(chunk)  # the runtimes wrapped by a runner object (ONNX overrides)
+
+    def _open_runner(self, path: str | os.PathLike, what: str, make) -> None:
+        """`self.runner = make(checked path)`; a file the runtime refuses is a one-line ValueError naming `what`."""
+        self.path = _check_file(path, what)
+        try:
+            self.runner = make(self.path)
+        except ModuleNotFoundError:
+            raise
+        except Exception as err:  # noqa: BLE001 - each runtime raises its own types for bad files
+            raise ValueError(f"{self.path} is not a loadable {what}: {_first(err)}") from None
 
     def run(self, x: np.ndarray, batch: int = 64) -> np.ndarray:
         """Logits (N, classes) of an (N, C, H, W) float32 array, fed in chunks of `batch` (or the file's)."""
@@ -122,10 +133,6 @@ class OpenVINOClassifier(ExportedClassifier):
         # the compute precision of the float parts: an INT8 IR's float ops follow the hint too
         self.precision = meta.get("precision", "fp32") if precision == "fp32" else precision
 
-    def _run(self, chunk: np.ndarray) -> np.ndarray:
-        return self.runner(chunk)
-
-
 class ExecuTorchClassifier(ExportedClassifier):
     """An ExecuTorch program (.pte, XNNPACK delegate) on ExecuTorch's Python runtime, with its sidecar metadata
     (`<file>.pte.json`); `threads` resets XNNPACK's process-wide thread pool (0 leaves it)."""
@@ -135,23 +142,13 @@ class ExecuTorchClassifier(ExportedClassifier):
     def __init__(self, path: str | os.PathLike, threads: int = 0) -> None:
         from .executorch_pte import ExecuTorchRunner, read_executorch_metadata
 
-        self.path = _check_file(path, "ExecuTorch program")
-        try:
-            self.runner = ExecuTorchRunner(self.path, threads)
-        except ModuleNotFoundError:
-            raise
-        except Exception as err:  # noqa: BLE001 - the runtime raises RuntimeError for bad programs
-            raise ValueError(f"{self.path} is not a loadable ExecuTorch program: {_first(err)}") from None
+        self._open_runner(path, "ExecuTorch program", lambda p: ExecuTorchRunner(p, threads))
         meta = read_executorch_metadata(self.path)
         dynamic = meta.get("dynamic_dims", ["batch"])
         dims = [None] + [None if name in dynamic else int(v) for name, v in
                          zip(("channels", "height", "width"), self.runner.upper_bound[1:])]
         self.max_batch = int(self.runner.upper_bound[0])
         self._init_meta(meta, dims, self.runner.out_classes)
-
-    def _run(self, chunk: np.ndarray) -> np.ndarray:
-        return self.runner(chunk)
-
 
 class LiteRTClassifier(ExportedClassifier):
     """A LiteRT model (.tflite) on the ai-edge-litert interpreter (XNNPACK delegate) with its sidecar metadata
@@ -163,22 +160,12 @@ class LiteRTClassifier(ExportedClassifier):
     def __init__(self, path: str | os.PathLike, threads: int = 0) -> None:
         from .litert_tflite import LiteRTRunner, read_litert_metadata
 
-        self.path = _check_file(path, "LiteRT model")
-        try:
-            self.runner = LiteRTRunner(self.path, threads)
-        except ModuleNotFoundError:
-            raise
-        except Exception as err:  # noqa: BLE001 - the interpreter raises ValueError / RuntimeError for bad files
-            raise ValueError(f"{self.path} is not a loadable LiteRT model: {_first(err)}") from None
+        self._open_runner(path, "LiteRT model", lambda p: LiteRTRunner(p, threads))
         meta = read_litert_metadata(self.path)
         dims = self.runner.input_dims
         if dims[0] is None:
             self.max_batch = int(meta.get("max_batch") or 64)
         self._init_meta(meta, dims, self.runner.out_classes)
-
-    def _run(self, chunk: np.ndarray) -> np.ndarray:
-        return self.runner(chunk)
-
 
 RUNTIME_OF_FORMAT = {"onnx": OnnxClassifier, "openvino": OpenVINOClassifier, "executorch": ExecuTorchClassifier,
                      "tflite": LiteRTClassifier}
