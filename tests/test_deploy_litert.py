@@ -62,6 +62,31 @@ def test_litert_int8_runs_the_quantized_graph(tmp_path):
 
 
 @pytest.mark.slow
+def test_litert_int8_mobilenetv3_converts_and_runs_any_batch(tmp_path):
+    """MobileNetV3's post-pool head (a 1x1 conv on the pooled map) converts with a dynamic batch: litert-torch
+    could not lower the reshape by the batch that followed it when the head ran as a conv."""
+    import torch
+
+    from mobilevision.deploy.fusion import fuse
+    from mobilevision.deploy.litert_tflite import quantize_pt2e
+    from mobilevision.deploy.quantize import calibration_data
+    from mobilevision.deploy.runtime import LiteRTClassifier
+    from mobilevision.data.config import resolve_data_config
+
+    model = randomize(mobilevision.create_model("mobilenetv3_small_075", num_classes=10)).eval()
+    calib, x_eval, _ = calibration_data(resolve_data_config(model, input_size=(3, 64, 64)), "digits", 8)
+    res = export_model(model, tmp_path / "m_int8.tflite", "tflite", calibration=calib, input_size=(3, 64, 64))
+    int8 = LiteRTClassifier(res.path)
+    x = x_eval[:3]
+    with torch.no_grad():
+        ref = quantize_pt2e(fuse(model), calib)[0](torch.from_numpy(x)).numpy()
+    got = int8.run(x)
+    scale = max(1.0, float(np.abs(ref).max()))
+    # full-integer TFLite requantizes every hard-swish and SE output; the PT2E graph runs those in float
+    assert got.shape == (3, 10) and np.abs(got - ref).max() <= 0.15 * scale, (np.abs(got - ref).max(), scale)
+
+
+@pytest.mark.slow
 @pytest.mark.sweep  # two conversions (~1-2 min): the INT8 path is covered in CI by the test above
 def test_export_cli_tflite_with_int8_report(capsys, tmp_path):
     from mobilevision.cli import main

@@ -137,7 +137,9 @@ def test_official_layout_gives_official_outputs(name, fmt, tmp_path):
     with torch.no_grad():
         out = model(x)
     assert ref.abs().max() > 0.1  # the reference is not degenerate
-    assert (out - ref).abs().max().item() <= 1e-4
+    # random official weights give logits near 1e3, where float32 rounding alone is ~1e-4 (the head's 1x1 conv
+    # runs as a Linear here)
+    assert (out - ref).abs().max().item() <= 1e-4 + 1e-6 * ref.abs().max().item()
 
 
 def test_block_order_matters(tmp_path):

@@ -144,9 +144,11 @@ class MobileNet(Classifier):
         return self.forward_head_conv(self.blocks(self.forward_stem(x)))  # (B, C, H/32, W/32)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean((2, 3), keepdim=self.head_kind == "post_pool")  # (B, C[, 1, 1])
+        x = x.mean((2, 3))  # (B, C)
         if self.head_kind == "post_pool":
-            x = self.act2(self.conv_head(x)).flatten(1)  # (B, head_width)
+            # the 1x1 conv on the pooled map, run as the Linear it is: exported graphs then need no reshape by
+            # the batch after it (litert-torch cannot lower one with a dynamic batch)
+            x = self.act2(F.linear(x, self.conv_head.weight.flatten(1), self.conv_head.bias))  # (B, head_width)
         if self.drop_rate > 0:
             x = F.dropout(x, self.drop_rate, self.training)
         return x if pre_logits else self.classifier(x)
