@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -135,3 +136,83 @@ def test_cli_choose_json_png_and_no_match(tmp_path, capsys, monkeypatch):
     assert data["best"] == "mobilenetv3_large_100" and (out / "choose.png").stat().st_size > 1000
     assert main(["choose", "--budget-ms", "5", "--task", "segment"]) == 2
     assert "not supported yet" in capsys.readouterr().err
+
+
+def _fake_cache(tmp_path, lat: dict[str, float]) -> ch.Choice:
+    """A cache for `lat`'s models written by choose's own measuring path, with `lat` as the measured medians."""
+    def fake(name, runtime, threads, size, batch, **kw):
+        return {"median_ms": lat[name], "p90_ms": lat[name] * 1.1, "spread": 0.01, "load_1m": 0.0}
+
+    return ch.choose(100.0, names=list(lat), cache=tmp_path, measure=fake, progress=False)
+
+
+def test_cli_cache_hit_imports_no_torch(tmp_path):
+    """Issue 17: a cached `mobilevision choose` answers from the cache file alone (no torch, torchvision or
+    registry), so it takes well under 2 s; the PNG is drawn without them too."""
+    import os
+    import subprocess
+    import sys
+
+    names = sorted(n for n, v in ch.classifiers().items() if v["family"] == "mobilevit")
+    assert len(names) == 3
+    lat = {n: 1.5 * (i + 1) for i, n in enumerate(names)}  # 1.5, 3.0, 4.5 ms
+    _fake_cache(tmp_path, lat)
+    top1 = {n: v["top1"] for n, v in ch.classifiers().items()}
+    budget = 3.5
+    best = ch.best_under({n: (lat[n], top1[n]) for n in names}, budget)
+    assert best is not None
+    out = tmp_path / "out"
+    argv = ["choose", "--budget-ms", str(budget), "--family", "mobilevit", "--cache-dir", str(tmp_path),
+            "--output", str(out), "--no-progress"]
+    code = ("import sys; from mobilevision.cli import main; rc = main(sys.argv[1:]); "
+            "heavy = sorted(m for m in ('torch', 'torchvision', 'scipy', 'mobilevision.models.registry') "
+            "if m in sys.modules); print('HEAVY', heavy); sys.exit(rc)")
+    src = str(Path(mobilevision.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    for extra in ([], ["--json"]):
+        proc = subprocess.run([sys.executable, "-c", code, *argv, *extra], capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert "HEAVY []" in proc.stdout, proc.stdout[-300:]
+        if extra:
+            data = json.loads(proc.stdout[:proc.stdout.rindex("HEAVY")])
+            assert data["best"] == best and data["measured_now"] == [] and len(data["rows"]) == 3
+        else:
+            assert f"best under {budget:g} ms: {best} " in proc.stdout and "0 measured now, 3 from" in proc.stdout
+    assert (out / "choose.png").stat().st_size > 1000 and json.loads((out / "choose.json").read_text())["best"] == best
+
+
+def test_cache_keeps_figures_and_upgrades_an_old_file(tmp_path, monkeypatch):
+    lat = {"mobilenetv3_small_100": 2.0, "mobilenetv3_large_100": 5.0}
+    c = _fake_cache(tmp_path, lat)
+    path = tmp_path / c.cache.split("/")[-1]
+    stored = ch.read_cache(path, c.key)
+    assert stored["figures"] == {n: {f: v[f] for f in ch.FIGURE_FIELDS} for n, v in ch.classifiers().items()}
+    # a hit with the stored figures does not read the registry's
+    monkeypatch.setattr(ch, "classifiers", lambda: pytest.fail("read published.csv through the registry"))
+    assert ch.choose(3.0, names=list(lat), cache=tmp_path, progress=False).best == "mobilenetv3_small_100"
+    monkeypatch.undo()
+    # another published.csv (or a file from before the figures were kept): the registry's, stored for next time
+    data = json.loads(path.read_text())
+    data["catalog"] = "0" * 64
+    path.write_text(json.dumps(data))
+    assert ch.read_cache(path, c.key)["figures"] is None
+    again = ch.choose(3.0, names=list(lat), cache=tmp_path, progress=False,
+                      measure=lambda *a, **k: pytest.fail("measured on a hit"))
+    assert again.measured == [] and ch.read_cache(path, c.key)["figures"] == stored["figures"]
+
+
+def test_write_choice_draws_only_what_changed(tmp_path, monkeypatch):
+    c = _fake_cache(tmp_path, {"mobilenetv3_small_100": 2.0, "mobilenetv3_large_100": 5.0})
+    drawn = []
+    monkeypatch.setattr(ch, "plot_choice", lambda choice, path: (drawn.append(choice.budget_ms),
+                                                                  Path(path).write_bytes(b"png")))
+    out = tmp_path / "out"
+    ch.write_choice(c, out)
+    c.measured = []  # measured_now is not drawn
+    ch.write_choice(c, out)
+    assert drawn == [100.0] and json.loads((out / "choose.json").read_text())["measured_now"] == []
+    c.budget_ms = 3.0
+    ch.write_choice(c, out)
+    (out / "choose.png").unlink()
+    ch.write_choice(c, out)
+    assert drawn == [100.0, 3.0, 3.0]

@@ -2,6 +2,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[1] / "src" / "mobilevision"
 
 
@@ -23,3 +25,33 @@ def test_torch_load_always_weights_only():
             if "torch.load(" in line and "weights_only=True" not in line:
                 offenders.append(f"{path.relative_to(SRC)}: {line.strip()}")
     assert not offenders, offenders
+
+
+def test_import_and_help_load_no_torch():
+    """`import mobilevision` and `mobilevision --help` / `choose --help` stay quick: torch loads on first use."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, mobilevision; from mobilevision.cli import main\n"
+            "for argv in ([], ['--help'], ['choose', '--help'], ['train', '--help'], ['--version']): main(argv)\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'torchvision', 'scipy', 'numpy') if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC.parent), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout and "choose" in out.stdout and "--budget-ms" in out.stdout, out.stdout[-500:]
+
+
+def test_lazy_public_names_are_the_defining_modules_objects():
+    import importlib
+
+    import mobilevision
+    from mobilevision import deploy, train
+
+    for pkg in (mobilevision, deploy, train):
+        assert set(pkg.__all__) <= set(dir(pkg)), pkg.__name__
+        for name, module in pkg._LAZY.items():
+            assert getattr(pkg, name) is getattr(importlib.import_module(module, pkg.__name__), name), name
+    assert mobilevision.deploy is deploy and mobilevision.models.registry.list_models is mobilevision.list_models
+    with pytest.raises(AttributeError, match="no attribute 'zzz'"):
+        mobilevision.zzz

@@ -1,6 +1,11 @@
-"""mobilevision: efficient vision backbones that match their papers."""
+"""mobilevision: efficient vision backbones that match their papers.
+
+The public names load on first use (PEP 562), so `import mobilevision` and the CLI's quick paths (`--help`, a
+cached `choose`) do not import torch; `mobilevision.create_model(...)` imports what it needs then.
+"""
 from __future__ import annotations
 
+import importlib as _importlib
 import os as _os
 import sys as _sys
 
@@ -11,24 +16,35 @@ if "torch" not in _sys.modules:
 # the policy torch's OpenMP runs with (it read the variable when torch loaded; the engine warns if it spins)
 OMP_WAIT_POLICY = _os.environ.get("OMP_WAIT_POLICY", "").upper()
 
-from .models.checkpoint import load_checkpoint, read_config, save_pretrained
-from .models.factory import create_model
-from .models.hub import download_hf, download_url
-from .models.features import Classifier, FeatureExtractor
-from .models.registry import get_config, list_models, model_info, published_figures, register_model
-from .tasks.detect import SSDLite, create_detector  # registers the detection presets
-from .tasks.segment import Segmenter, create_segmenter  # registers the segmentation presets
-
 __version__ = "0.1.0"
 
+# public name -> the module that defines it (imported on first access)
+_LAZY = {
+    "load_checkpoint": ".models.checkpoint", "read_config": ".models.checkpoint", "save_pretrained": ".models.checkpoint",
+    "create_model": ".models.factory",
+    "download_hf": ".models.hub", "download_url": ".models.hub",
+    "Classifier": ".models.features", "FeatureExtractor": ".models.features",
+    "get_config": ".models.registry", "list_models": ".models.registry", "model_info": ".models.registry",
+    "published_figures": ".models.registry", "register_model": ".models.registry",
+    "SSDLite": ".tasks.detect", "create_detector": ".tasks.detect",
+    "Segmenter": ".tasks.segment", "create_segmenter": ".tasks.segment",
+}
+# subpackages reachable as attributes (`mobilevision.deploy.fuse(model)`) without importing them up front
+_SUBPACKAGES = ("cli", "data", "deploy", "explain", "layers", "models", "tasks", "train")
 
 
 def __getattr__(name: str):
-    if name == "deploy":  # `mobilevision.deploy.fuse(model)` without importing the deploy stack up front
-        import importlib
-
-        return importlib.import_module(".deploy", __name__)
+    if name in _LAZY:
+        value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    if name in _SUBPACKAGES:
+        return _importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'mobilevision' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBPACKAGES))
 
 
 __all__ = [

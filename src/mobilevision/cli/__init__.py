@@ -4,6 +4,9 @@ Each command group is a module with `configure_<command>(parser)` and `run_<comm
 the parser binds each with `set_defaults(func=...)`. Bad input (argument errors, ValueError,
 FileNotFoundError, ...) is one line on stderr and exit code 2; Python warnings and the library's log records
 are one line each.
+
+A command line configures only the subparser of its command (`build_parser(commands=...)`), and the command
+modules import torch inside their run functions, so `mobilevision --help` and a cached `choose` stay quick.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import importlib
 import logging
 import sys
 import warnings
+from typing import Iterable
 
 from . import common
 
@@ -61,14 +65,19 @@ def _recipe_epilog() -> str:
                       textwrap.fill(f"--set keys (any recipe field): {keys}", 78)])
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command tree; every subparser binds its run function as `func`."""
+def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The command tree; every subparser binds its run function as `func`. `commands`: configure only these
+    subparsers (the others are listed with their help line but take no arguments); default all."""
     from mobilevision import __version__
 
     parser = Parser(prog="mobilevision", description="Efficient vision backbones.")
     parser.add_argument("--version", action="version", version=f"mobilevision {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    wanted = set(COMMANDS if commands is None else commands)
     for name, (module, help_text) in COMMANDS.items():
+        if name not in wanted:  # configuring imports the command's module: only for the command being run
+            sub.add_parser(name, help=help_text, description=help_text)
+            continue
         extra = {}
         if name == "train":
             extra = {"epilog": _recipe_epilog(), "formatter_class": argparse.RawDescriptionHelpFormatter}
@@ -85,9 +94,16 @@ EXTRA_OF_PACKAGE = {"onnx": "deploy", "onnxruntime": "deploy", "onnxscript": "de
                     "litert_torch": "litert", "ai_edge_litert": "litert", "coremltools": "coreml"}
 
 
+def _command_of(argv: list[str]) -> tuple[str, ...]:
+    """The command an argument list runs, as a 1-tuple (empty for none: `--help`, `--version`); the top-level
+    parser has no option taking a value, so it is the first token that is no option."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return (first,) if first in COMMANDS else ()
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and finalize (`common.finalize`) a command line; UsageError / ValueError on bad input."""
-    parser = build_parser()
+    parser = build_parser(_command_of(sys.argv[1:] if argv is None else argv))
     args, extra = parser.parse_known_args(argv)
     # `predict NAME --checkpoint C IMG...`: argparse gives positionals after an option back as unknown
     if extra and hasattr(args, "inputs") and not any(e.startswith("-") for e in extra):
@@ -134,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args = parse_args(argv)
             if not getattr(args, "command", None):
-                build_parser().print_help()
+                build_parser(()).print_help()
                 return 2
             return int(args.func(args) or 0)
         except SystemExit as exit_:  # --help / --version

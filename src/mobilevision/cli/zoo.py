@@ -4,11 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
-
-from mobilevision import create_model
-from mobilevision.models.registry import get_config, list_models, model_info, published_figures
-
 from . import common
 
 
@@ -20,6 +15,9 @@ def configure_models(p: argparse.ArgumentParser) -> None:
 
 
 def run_models(args: argparse.Namespace) -> int:
+    from mobilevision import create_model
+    from mobilevision.models.registry import get_config, list_models, published_figures
+
     names = list_models(args.pattern)
     if not names:
         raise ValueError(f"no model matches {args.pattern!r}; try `mobilevision models` for all of them")
@@ -64,6 +62,11 @@ def configure_info(p: argparse.ArgumentParser) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    import torch
+
+    from mobilevision import create_model
+    from mobilevision.models.registry import get_config, model_info
+
     info = model_info(args.model)
     cfg = get_config(args.model)
     with torch.device("meta"):

@@ -2,15 +2,39 @@
 
 The functions are importable from here (`from mobilevision import deploy; deploy.fuse(model)`); the modules
 have their own names (fusion, profiling, export, runtime, quantize, bench, inference) so none hides a function.
+The functions load on first use (PEP 562): `mobilevision.deploy.choose` (the cached `choose` path) needs no torch.
 """
-from .bench import benchmark, benchmark_runtimes, paired_times, time_exported, time_onnxruntime, time_torch
-from .export import (export_model, export_onnx, graph_report, ort_session, portability_problems, read_metadata,
-                     verify_exported, verify_onnx)
-from .fusion import count_norms, fuse
-from .inference import image_files, load_classifier, load_image, predict, preprocess, read_labels, sample_photos
-from .profiling import activation_memory, count_macs, count_on_meta, count_params, profile, stage_table
-from .quantize import QuantizeReport, quantize_exported, quantize_onnx
-from .runtime import ExecuTorchClassifier, OnnxClassifier, OpenVINOClassifier, load_exported
+from __future__ import annotations
+
+import importlib as _importlib
+
+# public name -> the module that defines it (imported on first access)
+_LAZY = {
+    **dict.fromkeys(("benchmark", "benchmark_runtimes", "paired_times", "time_exported", "time_onnxruntime",
+                     "time_torch"), ".bench"),
+    **dict.fromkeys(("export_model", "export_onnx", "graph_report", "ort_session", "portability_problems",
+                     "read_metadata", "verify_exported", "verify_onnx"), ".export"),
+    **dict.fromkeys(("count_norms", "fuse"), ".fusion"),
+    **dict.fromkeys(("image_files", "load_classifier", "load_image", "predict", "preprocess", "read_labels",
+                     "sample_photos"), ".inference"),
+    **dict.fromkeys(("activation_memory", "count_macs", "count_on_meta", "count_params", "profile", "stage_table"),
+                    ".profiling"),
+    **dict.fromkeys(("QuantizeReport", "quantize_exported", "quantize_onnx"), ".quantize"),
+    **dict.fromkeys(("ExecuTorchClassifier", "OnnxClassifier", "OpenVINOClassifier", "load_exported"), ".runtime"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mobilevision.deploy' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "benchmark", "benchmark_runtimes", "paired_times", "time_exported", "time_onnxruntime", "time_torch",

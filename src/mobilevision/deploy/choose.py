@@ -4,7 +4,8 @@
 measurement repeated until its spread is small), keeps the figures in a JSON cache keyed by the device
 fingerprint (CPU model + SIMD flags), runtime, threads, input size, batch and library / runtime versions, and
 returns the Pareto front of (latency, top-1) and the best model under the budget. A second call with the same
-key measures nothing; `refresh=True` measures again.
+key measures nothing; `refresh=True` measures again. The cache also keeps the candidates' published figures
+(checked against a digest of the shipped published.csv), so a cache hit imports neither torch nor the registry.
 
 Latency is what this machine does now: on a shared machine other jobs add noise, so every figure carries the
 load averages at the time it was taken.
@@ -23,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
-
 from .machine import cpu_info, machine_load
 
 log = logging.getLogger("mobilevision.choose")
@@ -36,6 +35,13 @@ CACHE_VERSION = 1
 
 
 # ---------------------------------------------------------------- candidates
+def catalog_digest() -> str:
+    """sha256 of the shipped published.csv (where `classifiers()` reads from), read without the registry."""
+    from importlib import resources
+
+    return hashlib.sha256(resources.files("mobilevision.models").joinpath("published.csv").read_bytes()).hexdigest()
+
+
 def classifiers() -> dict[str, dict]:
     """Every registered ImageNet classifier with its published figures: {name: {family, top1, params_m, gmacs}}."""
     from mobilevision.models.registry import published_figures
@@ -44,9 +50,11 @@ def classifiers() -> dict[str, dict]:
             for n, r in published_figures().items()}
 
 
-def candidates(families: Sequence[str] | None = None, names: Sequence[str] | None = None) -> dict[str, dict]:
-    """The classifiers to rank, restricted to `families` and / or `names`; ValueError naming unknown ones."""
-    allc = classifiers()
+def candidates(families: Sequence[str] | None = None, names: Sequence[str] | None = None,
+               figures: dict[str, dict] | None = None) -> dict[str, dict]:
+    """The classifiers to rank, restricted to `families` and / or `names`; ValueError naming unknown ones.
+    `figures`: `classifiers()`'s result when the caller has it (from the cache)."""
+    allc = figures or classifiers()
     out = dict(allc)
     if families:
         known = sorted({v["family"] for v in allc.values()})
@@ -97,6 +105,8 @@ def stable_time(round_fn: Callable[[int, int], dict], probe_ms: float | None = N
     `max_s` seconds are reached. Each round has as many runs as fit in about `round_ms` (from `probe_ms`, a
     first single-call estimate). Returns median_ms (median of round medians), p90_ms, spread (IQR / median),
     rounds, runs, stable."""
+    import numpy as np
+
     t_start = time.perf_counter()
     first = round_fn(1, 1)
     probe = probe_ms if probe_ms is not None else first["median_ms"]
@@ -258,31 +268,50 @@ def cache_path(key: dict, directory: str | os.PathLike | None = None) -> Path:
                                         f"{digest}.json")
 
 
-def load_cache(path: Path, key: dict) -> dict[str, dict]:
-    """The cached {model: figures} at `path` for `key`; {} when there is none. A file that is not this
-    key's readable JSON is reported (one line) and ignored, so everything is measured again."""
+FIGURE_FIELDS = ("family", "top1", "params_m", "gmacs")
+
+
+def read_cache(path: Path, key: dict) -> dict:
+    """The cache file at `path` for `key`: {"results": {model: latency figures}, "figures": {model: published
+    figures} or None (none stored, or stored for another published.csv)}; empty results when there is no file.
+    A file that is not this key's readable JSON is reported (one line) and ignored, so everything is measured
+    again."""
     if not path.exists():
-        return {}
+        return {"results": {}, "figures": None}
     try:
         data = json.loads(path.read_text())
         if data.get("key") != key or not isinstance(data.get("results"), dict):
             raise ValueError("key mismatch")
         for v in data["results"].values():
             float(v["median_ms"])
-        return data["results"]
     except (ValueError, TypeError, KeyError, AttributeError, OSError) as err:
         log.warning("latency cache %s is unreadable (%s); measuring again", path, str(err).splitlines()[0][:80])
-        return {}
+        return {"results": {}, "figures": None}
+    figures = data.get("figures")
+    ok = (isinstance(figures, dict) and figures and data.get("catalog") == catalog_digest()
+          and all(isinstance(v, dict) and all(f in v for f in FIGURE_FIELDS) for v in figures.values()))
+    return {"results": data["results"], "figures": figures if ok else None}
 
 
-def save_cache(path: Path, key: dict, results: dict[str, dict]) -> None:
-    """Write the cache atomically (a temporary file in the same folder, then rename)."""
+def load_cache(path: Path, key: dict) -> dict[str, dict]:
+    """The cached {model: latency figures} at `path` for `key`; {} when there is none (see `read_cache`)."""
+    return read_cache(path, key)["results"]
+
+
+def save_cache(path: Path, key: dict, results: dict[str, dict], figures: dict[str, dict] | None = None) -> None:
+    """Write the cache atomically (a temporary file in the same folder, then rename). `figures`: every
+    candidate's published figures (`classifiers()`), stored with the digest of published.csv so that a cache
+    hit needs no registry."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    data: dict = {"key": key, "results": results}
+    if figures:
+        data.update(figures={n: {f: v[f] for f in FIGURE_FIELDS} for n, v in figures.items()},
+                    catalog=catalog_digest())
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is not
         with os.fdopen(fd, "w") as f:
-            json.dump({"key": key, "results": results}, f, indent=1, sort_keys=True)
+            json.dump(data, f, indent=1, sort_keys=True)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -338,21 +367,26 @@ def choose(budget_ms: float, runtime: str = "eager", threads: int = 2, size: int
         raise ValueError(f"threads, batch must be >= 1 and size >= 32, got {threads} / {batch} / {size}")
     check_clock(clock, threads)
     measure = measure or measure_model
-    cands = candidates(families, names)
     key = cache_key(runtime, threads, size, batch, clock)
     path = cache_path(key, cache)
-    results = {} if refresh else load_cache(path, key)
+    stored = read_cache(path, key)
+    # a hit takes the published figures from the cache too: classifiers() imports the registry, and with it torch
+    figures = stored["figures"] or classifiers()
+    cands = candidates(families, names, figures)
+    results = {} if refresh else dict(stored["results"])
     todo = [n for n in cands if n not in results]
-    if refresh and path.exists():
+    if refresh:
         # keep the other models' figures of a refreshed subset
-        results = {n: v for n, v in load_cache(path, key).items() if n not in cands}
+        results = {n: v for n, v in stored["results"].items() if n not in cands}
     if todo:
         bar = _progress(todo, progress)
         for name in bar:
             if hasattr(bar, "set_postfix_str"):
                 bar.set_postfix_str(name)
             results[name] = measure(name, runtime, threads, size, batch, clock=clock, **stable_kwargs)
-            save_cache(path, key, results)  # an interrupted first run keeps what it measured
+            save_cache(path, key, results, figures)  # an interrupted first run keeps what it measured
+    elif stored["figures"] is None:
+        save_cache(path, key, results, figures)  # a cache written without the figures: the next hit needs no torch
     rows = [{"model": n, "family": v["family"], "top1": v["top1"], "params_m": v["params_m"], "gmacs": v["gmacs"],
              "latency_ms": results[n]["median_ms"], "p90_ms": results[n].get("p90_ms"),
              "spread": results[n].get("spread"), "load_1m": results[n].get("load_1m")} for n, v in cands.items()]
@@ -433,15 +467,31 @@ def plot_choice(c: Choice, path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
+# the fields of Choice.to_dict() that plot_choice draws
+DRAWN = ("budget_ms", "best", "front", "key", "rows")
+
+
 def write_choice(c: Choice, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """`choose.json`, `choose.csv`, `choose.png` in `out_dir`; returns their paths."""
+    """`choose.json`, `choose.csv`, `choose.png` in `out_dir`; returns their paths.
+
+    The PNG is drawn again only when what it shows changed: importing matplotlib and drawing take about a
+    second, most of a cached `choose`. An existing choose.json says what the PNG beside it shows (it is removed
+    before a new PNG is drawn and written after, so an interrupted run leaves none that vouches for it)."""
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "choose.json", "csv": out / "choose.csv", "png": out / "choose.png"}
-    paths["json"].write_text(json.dumps(c.to_dict(), indent=2))
+    data = c.to_dict()
+    try:
+        old = json.loads(paths["json"].read_text())
+        drawn = isinstance(old, dict) and all(old.get(k) == data[k] for k in DRAWN)
+    except (OSError, ValueError):
+        drawn = False
+    if not (drawn and paths["png"].is_file()):
+        paths["json"].unlink(missing_ok=True)
+        plot_choice(c, paths["png"])
     with open(paths["csv"], "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(c.rows[0]))
         w.writeheader()
         w.writerows(c.rows)
-    plot_choice(c, paths["png"])
+    paths["json"].write_text(json.dumps(data, indent=2))
     return paths

@@ -8,9 +8,14 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..models.checkpoint import atomic_write_bytes
-
 logger = logging.getLogger("mobilevision.train")
+
+
+def _atomic_write(path: Path, write_fn) -> None:
+    # imported here: the CLI uses StderrHandler without torch, which models.checkpoint imports
+    from ..models.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, write_fn)
 
 
 class StderrHandler(logging.StreamHandler):
@@ -105,7 +110,7 @@ class RunWriter:
 
     def _write_metrics(self) -> None:
         text = "".join(json.dumps(r) + "\n" for r in self.rows)
-        atomic_write_bytes(self.metrics_path, lambda tmp: Path(tmp).write_text(text))
+        _atomic_write(self.metrics_path, lambda tmp: Path(tmp).write_text(text))
 
     def epoch(self, row: dict) -> None:
         self.rows.append(row)
@@ -132,12 +137,12 @@ class RunWriter:
             ax.set_xlabel("epoch")
             ax.legend()
         fig.tight_layout()
-        atomic_write_bytes(self.out / "curves.png", lambda tmp: fig.savefig(tmp, format="png", dpi=80))
+        _atomic_write(self.out / "curves.png", lambda tmp: fig.savefig(tmp, format="png", dpi=80))
         plt.close(fig)
 
     def write_json(self, name: str, data: dict) -> None:
         text = json.dumps(data, indent=2)
-        atomic_write_bytes(self.out / name, lambda tmp: Path(tmp).write_text(text))
+        _atomic_write(self.out / name, lambda tmp: Path(tmp).write_text(text))
 
     def close(self) -> None:
         if self.tb is not None:
