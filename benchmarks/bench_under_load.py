@@ -9,7 +9,7 @@ idle / loaded alternately, `--rounds` times; the medians of the training images/
     python benchmarks/bench_under_load.py --settings "0:lib,1:lib,0:gomp" --rounds 3
 
 A setting is THREADS:POLICY, threads as the recipe field (0 = one per core) and POLICY one of `lib` (the
-library's default: mobilevision sets OMP_WAIT_POLICY=PASSIVE unless it is set), `gomp` (GNU OpenMP's own
+CLI's default: `mobilevision train` sets OMP_WAIT_POLICY=PASSIVE unless it is set), `gomp` (GNU OpenMP's own
 default, spin then sleep: the behaviour before issue 11), ACTIVE or PASSIVE. The competitor is the same
 command with the library's defaults, looping, started before the loaded run.
 """

@@ -40,7 +40,8 @@ DEFAULT_MODELS = ("mobilenetv1_100,mobilenetv2_100,mobilenetv3_large_100,mobilen
                   "mobilevit_xxs,convnextv2_atto,poolformer_s12")
 FORMS = {"ort_fp32": ("onnx", None), "ort_int8": ("onnx", "int8"), "openvino_fp32": ("openvino", None),
          "openvino_int8": ("openvino", "int8"), "litert_int8": ("tflite", "int8"),
-         "executorch_int8": ("executorch", "int8")}
+         "executorch_int8": ("executorch", "int8"), "litert_fp32": ("tflite", None),
+         "executorch_fp32": ("executorch", None)}
 DEFAULT_FORMS = "ort_fp32,ort_int8,openvino_fp32,openvino_int8,litert_int8"
 SUFFIX = {"onnx": ".onnx", "openvino": ".xml", "tflite": ".tflite", "executorch": ".pte"}
 

@@ -189,3 +189,19 @@ def test_console_script_runs():
     assert out.returncode == 2 and "no model matches" in out.stderr
     out = subprocess.run([sys.executable, "-m", "mobilevision", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "predict" in out.stdout and not out.stderr
+
+
+@pytest.mark.parametrize("command, policy", [("train", "PASSIVE"), ("pretrain", "PASSIVE"), ("choose", None),
+                                             ("bench", None)])
+def test_only_training_commands_make_openmp_waits_sleep(command, policy):
+    """Training sets OMP_WAIT_POLICY=PASSIVE before torch loads (spinning threads collapse it on a shared
+    machine); inference commands keep OpenMP's default (passive waits slow batch-1 calls at 2 threads)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, sys; from mobilevision.cli import main; main([sys.argv[1], '--help']); "
+            "print(os.environ.get('OMP_WAIT_POLICY'))")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code, command], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip().splitlines()[-1] == str(policy)

@@ -132,11 +132,10 @@ def test_digits_lr_scales_with_the_global_batch_and_threads_default():
 
 @pytest.mark.parametrize("policy, warned", [("", True), ("ACTIVE", True), ("PASSIVE", False)])
 def test_spinning_openmp_threads_are_reported(policy, warned, monkeypatch, caplog):
-    import mobilevision
     from mobilevision.train import engine
     from mobilevision.train.distributed import DistInfo
 
-    monkeypatch.setattr(mobilevision, "OMP_WAIT_POLICY", policy)
+    monkeypatch.setenv("OMP_WAIT_POLICY", policy)
     log = engine.logger
     log.addHandler(caplog.handler)  # a run's logging set-up stops propagation to the root logger
     before = torch.get_num_threads()

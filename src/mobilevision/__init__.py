@@ -6,15 +6,6 @@ cached `choose`) do not import torch; `mobilevision.create_model(...)` imports w
 from __future__ import annotations
 
 import importlib as _importlib
-import os as _os
-import sys as _sys
-
-if "torch" not in _sys.modules:
-    # OpenMP threads that spin while waiting collapse training on a shared machine (issue 11: 246 -> 4.5
-    # images/s next to other jobs); sleeping waits degrade with the load. Read once, when torch loads OpenMP.
-    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# the policy torch's OpenMP runs with (it read the variable when torch loaded; the engine warns if it spins)
-OMP_WAIT_POLICY = _os.environ.get("OMP_WAIT_POLICY", "").upper()
 
 __version__ = "0.1.0"
 

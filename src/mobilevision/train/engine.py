@@ -166,12 +166,11 @@ def _set_runtime(recipe: Recipe, info: DistInfo) -> None:
 
 
 def _warn_if_spinning(info: DistInfo) -> None:
-    import mobilevision
-
-    if info.device.type == "cpu" and torch.get_num_threads() > 1 and mobilevision.OMP_WAIT_POLICY != "PASSIVE":
-        logger.warning("OpenMP threads spin while they wait (OMP_WAIT_POLICY %s when torch loaded, e.g. torch "
-                       "imported before mobilevision): next to other CPU jobs a step can take 10x longer; set "
-                       "OMP_WAIT_POLICY=PASSIVE or import mobilevision first", mobilevision.OMP_WAIT_POLICY or "unset")
+    policy = os.environ.get("OMP_WAIT_POLICY", "").upper()
+    if info.device.type == "cpu" and torch.get_num_threads() > 1 and policy != "PASSIVE":
+        logger.warning("OpenMP threads spin while they wait (OMP_WAIT_POLICY %s): next to other CPU jobs a step "
+                       "can take 10x longer; set OMP_WAIT_POLICY=PASSIVE before torch is imported (the "
+                       "`mobilevision train` command does)", policy or "unset")
 
 
 def _autocast(device: torch.device, recipe: Recipe):
