@@ -8,19 +8,18 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from mobilevision.layers.helpers import eval_mode
+
 
 @contextlib.contextmanager
 def eval_pass(model: nn.Module, handles: list | None = None) -> Iterator[None]:
     """Eval mode and no_grad for one measuring forward; afterwards the hooks (`handles`) go and the mode comes back."""
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             yield
     finally:
         for h in handles or []:
             h.remove()
-        model.train(was_training)
 
 
 def count_params(model: nn.Module) -> int:
