@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobilevision.layers.helpers import check_choice
+
 BACKENDS = ("eager", "compile", "onnxruntime")
 
 
@@ -103,8 +105,7 @@ def benchmark(names: Sequence[str], backend: str = "eager", batches: Sequence[in
     from .export import export_form, export_onnx
     from .fusion import fuse
 
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; accepted: {', '.join(BACKENDS)}")
+    check_choice(backend, BACKENDS, "backend")
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     batches = _parse_ints(batches, "batch")

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from mobilevision.data.config import resolve_data_config
+from mobilevision.layers.helpers import check_choice
 
 from .fusion import fuse
 from .inference import preprocess, sample_photos
@@ -249,8 +250,7 @@ def export_model(model: nn.Module, path: str | os.PathLike, format: str = "onnx"
     (`quantize.quantize_exported`); Core ML has no INT8 here (it is not run on Linux). Every format carries
     `export_metadata`: ONNX, OpenVINO and Core ML inside the file, ExecuTorch and LiteRT in `<file>.json`.
     """
-    if format not in FORMATS:
-        raise ValueError(f"unknown export format {format!r}; accepted: {', '.join(FORMATS)}")
+    check_choice(format, FORMATS, "export format")
     if kwargs and format != "onnx":
         raise ValueError(f"options {', '.join(kwargs)} are for ONNX export only")
     if calibration is not None and format in _INT8_ELSEWHERE:
