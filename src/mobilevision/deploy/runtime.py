@@ -10,14 +10,15 @@ import numpy as np
 import torch
 
 from mobilevision.data.config import DataConfig, resolve_data_config
+from mobilevision.models.features import CarriesDataConfig
 
 from .export import format_of, ort_session, read_metadata
 
 
-class ExportedClassifier:
+class ExportedClassifier(CarriesDataConfig):
     """An exported model with a model's call signature: (B, C, H, W) float tensor -> (B, classes) logits.
 
-    Carries `data_config` (DataConfig), `labels`, `num_classes` and `model_name` from the file's metadata. A
+    Carries `data_config` (DataConfig; `default_cfg` its dict view), `labels`, `num_classes` and `model_name` from the file's metadata. A
     file with a fixed batch is fed in chunks of that batch (the last one padded), one with a bounded batch in
     chunks of at most that bound, so any batch works. Subclasses set `runtime` and `runner` (a callable on
     (B, C, H, W) float32 arrays) or override `_run(chunk)`.
@@ -38,10 +39,6 @@ class ExportedClassifier:
         n = out_classes if isinstance(out_classes, int) else meta.get("num_classes")
         self.num_classes = int(n) if n is not None else None
         self.training = False
-
-    @property
-    def default_cfg(self) -> dict:
-        return {k: tuple(v) if isinstance(v, list) else v for k, v in self.data_config.to_dict().items()}
 
     def _run(self, chunk: np.ndarray) -> np.ndarray:
         return self.runner(chunk)  # the runtimes wrapped by a runner object (ONNX overrides)
