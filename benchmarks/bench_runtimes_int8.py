@@ -14,14 +14,13 @@ EfficientNet-B0 and ConvNeXt V2 atto.
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from machine import cpu_info
+from machine import cpu_info, timing_parser
 
 import mobilevision
 from mobilevision.deploy.bench import paired_times, print_rows, write_csv
@@ -56,15 +55,11 @@ def top1(out: np.ndarray, y_eval) -> float | None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = timing_parser(__doc__, "bench_runtimes_int8.csv", runs=30)
     p.add_argument("--models", default=DEFAULT_MODELS)
     p.add_argument("--runtimes", default="onnxruntime,openvino,executorch")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--runs", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--num-calibration", type=int, default=64)
     p.add_argument("--runs-dir", default="runs/int8", help="digits checkpoints RUNS_DIR/<model>/best, if any")
-    p.add_argument("--out", default="bench_runtimes_int8.csv")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     info = cpu_info()

@@ -9,7 +9,6 @@ Ratio = ours / torchvision (lower is better; goal <= 1.0). The CPU model and fla
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 import mobilevision
 from mobilevision.deploy.bench import paired_times, print_rows, write_csv
 
-from machine import cpu_info
+from machine import cpu_info, timing_parser
 
 
 def pairs():
@@ -37,12 +36,8 @@ def pairs():
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=2)
+    p = timing_parser(__doc__, "bench_segment.csv")
     p.add_argument("--size", type=int, default=520)
-    p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--out", default="bench_segment.csv")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -9,7 +9,6 @@ pre- and post-processing) and "core" (normalised image -> head outputs). Ratio =
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torchvision
 import mobilevision
 from mobilevision.deploy.bench import paired_times, print_rows, write_csv
 
-from machine import cpu_info
+from machine import cpu_info, timing_parser
 
 def twins() -> tuple[torch.nn.Module, torch.nn.Module]:
     torch.manual_seed(0)
@@ -44,12 +43,7 @@ def photo() -> torch.Tensor:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--runs", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--out", default="bench_ssdlite.csv")
-    args = p.parse_args()
+    args = timing_parser(__doc__, "bench_ssdlite.csv", runs=30).parse_args()
     torch.set_num_threads(args.threads)
     ours, ref = twins()
     x = photo()

@@ -16,7 +16,6 @@ Goal (issue 15, must-show 3): ratio <= 0.8 for each model and a median ratio <= 
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from machine import cpu_info
+from machine import cpu_info, timing_parser
 
 import mobilevision
 from mobilevision.deploy.bench import print_rows, write_csv
@@ -114,14 +113,10 @@ def alternate(fns: dict, runs: int, warmup: int) -> dict[str, list[float]]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = timing_parser(__doc__, "bench_vs_timm_ort.csv", runs=40)
     p.add_argument("--models", default=DEFAULT_MODELS)
     p.add_argument("--forms", default=DEFAULT_FORMS, help=f"comma list of {', '.join(FORMS)}")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--runs", type=int, default=40)
-    p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--num-calibration", type=int, default=32)
-    p.add_argument("--out", default="bench_vs_timm_ort.csv")
     args = p.parse_args()
     forms = [f for f in args.forms.split(",") if f]
     bad = [f for f in forms if f not in FORMS]

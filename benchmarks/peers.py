@@ -9,6 +9,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
+from machine import timing_parser
+
 import mobilevision
 from mobilevision.models.registry import published_figures
 
@@ -49,13 +51,10 @@ def each_twin(args: argparse.Namespace):
 
 
 def parse_args(doc: str, out: str) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    """The timing options plus --models and --max-params, which `each_twin` reads."""
+    p = timing_parser(doc, out)
     p.add_argument("--models", default=DEFAULT_SET, help="comma-separated globs over our model names ('*': all)")
     p.add_argument("--max-params", type=float, default=100.0, help="skip models above this many M params")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--out", default=out, help="CSV file")
     return p.parse_args()
 
 

@@ -12,22 +12,12 @@ from torch import nn
 import mobilevision
 from mobilevision.models.checkpoint import download_url, read_state_dict
 from mobilevision.models.registry import ModelConfig, WeightSource, register_model
-from zoo_checks import PooledTestClassifier
+from zoo_checks import TwoStageTestClassifier
 
 
-class TinyNet(PooledTestClassifier):
+class TinyNet(TwoStageTestClassifier):
     def __init__(self, num_classes=1000, in_chans=3, drop_rate=0.0, drop_path_rate=0.0, width=8):
-        super().__init__()
-        self.num_classes, self.num_features = num_classes, width * 2
-        self.stem = nn.Conv2d(in_chans, width, 3, 2, 1)
-        self.stage = nn.Conv2d(width, width * 2, 3, 2, 1)
-        self.classifier = nn.Linear(width * 2, num_classes) if num_classes else nn.Identity()
-        self.feature_info = [dict(num_chs=width, reduction=2, module="stem"),
-                             dict(num_chs=width * 2, reduction=4, module="stage")]
-
-    def forward_stages(self, x):
-        a = self.stem(x)
-        return [a, self.stage(a)]
+        super().__init__(nn.Conv2d(in_chans, width, 3, 2, 1), nn.Conv2d(width, width * 2, 3, 2, 1), width, num_classes)
 
 
 def _rename_foreign(state, model):

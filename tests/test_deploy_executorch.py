@@ -4,8 +4,6 @@ and PT2E INT8 with XNNPACKQuantizer. Lowering costs ~10-40 s a model on a shared
 first time in a process), so only the test model is in the fast tier."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -13,16 +11,13 @@ import mobilevision
 from mobilevision.deploy.export import export_model
 
 from test_deploy_fuse import randomize
-from test_deploy_runtimes import RUNTIME_FAMILY_MODELS, check_parity
+from test_deploy_runtimes import RUNTIME_FAMILY_MODELS, check_parity, check_test_model_parity_and_sidecar
 
 pytest.importorskip("executorch", reason="executorch not installed (pip install 'mobilevision[executorch]')")
 
 
 def test_executorch_fp32_parity_and_sidecar(tmp_path):
-    rows = check_parity("executorch", "test_deploynet", tmp_path)
-    assert {r["size"] for r in rows} == {(32, 32), (64, 64)}
-    side = json.loads((tmp_path / "test_deploynet.pte.json").read_text())
-    assert side["precision"] == "fp32" and side["dynamic_dims"] == ["batch", "height", "width"]
+    check_test_model_parity_and_sidecar("executorch", tmp_path)
 
 
 @pytest.mark.slow

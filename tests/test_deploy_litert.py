@@ -4,8 +4,6 @@ conversion costs ~5-30 s a model on a shared 2-core machine (plus ~10 s to impor
 model is in the fast tier."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -13,17 +11,14 @@ import mobilevision
 from mobilevision.deploy.export import export_model
 
 from test_deploy_fuse import randomize
-from test_deploy_runtimes import RUNTIME_FAMILY_MODELS, check_parity
+from test_deploy_runtimes import RUNTIME_FAMILY_MODELS, check_parity, check_test_model_parity_and_sidecar
 
 pytest.importorskip("litert_torch", reason="litert-torch not installed (pip install 'mobilevision[litert]')")
 pytest.importorskip("ai_edge_litert", reason="ai-edge-litert not installed (pip install 'mobilevision[litert]')")
 
 
 def test_litert_fp32_parity_and_sidecar(tmp_path):
-    rows = check_parity("tflite", "test_deploynet", tmp_path)
-    assert {r["size"] for r in rows} == {(32, 32), (64, 64)}
-    side = json.loads((tmp_path / "test_deploynet.tflite.json").read_text())
-    assert side["precision"] == "fp32" and side["dynamic_dims"] == ["batch", "height", "width"]
+    check_test_model_parity_and_sidecar("tflite", tmp_path)
 
 
 @pytest.mark.slow

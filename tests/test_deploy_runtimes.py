@@ -11,7 +11,8 @@ import pytest
 
 import mobilevision
 from mobilevision.cli import main
-from mobilevision.deploy.export import export_model, other_size, read_metadata, verify_exported
+from mobilevision.deploy.export import (FORMATS, export_model, other_size, read_metadata, sidecar_path,
+                                       verify_exported)
 
 from test_deploy_fuse import randomize
 
@@ -40,6 +41,15 @@ def check_parity(fmt: str, name: str, tmp_path, atol: float = 1e-4, **model_kwar
     assert meta["data_config"]["input_size"] == [c, h, w] and meta["model"] == name
     assert meta["data_config"]["mean"] == list(model.default_cfg["mean"])
     return rows
+
+
+def check_test_model_parity_and_sidecar(fmt: str, tmp_path) -> None:
+    """`check_parity` of the test model at 32 and 64 px, and its sidecar `<file>.json` (ExecuTorch, LiteRT): FP32,
+    batch, height and width dynamic."""
+    rows = check_parity(fmt, "test_deploynet", tmp_path)
+    assert {r["size"] for r in rows} == {(32, 32), (64, 64)}
+    side = json.loads(sidecar_path(tmp_path / f"test_deploynet{FORMATS[fmt]}").read_text())
+    assert side["precision"] == "fp32" and side["dynamic_dims"] == ["batch", "height", "width"]
 
 
 def _one_line_error(capsys, argv, match):

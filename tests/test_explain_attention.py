@@ -44,8 +44,10 @@ def _model(token_num: int | None = None) -> torch.nn.Module:
     return _peaky(mobilevision.create_model("mobileformer_26m", num_classes=10, **kw))
 
 
-def _record_bridges(model):
-    """Inputs and outputs of every bridge, recorded by independent hooks (what the block really computed)."""
+def _captured(token_num: int | None = None):
+    """`_model(token_num)`, what `capture_mobile_former_attention` gives on `_photos`, and what independent hooks
+    saw: every bridge's (inputs, output) and the input of Mobile->Former's `proj` (what the block really computed)."""
+    model = _model(token_num)
     seen, handles = {}, []
     for name, mod in model.named_modules():
         if isinstance(mod, MobileFormerBlock):
@@ -53,16 +55,16 @@ def _record_bridges(model):
                 def hook(m, inputs, output, key=(name, part)):
                     seen[key] = (inputs, output)
                 handles.append(getattr(mod, part).register_forward_hook(hook))
-    return seen, handles
+            handles.append(mod.mobile_to_former.proj.register_forward_pre_hook(
+                lambda m, inputs, key=(name, "proj"): seen.__setitem__(key, inputs[0])))
+    blocks, _ = capture_mobile_former_attention(model, _photos(model))
+    for h in handles:
+        h.remove()
+    return model, blocks, seen
 
 
 def test_rows_are_distributions_with_the_blocks_shapes():
-    model = _model()
-    x = _photos(model)
-    seen, handles = _record_bridges(model)
-    blocks, _ = capture_mobile_former_attention(model, x)
-    for h in handles:
-        h.remove()
+    model, blocks, seen = _captured()
     t = model.tokens.shape[0]
     inner = [b for b in blocks if b.former_to_mobile is not None]
     assert [b.name for b in inner] == [n for n, m in model.named_modules() if isinstance(m, MobileFormerBlock)]
@@ -94,17 +96,7 @@ def _pixel_average(mod: MobileToFormer, x: torch.Tensor, tokens: torch.Tensor, w
 
 @pytest.mark.parametrize("token_num", [1, 3])
 def test_mobile_to_former_map_is_the_weights_of_the_blocks_pixel_average(token_num):
-    model = _model(token_num)
-    x = _photos(model)
-    seen, handles = _record_bridges(model)
-    proj_in = {}
-    for name, mod in model.named_modules():
-        if isinstance(mod, MobileFormerBlock):
-            handles.append(mod.mobile_to_former.proj.register_forward_pre_hook(
-                lambda m, inputs, key=name: proj_in.__setitem__(key, inputs[0])))
-    blocks, _ = capture_mobile_former_attention(model, x)
-    for h in handles:
-        h.remove()
+    model, blocks, seen = _captured(token_num)
     checked = 0
     for blk in (b for b in blocks if b.former_to_mobile is not None):
         mod = model.get_submodule(blk.name).mobile_to_former
@@ -114,22 +106,17 @@ def test_mobile_to_former_map_is_the_weights_of_the_blocks_pixel_average(token_n
             read = _pixel_average(mod, x_in, tokens, blk.mobile_to_former)
             uniform = _pixel_average(mod, x_in, tokens, torch.full_like(blk.mobile_to_former, 1 / x_in[0, 0].numel()))
             rebuilt = mod.norm(tokens + mod.proj(read))
-        torch.testing.assert_close(read, proj_in[blk.name], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(read, seen[(blk.name, "proj")], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(rebuilt, tokens_out, atol=1e-5, rtol=1e-5)  # and so the block's new tokens
         if float(blk.mobile_to_former.amax()) * x_in[0, 0].numel() > 2.0:  # clearly non-uniform weights:
             # then a plain pixel mean is not what the block computed (by 100x the tolerance above)
-            assert (uniform - proj_in[blk.name]).abs().max() > 1e-3
+            assert (uniform - seen[(blk.name, "proj")]).abs().max() > 1e-3
             checked += 1
     assert checked >= 2
 
 
 def test_former_to_mobile_map_rebuilds_the_blocks_output():
-    model = _model()
-    x = _photos(model)
-    seen, handles = _record_bridges(model)
-    blocks, _ = capture_mobile_former_attention(model, x)
-    for h in handles:
-        h.remove()
+    model, blocks, seen = _captured()
     for blk in (b for b in blocks if b.former_to_mobile is not None):
         mod = model.get_submodule(blk.name).former_to_mobile
         (x_out, tokens), result = seen[(blk.name, "former_to_mobile")]

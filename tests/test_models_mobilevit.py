@@ -7,7 +7,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import mobilevision
 from mobilevision.models.mobilevit import fold_patches, unfold_patches
-from zoo_checks import assert_classifier_protocol, assert_matches_published, assert_timm_parity
+from zoo_checks import (assert_classifier_protocol, assert_matches_published, assert_timm_parity,
+                        assert_trains_and_runs_at_other_sizes)
 
 VARIANTS = ["mobilevit_xxs", "mobilevit_xs", "mobilevit_s"]
 
@@ -112,11 +113,4 @@ def test_classifier_protocol_and_features():
 
 @pytest.mark.parametrize("name", VARIANTS)
 def test_train_224_and_eval_160_320(name):
-    model = mobilevision.create_model(name, num_classes=10)
-    model(torch.randn(2, 3, 224, 224)).sum().backward()
-    assert all(p.grad is not None for p in model.parameters())
-    model.eval()
-    with torch.no_grad():
-        for size in (160, 320):
-            out = model(torch.randn(1, 3, size, size))
-            assert out.shape == (1, 10) and torch.isfinite(out).all()
+    assert_trains_and_runs_at_other_sizes(name)

@@ -19,27 +19,20 @@ from torch import nn
 
 import mobilevision
 from mobilevision.models.registry import ModelConfig, WeightSource, register_model
-from zoo_checks import PooledTestClassifier
+from zoo_checks import TwoStageTestClassifier
 
 HERE = Path(__file__).resolve()
 
 
-class TrainTiny(PooledTestClassifier):
+class TrainTiny(TwoStageTestClassifier):
     """conv-BN-ReLU x2 -> pool -> dropout -> linear: BN buffers and dropout make resume bugs visible."""
 
     def __init__(self, num_classes=1000, in_chans=3, drop_rate=0.0, drop_path_rate=0.0, width=8):
-        super().__init__()
-        self.num_classes, self.num_features = num_classes, width * 2
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
-        self.stage = nn.Sequential(nn.Conv2d(width, width * 2, 3, 2, 1, bias=False), nn.BatchNorm2d(width * 2), nn.ReLU())
+        super().__init__(
+            nn.Sequential(nn.Conv2d(in_chans, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()),
+            nn.Sequential(nn.Conv2d(width, width * 2, 3, 2, 1, bias=False), nn.BatchNorm2d(width * 2), nn.ReLU()),
+            width, num_classes)
         self.drop = nn.Dropout(drop_rate)
-        self.classifier = nn.Linear(width * 2, num_classes) if num_classes else nn.Identity()
-        self.feature_info = [dict(num_chs=width, reduction=2, module="stem"),
-                             dict(num_chs=width * 2, reduction=4, module="stage")]
-
-    def forward_stages(self, x):
-        a = self.stem(x)
-        return [a, self.stage(a)]
 
     def pool_and_drop(self, x):
         return self.drop(x.mean((2, 3)))

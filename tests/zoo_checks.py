@@ -1,4 +1,5 @@
-"""Checks shared by the per-family model tests: published figures, timm parity, the classifier protocol."""
+"""Checks shared by the per-family model tests: published figures, timm parity, the classifier protocol; the
+small models other tests register."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -89,6 +90,19 @@ def assert_classifier_protocol(name: str, size: int = 64, reductions: list[int] 
 
 
 
+def assert_trains_and_runs_at_other_sizes(name: str, train_size: int = 224, sizes: tuple[int, ...] = (160, 320)
+                                          ) -> None:
+    """A training step at `train_size` (batch 2) reaches every parameter; eval at `sizes` gives finite logits."""
+    model = mobilevision.create_model(name, num_classes=10)
+    model(torch.randn(2, 3, train_size, train_size)).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        for size in sizes:
+            out = model(torch.randn(1, 3, size, size))
+            assert out.shape == (1, 10) and torch.isfinite(out).all()
+
+
 class PooledTestClassifier(Classifier):
     """Base of the small models the tests register: last stage map -> global average pool -> `classifier`.
 
@@ -112,3 +126,19 @@ class PooledTestClassifier(Classifier):
     def reset_classifier(self, num_classes):
         self.num_classes = num_classes
         self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+
+class TwoStageTestClassifier(PooledTestClassifier):
+    """`stem` (`width` channels at reduction 2) -> `stage` (2 x `width` at reduction 4) -> pool -> `classifier`."""
+
+    def __init__(self, stem: nn.Module, stage: nn.Module, width: int, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes, self.num_features = num_classes, width * 2
+        self.stem, self.stage = stem, stage
+        self.classifier = nn.Linear(width * 2, num_classes) if num_classes else nn.Identity()
+        self.feature_info = [dict(num_chs=width, reduction=2, module="stem"),
+                             dict(num_chs=width * 2, reduction=4, module="stage")]
+
+    def forward_stages(self, x):
+        a = self.stem(x)
+        return [a, self.stage(a)]

@@ -16,9 +16,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
-from .datasets import IMAGE_EXTENSIONS, load_image
+from .datasets import IMAGE_EXTENSIONS, EvalView, load_image
 
 IGNORE_INDEX = 255
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -247,15 +246,9 @@ def segmentation_transform(mean: Sequence[float], std: Sequence[float], *, train
     return apply
 
 
-class SegmentationView(Dataset):
+class SegmentationView(EvalView):
     """`source.load(i)` through `transform(image, mask)`. The engine wraps it in `SeededView`, so a training item's
     load (a redrawn digits scene takes its layout from numpy's RNG) and augmentation are pure functions of a seed."""
-
-    def __init__(self, source, transform: Callable) -> None:
-        self.source, self.transform = source, transform
-
-    def __len__(self) -> int:
-        return len(self.source)
 
     def __getitem__(self, index: int):
         return self.transform(*self.source.load(index))

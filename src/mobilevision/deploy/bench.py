@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobilevision.layers.helpers import check_choice
+
 BACKENDS = ("eager", "compile", "onnxruntime")
 
 
@@ -53,14 +55,7 @@ def time_onnxruntime(path: str | os.PathLike, x: np.ndarray, threads: int = 2, w
 
     sess = ort_session(path, threads=threads)
     feed = {sess.get_inputs()[0].name: x}
-    for _ in range(warmup):
-        sess.run(None, feed)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return _summary(times, x.shape[0])
+    return time_callable(lambda: sess.run(None, feed), x.shape[0], warmup, runs)
 
 
 def _parse_sizes(sizes: str | Sequence) -> list[tuple[int, int]]:
@@ -103,8 +98,7 @@ def benchmark(names: Sequence[str], backend: str = "eager", batches: Sequence[in
     from .export import export_form, export_onnx
     from .fusion import fuse
 
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; accepted: {', '.join(BACKENDS)}")
+    check_choice(backend, BACKENDS, "backend")
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     batches = _parse_ints(batches, "batch")

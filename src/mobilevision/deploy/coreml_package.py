@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .export import METADATA_KEY, ExportResult, _quiet_export, export_metadata, prepare_export
+from .profiling import eval_pass
 
 FP16_MAX = 65504.0
 # MIL op types kept in fp32 inside the fp16 program: they accumulate (squares) over many elements. GRN lowers to
@@ -186,12 +187,8 @@ def fp16_ranges(model: nn.Module, cfg, images: torch.Tensor | None = None) -> di
 
     leaves = [(n, m) for n, m in model.named_modules() if n and (not list(m.children()) or isinstance(m, GRN))]
     handles = [m.register_forward_hook(hook(n)) for n, m in leaves]
-    try:
-        with torch.no_grad():
-            ref = model(images).float()
-    finally:
-        for hd in handles:
-            hd.remove()
+    with eval_pass(model, handles):
+        ref = model(images).float()
     half = copy.deepcopy(model).half().eval()
     bad: list[str] = []
 
@@ -202,12 +199,8 @@ def fp16_ranges(model: nn.Module, cfg, images: torch.Tensor | None = None) -> di
         return fn
 
     handles = [m.register_forward_hook(check(n)) for n, m in half.named_modules() if n and not list(m.children())]
-    try:
-        with torch.no_grad():
-            got = half(images.half()).float()
-    finally:
-        for hd in handles:
-            hd.remove()
+    with eval_pass(half, handles):
+        got = half(images.half()).float()
     worst = max(stats, key=stats.get) if stats else None
     worst_norm = max(sums, key=sums.get) if sums else None
     return {"max_abs_activation": stats.get(worst, 0.0) if worst else 0.0, "worst_module": worst,

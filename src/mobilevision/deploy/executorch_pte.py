@@ -2,31 +2,23 @@
 (`XNNPACKQuantizer`: symmetric per-channel 8-bit weights, 8-bit activations).
 
 A `.pte` holds no free-form metadata, so the mobilevision metadata (data config, labels) is a sidecar JSON next to
-it: `model.pte` -> `model.pte.json` (`read_executorch_metadata`).
+it: `model.pte` -> `model.pte.json` (`export.read_sidecar`).
 """
 from __future__ import annotations
 
 import collections
-import json
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from .export import (ExportResult, _quiet_export, export_metadata, prepare_export, pt2e_calibrated, torch_export,
-                     traced_dynamic_dims)
+                     traced_dynamic_dims, write_sidecar)
 
 # ExecuTorch plans the memory of every tensor outside the delegate for the largest shape the program allows,
 # so the dynamic dims get modest upper bounds: a batch of 16 and twice the export size.
 MAX_BATCH = 16
-
-
-def sidecar_path(path: str | os.PathLike) -> Path:
-    """Where a .pte's metadata lives: `model.pte` -> `model.pte.json`."""
-    path = Path(path)
-    return path.with_name(path.name + ".json")
 
 
 def _max_side(h: int, w: int) -> int:
@@ -60,7 +52,7 @@ def export_executorch(model: nn.Module, path: str | os.PathLike, input_size: tup
     meta = export_metadata(model, cfg, {"exporter": "torch.export + XNNPACK", "max_batch": MAX_BATCH,
                                         "precision": "int8" if calibration is not None else "fp32",
                                         "dynamic_dims": traced_dynamic_dims(program), **(metadata or {})})
-    sidecar_path(path).write_text(json.dumps(meta, indent=2))
+    write_sidecar(path, meta)
     return ExportResult(path, "executorch", traced_dynamic_dims(program), (c, h, w), None, graph)
 
 
@@ -89,12 +81,6 @@ def quantize_pt2e(model: nn.Module, calibration: np.ndarray) -> nn.Module:
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     prepared = pt2e_calibrated(model, calibration, quantizer, MAX_BATCH)
     return _quiet_export(convert_pt2e, prepared)
-
-
-def read_executorch_metadata(path: str | os.PathLike) -> dict:
-    """The sidecar metadata of a .pte ({} if the sidecar is missing)."""
-    side = sidecar_path(path)
-    return json.loads(side.read_text()) if side.is_file() else {}
 
 
 class ExecuTorchRunner:

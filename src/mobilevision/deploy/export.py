@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from mobilevision.data.config import resolve_data_config
+from mobilevision.layers.helpers import check_choice
 
 from .fusion import fuse
 from .inference import preprocess, sample_photos
@@ -30,6 +31,12 @@ RANDOM_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUnifor
               "Dropout"}
 # export format -> file suffix
 FORMATS = {"onnx": ".onnx", "openvino": ".xml", "executorch": ".pte", "tflite": ".tflite", "coreml": ".mlpackage"}
+# the formats whose INT8 is not made at export, and where it is
+_INT8_ELSEWHERE = {
+    "onnx": "ONNX INT8 quantizes the exported graph: use quantize.quantize_exported",
+    "openvino": "OpenVINO INT8 quantizes the exported IR: use quantize.quantize_exported",
+    "coreml": "Core ML INT8 is not supported here: export FP32 (--format coreml without --int8)",
+}
 
 
 @dataclass
@@ -182,6 +189,23 @@ def export_metadata(model: nn.Module, cfg, extra: dict | None = None) -> dict:
     return meta
 
 
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """Where the metadata of a file with no room for it (.pte, .tflite) lives: `model.pte` -> `model.pte.json`."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def write_sidecar(path: str | os.PathLike, meta: dict) -> None:
+    """Write `meta` as the sidecar JSON of the exported file `path`."""
+    sidecar_path(path).write_text(json.dumps(meta, indent=2))
+
+
+def read_sidecar(path: str | os.PathLike) -> dict:
+    """The sidecar metadata of the exported file `path` ({} if the sidecar is missing)."""
+    side = sidecar_path(path)
+    return json.loads(side.read_text()) if side.is_file() else {}
+
+
 def torch_export(model: nn.Module, c: int, h: int, w: int, dynamic: bool, max_batch: int = 4096,
                  max_side: int | None = None) -> torch.export.ExportedProgram:
     """`torch.export` of `model` with a dynamic batch (up to `max_batch`) and, with `dynamic`, dynamic H / W (up to
@@ -226,30 +250,25 @@ def export_model(model: nn.Module, path: str | os.PathLike, format: str = "onnx"
     (`quantize.quantize_exported`); Core ML has no INT8 here (it is not run on Linux). Every format carries
     `export_metadata`: ONNX, OpenVINO and Core ML inside the file, ExecuTorch and LiteRT in `<file>.json`.
     """
-    if format not in FORMATS:
-        raise ValueError(f"unknown export format {format!r}; accepted: {', '.join(FORMATS)}")
-    if format == "onnx":
-        if calibration is not None:
-            raise ValueError("ONNX INT8 quantizes the exported graph: use quantize.quantize_exported")
-        return export_onnx(model, path, input_size, dynamic, fuse_first=fuse_first, metadata=metadata, **kwargs)
-    if kwargs:
+    check_choice(format, FORMATS, "export format")
+    if kwargs and format != "onnx":
         raise ValueError(f"options {', '.join(kwargs)} are for ONNX export only")
+    if calibration is not None and format in _INT8_ELSEWHERE:
+        raise ValueError(_INT8_ELSEWHERE[format])
+    if format == "onnx":
+        return export_onnx(model, path, input_size, dynamic, fuse_first=fuse_first, metadata=metadata, **kwargs)
     if format == "openvino":
         from .openvino_ir import export_openvino
 
-        if calibration is not None:
-            raise ValueError("OpenVINO INT8 quantizes the exported IR: use quantize.quantize_exported")
         return export_openvino(model, path, input_size, dynamic, fuse_first, metadata)
+    if format == "coreml":
+        from .coreml_package import export_coreml
+
+        return export_coreml(model, path, input_size, dynamic, fuse_first, metadata)
     if format == "tflite":
         from .litert_tflite import export_litert
 
         return export_litert(model, path, input_size, dynamic, fuse_first, metadata, calibration)
-    if format == "coreml":
-        from .coreml_package import export_coreml
-
-        if calibration is not None:
-            raise ValueError("Core ML INT8 is not supported here: export FP32 (--format coreml without --int8)")
-        return export_coreml(model, path, input_size, dynamic, fuse_first, metadata)
     from .executorch_pte import export_executorch
 
     return export_executorch(model, path, input_size, dynamic, fuse_first, metadata, calibration)
@@ -342,8 +361,7 @@ def read_metadata(path_or_proto) -> dict:
 
         return read_openvino_metadata(path_or_proto)
     if suffix in (".pte", ".tflite"):
-        side = Path(path_or_proto).with_name(Path(path_or_proto).name + ".json")
-        return json.loads(side.read_text()) if side.is_file() else {}
+        return read_sidecar(path_or_proto)
     if suffix == ".mlpackage":
         from .coreml_package import read_coreml_metadata
 

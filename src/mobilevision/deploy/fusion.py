@@ -20,6 +20,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from mobilevision.layers.drop_path import DropPath
 
+from .profiling import eval_pass
+
 _DROPOUT_TYPES: tuple[type, ...] = (nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDropout, DropPath)
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -114,12 +116,8 @@ def find_folds(model: nn.Module, example: torch.Tensor) -> list[Fold]:
     for mod in model.modules():
         if not list(mod.children()):
             handles.append(mod.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
+    with eval_pass(model, handles):
+        model(example)
 
     folds = []
     for kind, source, target, dim, tid in found:

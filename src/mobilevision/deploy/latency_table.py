@@ -25,6 +25,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from mobilevision.models.checkpoint import atomic_write_bytes
+
 from .choose import RUNTIMES, _progress, cache_dir, cache_key, stable_time
 from .machine import machine_load
 
@@ -252,16 +254,7 @@ class LatencyTable:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the table as JSON, atomically."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            os.chmod(tmp, 0o644)
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=1)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(json.dumps(self.to_dict(), indent=1)))
         return path
 
     @classmethod

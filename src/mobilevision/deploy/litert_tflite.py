@@ -11,25 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from .export import (ExportResult, _dynamic_example, _quiet_export, export_metadata, prepare_export, pt2e_calibrated,
-                     quiet_tool)
+                     quiet_tool, write_sidecar)
 
 # the batch is dynamic up to this bound (the interpreter re-plans its memory when the batch changes)
 MAX_BATCH = 64
-
-
-def sidecar_path(path: str | os.PathLike) -> Path:
-    """Where a .tflite's metadata lives: `model.tflite` -> `model.tflite.json`."""
-    path = Path(path)
-    return path.with_name(path.name + ".json")
 
 
 def _quiet(fn, *args, **kwargs):
@@ -60,30 +52,29 @@ def export_litert(model: nn.Module, path: str | os.PathLike, input_size: tuple[i
         model, quantizer = quantize_pt2e(model, calibration)
         kwargs["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
         dynamic = False
-    edge = None
-    if dynamic:
-        try:
-            edge = _quiet(litert_torch.convert, model, (_dynamic_example(c, h, w),),
-                          dynamic_shapes=({**batch, 2: Dim.AUTO, 3: Dim.AUTO},), **kwargs)
-        except Exception:  # noqa: BLE001 - the model or the converter fixes H / W: convert at the size asked
-            edge = None
-    if edge is None:
-        edge = _quiet(litert_torch.convert, model, (at_size,), dynamic_shapes=(batch,), **kwargs)
-    _quiet(edge.export, str(path))
-    interp = _interpreter(path, 1)
-    dims = _dynamic_dims(interp)
-    if dynamic and "height" not in dims:  # converted, but at fixed H / W: the plain export at the asked size
-        edge = _quiet(litert_torch.convert, model, (at_size,), dynamic_shapes=(batch,), **kwargs)
+
+    def convert(example: torch.Tensor, shapes: dict) -> tuple:
+        """Convert at `example` with `shapes`, write `path`: (interpreter on it, its dynamic dims)."""
+        edge = _quiet(litert_torch.convert, model, (example,), dynamic_shapes=(shapes,), **kwargs)
         _quiet(edge.export, str(path))
         interp = _interpreter(path, 1)
-        dims = _dynamic_dims(interp)
+        return interp, _dynamic_dims(interp)
+
+    interp, dims = None, []
+    if dynamic:
+        try:
+            interp, dims = convert(_dynamic_example(c, h, w), {**batch, 2: Dim.AUTO, 3: Dim.AUTO})
+        except Exception:  # noqa: BLE001 - the model or the converter fixes H / W: convert at the size asked
+            interp = None
+    if interp is None or "height" not in dims:  # not dynamic, or converted at fixed H / W: at the asked size
+        interp, dims = convert(at_size, batch)
     ops: dict[str, int] = {}
     for op in interp._get_ops_details():
         ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
     meta = export_metadata(model, cfg, {"exporter": "litert_torch.convert", "max_batch": MAX_BATCH,
                                         "precision": "int8" if calibration is not None else "fp32",
                                         "dynamic_dims": dims, **(metadata or {})})
-    sidecar_path(path).write_text(json.dumps(meta, indent=2))
+    write_sidecar(path, meta)
     return ExportResult(path, "litert", dims, (c, h, w), None,
                         {"ops": dict(sorted(ops.items())), "num_nodes": sum(ops.values())})
 
@@ -100,12 +91,6 @@ def quantize_pt2e(model: nn.Module, calibration: np.ndarray):
     prepared = pt2e_calibrated(model, calibration, quantizer, MAX_BATCH)
     converted = _quiet_export(convert_pt2e, prepared, fold_quantize=False)
     return move_exported_model_to_eval(converted), quantizer
-
-
-def read_litert_metadata(path: str | os.PathLike) -> dict:
-    """The sidecar metadata of a .tflite ({} if the sidecar is missing)."""
-    side = sidecar_path(path)
-    return json.loads(side.read_text()) if side.is_file() else {}
 
 
 def _interpreter(path: str | os.PathLike, threads: int):

@@ -8,19 +8,18 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from mobilevision.layers.helpers import eval_mode
+
 
 @contextlib.contextmanager
-def _eval_pass(model: nn.Module, handles: list | None = None) -> Iterator[None]:
-    """Eval mode and no_grad for one measuring forward; afterwards the hooks go and the mode comes back."""
-    was_training = model.training
-    model.eval()
+def eval_pass(model: nn.Module, handles: list | None = None) -> Iterator[None]:
+    """Eval mode and no_grad for one measuring forward; afterwards the hooks (`handles`) go and the mode comes back."""
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             yield
     finally:
         for h in handles or []:
             h.remove()
-        model.train(was_training)
 
 
 def count_params(model: nn.Module) -> int:
@@ -36,7 +35,7 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int], batch: int = 
     device = next(model.parameters()).device
     x = torch.zeros((batch, *input_size), device=device)
     counter = FlopCounterMode(display=False)
-    with _eval_pass(model), counter:
+    with eval_pass(model), counter:
         model(x)
     return counter.get_total_flops() // 2
 
@@ -63,7 +62,7 @@ def activation_memory(model: nn.Module, input_size: tuple[int, int, int], batch:
                 sizes.append(t.numel() * t.element_size())
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-    with _eval_pass(model, handles):
+    with eval_pass(model, handles):
         model(torch.zeros((batch, *input_size), device=device))
     return {"total": sum(sizes), "peak_single": max(sizes, default=0)}
 
@@ -86,7 +85,7 @@ def stage_table(model: nn.Module, input_size: tuple[int, int, int]) -> list[dict
                 done.setdefault(i, counter.get_total_flops())
 
             handles.append(sub.register_forward_hook(hook))
-    with _eval_pass(model, handles), counter:
+    with eval_pass(model, handles), counter:
         fn = getattr(model, "forward_stages", None)
         maps = fn(torch.zeros((1, *input_size), device=device)) if fn is not None else []
     rows, prev = [], 0
@@ -127,7 +126,7 @@ def parts_table(model: nn.Module, input_size: tuple[int, int, int]) -> list[dict
                 lambda *_a, n=n: start.__setitem__(n, counter.get_total_flops())))
             handles.append(m.register_forward_hook(
                 lambda *_a, n=n: spent.__setitem__(n, spent[n] + counter.get_total_flops() - start[n])))
-    with _eval_pass(model, handles), counter:
+    with eval_pass(model, handles), counter:
         model(torch.zeros((1, *input_size), device=device))
     rows, cum = [], 0
     for i, (n, m) in enumerate(parts):

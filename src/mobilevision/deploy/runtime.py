@@ -10,14 +10,15 @@ import numpy as np
 import torch
 
 from mobilevision.data.config import DataConfig, resolve_data_config
+from mobilevision.models.features import CarriesDataConfig
 
 from .export import format_of, ort_session, read_metadata
 
 
-class ExportedClassifier:
+class ExportedClassifier(CarriesDataConfig):
     """An exported model with a model's call signature: (B, C, H, W) float tensor -> (B, classes) logits.
 
-    Carries `data_config` (DataConfig), `labels`, `num_classes` and `model_name` from the file's metadata. A
+    Carries `data_config` (DataConfig; `default_cfg` its dict view), `labels`, `num_classes` and `model_name` from the file's metadata. A
     file with a fixed batch is fed in chunks of that batch (the last one padded), one with a bounded batch in
     chunks of at most that bound, so any batch works. Subclasses set `runtime` and `runner` (a callable on
     (B, C, H, W) float32 arrays) or override `_run(chunk)`.
@@ -39,15 +40,12 @@ class ExportedClassifier:
         self.num_classes = int(n) if n is not None else None
         self.training = False
 
-    @property
-    def default_cfg(self) -> dict:
-        return {k: tuple(v) if isinstance(v, list) else v for k, v in self.data_config.to_dict().items()}
-
     def _run(self, chunk: np.ndarray) -> np.ndarray:
         return self.runner(chunk)  # the runtimes wrapped by a runner object (ONNX overrides)
 
-    def _open_runner(self, path: str | os.PathLike, what: str, make) -> None:
-        """`self.runner = make(checked path)`; a file the runtime refuses is a one-line ValueError naming `what`."""
+    def _open_runner(self, path: str | os.PathLike, what: str, make) -> dict:
+        """`self.runner = make(checked path)` and the file's metadata (returned); a file the runtime refuses is a
+        one-line ValueError naming `what`."""
         self.path = _check_file(path, what)
         try:
             self.runner = make(self.path)
@@ -55,6 +53,7 @@ class ExportedClassifier:
             raise
         except Exception as err:  # noqa: BLE001 - each runtime raises its own types for bad files
             raise ValueError(f"{self.path} is not a loadable {what}: {_first(err)}") from None
+        return read_metadata(self.path)
 
     def run(self, x: np.ndarray, batch: int = 64) -> np.ndarray:
         """Logits (N, classes) of an (N, C, H, W) float32 array, fed in chunks of `batch` (or the file's)."""
@@ -133,6 +132,7 @@ class OpenVINOClassifier(ExportedClassifier):
         # the compute precision of the float parts: an INT8 IR's float ops follow the hint too
         self.precision = meta.get("precision", "fp32") if precision == "fp32" else precision
 
+
 class ExecuTorchClassifier(ExportedClassifier):
     """An ExecuTorch program (.pte, XNNPACK delegate) on ExecuTorch's Python runtime, with its sidecar metadata
     (`<file>.pte.json`); `threads` resets XNNPACK's process-wide thread pool (0 leaves it)."""
@@ -140,15 +140,15 @@ class ExecuTorchClassifier(ExportedClassifier):
     runtime = "executorch"
 
     def __init__(self, path: str | os.PathLike, threads: int = 0) -> None:
-        from .executorch_pte import ExecuTorchRunner, read_executorch_metadata
+        from .executorch_pte import ExecuTorchRunner
 
-        self._open_runner(path, "ExecuTorch program", lambda p: ExecuTorchRunner(p, threads))
-        meta = read_executorch_metadata(self.path)
+        meta = self._open_runner(path, "ExecuTorch program", lambda p: ExecuTorchRunner(p, threads))
         dynamic = meta.get("dynamic_dims", ["batch"])
         dims = [None] + [None if name in dynamic else int(v) for name, v in
                          zip(("channels", "height", "width"), self.runner.upper_bound[1:])]
         self.max_batch = int(self.runner.upper_bound[0])
         self._init_meta(meta, dims, self.runner.out_classes)
+
 
 class LiteRTClassifier(ExportedClassifier):
     """A LiteRT model (.tflite) on the ai-edge-litert interpreter (XNNPACK delegate) with its sidecar metadata
@@ -158,14 +158,14 @@ class LiteRTClassifier(ExportedClassifier):
     runtime = "litert"
 
     def __init__(self, path: str | os.PathLike, threads: int = 0) -> None:
-        from .litert_tflite import LiteRTRunner, read_litert_metadata
+        from .litert_tflite import LiteRTRunner
 
-        self._open_runner(path, "LiteRT model", lambda p: LiteRTRunner(p, threads))
-        meta = read_litert_metadata(self.path)
+        meta = self._open_runner(path, "LiteRT model", lambda p: LiteRTRunner(p, threads))
         dims = self.runner.input_dims
         if dims[0] is None:
             self.max_batch = int(meta.get("max_batch") or 64)
         self._init_meta(meta, dims, self.runner.out_classes)
+
 
 RUNTIME_OF_FORMAT = {"onnx": OnnxClassifier, "openvino": OpenVINOClassifier, "executorch": ExecuTorchClassifier,
                      "tflite": LiteRTClassifier}

@@ -33,6 +33,7 @@ import torch
 from mobilevision.models.moga_searched import EXPANSIONS, KERNELS, SKELETON, check_layers, searched_stages
 
 from .latency_table import LatencyTable, fused_model, model_parts
+from .profiling import eval_pass
 
 log = logging.getLogger("mobilevision.search")
 
@@ -112,12 +113,8 @@ def naswot_score(layers: Sequence[Sequence[int]], x: torch.Tensor, seed: int = 0
 
     acts = (torch.nn.ReLU, torch.nn.Hardswish)
     handles = [m.register_forward_hook(hook) for name, m in model.blocks.named_modules() if isinstance(m, acts)]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    with eval_pass(model, handles):
+        model(x)
     c = torch.cat(codes, 1).double()
     k = c @ c.T + (1 - c) @ (1 - c).T
     sign, logdet = torch.linalg.slogdet(k)

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .helpers import check_choice
+
 
 class StarReLU(nn.Module):
     """s * relu(x)^2 + b with learnable scalars `scale` (init 1) and `bias` (init 0), each of shape (1,)."""
@@ -50,6 +52,5 @@ def create_act(act: str | Callable[..., nn.Module] | None, inplace: bool = True)
         "star_relu": StarReLU,
         "squared_relu": SquaredReLU,
     }
-    if act not in table:
-        raise ValueError(f"unknown activation {act!r}; accepted: {', '.join(sorted(table))}")
+    check_choice(act, sorted(table), "activation")
     return table[act]()

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from .mlp import MlpHead
+from .helpers import check_choice
 from .weight_init import init_weights
 
 FC_KINDS = ("linear", "mlp")
@@ -25,8 +26,7 @@ class ClassifierHead(nn.Module):
                  norm_first: bool = False, fc: str = "linear", mlp_norm_eps: float = 1e-5,
                  init: str | None = None) -> None:
         super().__init__()
-        if fc not in FC_KINDS:
-            raise ValueError(f"unknown classifier fc {fc!r}; accepted: {', '.join(FC_KINDS)}")
+        check_choice(fc, FC_KINDS, "classifier fc")
         self.in_chs, self.fc_kind, self.mlp_norm_eps, self.norm_first, self.init = in_chs, fc, mlp_norm_eps, norm_first, init
         self.norm = norm if norm is not None else nn.Identity()
         self.drop = nn.Dropout(drop_rate)

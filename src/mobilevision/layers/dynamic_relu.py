@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .helpers import check_choice
+
 _VARIANTS = ("A", "B", "C")
 
 
@@ -41,8 +43,7 @@ class DynamicReLU(nn.Module):
     def __init__(self, channels: int, variant: str = "B", k: int = 2, reduction: int = 4, lambda_a: float = 1.0,
                  lambda_b: float = 0.5, use_bias: bool = True, temperature: float = 10.0) -> None:
         super().__init__()
-        if variant not in _VARIANTS:
-            raise ValueError(f"unknown DY-ReLU variant {variant!r}; accepted: {', '.join(_VARIANTS)}")
+        check_choice(variant, _VARIANTS, "DY-ReLU variant")
         if k < 1:
             raise ValueError(f"k (number of linear pieces) must be >= 1, got {k}")
         self.channels, self.variant, self.k = channels, variant, k

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from torch import nn
 
@@ -16,6 +16,13 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         model.train(was_training)
+
+
+def check_choice(value: str, accepted: Iterable[str], what: str) -> None:
+    """ValueError naming `what`, the bad `value` and the accepted ones, unless `value` is one of `accepted`."""
+    accepted = list(accepted)
+    if value not in accepted:
+        raise ValueError(f"unknown {what} {value!r}; accepted: {', '.join(accepted)}")
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:

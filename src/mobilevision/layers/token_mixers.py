@@ -10,6 +10,7 @@ from torch import nn
 
 from .activations import StarReLU
 from .attention import Attention
+from .helpers import check_choice
 
 
 class IdentityMixer(nn.Module):
@@ -119,6 +120,5 @@ TOKEN_MIXERS: dict[str, type[nn.Module]] = {
 
 def create_token_mixer(name: str, dim: int, **kwargs) -> nn.Module:
     """A token mixer by name: 'identity' | 'pool' | 'sepconv' | 'attention' | 'random'."""
-    if name not in TOKEN_MIXERS:
-        raise ValueError(f"unknown token mixer {name!r}; accepted: {', '.join(TOKEN_MIXERS)}")
+    check_choice(name, TOKEN_MIXERS, "token mixer")
     return TOKEN_MIXERS[name](dim, **kwargs)

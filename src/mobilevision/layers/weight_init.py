@@ -6,6 +6,8 @@ from typing import Callable
 
 from torch import nn
 
+from .helpers import check_choice
+
 
 def _trunc_normal(w) -> None:
     nn.init.trunc_normal_(w, std=0.02)
@@ -35,8 +37,7 @@ INIT_SCHEMES: dict[str, tuple[_Rule, _Rule, bool]] = {
 def init_weights(module: nn.Module, scheme: str = "trunc_normal") -> None:
     """Initialise the Conv2d / Linear (and, for 'tf_mobilenet', BatchNorm2d) submodules of `module` in
     `module.modules()` order by `scheme`: 'trunc_normal' | 'tf_mobilenet' | 'cvnets' | 'mobile_former'."""
-    if scheme not in INIT_SCHEMES:
-        raise ValueError(f"unknown init scheme {scheme!r}; accepted: {', '.join(INIT_SCHEMES)}")
+    check_choice(scheme, INIT_SCHEMES, "init scheme")
     conv_rule, linear_rule, init_bn = INIT_SCHEMES[scheme]
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):

@@ -165,47 +165,52 @@ def checkpoint_filter(state_dict: dict[str, torch.Tensor], model: nn.Module) -> 
 
 # ---------------------------------------------------------------------------------------------- variants
 
+_V1_URL = "https://dl.fbaipublicfiles.com/convnext/"
+_V2_URL = "https://dl.fbaipublicfiles.com/convnext/convnextv2/im1k/"
+
+
 @dataclass(frozen=True)
 class ConvNeXtVariant:
+    """A row of the papers' tables; `in22k`: the ImageNet-1k weights are the 22k-pre-trained ones (xlarge)."""
+
     name: str
     depths: tuple[int, ...]
     dims: tuple[int, ...]
-    v2: bool
-    hf_tag: str
-    url: str
+    in22k: bool = False
+
+    @property
+    def v2(self) -> bool:
+        return self.name.startswith("convnextv2")
+
+    @property
+    def hf_tag(self) -> str:
+        """The tag of timm's weights on the Hugging Face Hub."""
+        return "fcmae_ft_in1k" if self.v2 else "fb_in22k_ft_in1k" if self.in22k else "fb_in1k"
+
+    @property
+    def url(self) -> str:
+        """The official release file (the 224 px EMA weights)."""
+        if self.v2:
+            return f"{_V2_URL}{self.name}_1k_224_ema.pt"
+        return f"{_V1_URL}{self.name}_{'22k_1k' if self.in22k else '1k'}_224_ema.pth"
 
 
-_V1_URL = "https://dl.fbaipublicfiles.com/convnext/"
-_V2_URL = "https://dl.fbaipublicfiles.com/convnext/convnextv2/im1k/"
 _DEEP = (3, 3, 27, 3)
 
 VARIANTS = (
-    ConvNeXtVariant("convnext_tiny", (3, 3, 9, 3), (96, 192, 384, 768), False, "fb_in1k",
-                    _V1_URL + "convnext_tiny_1k_224_ema.pth"),
-    ConvNeXtVariant("convnext_small", _DEEP, (96, 192, 384, 768), False, "fb_in1k",
-                    _V1_URL + "convnext_small_1k_224_ema.pth"),
-    ConvNeXtVariant("convnext_base", _DEEP, (128, 256, 512, 1024), False, "fb_in1k",
-                    _V1_URL + "convnext_base_1k_224_ema.pth"),
-    ConvNeXtVariant("convnext_large", _DEEP, (192, 384, 768, 1536), False, "fb_in1k",
-                    _V1_URL + "convnext_large_1k_224_ema.pth"),
-    ConvNeXtVariant("convnext_xlarge", _DEEP, (256, 512, 1024, 2048), False, "fb_in22k_ft_in1k",
-                    _V1_URL + "convnext_xlarge_22k_1k_224_ema.pth"),
-    ConvNeXtVariant("convnextv2_atto", (2, 2, 6, 2), (40, 80, 160, 320), True, "fcmae_ft_in1k",
-                    _V2_URL + "convnextv2_atto_1k_224_ema.pt"),
-    ConvNeXtVariant("convnextv2_femto", (2, 2, 6, 2), (48, 96, 192, 384), True, "fcmae_ft_in1k",
-                    _V2_URL + "convnextv2_femto_1k_224_ema.pt"),
-    ConvNeXtVariant("convnextv2_pico", (2, 2, 6, 2), (64, 128, 256, 512), True, "fcmae_ft_in1k",
-                    _V2_URL + "convnextv2_pico_1k_224_ema.pt"),
-    ConvNeXtVariant("convnextv2_nano", (2, 2, 8, 2), (80, 160, 320, 640), True, "fcmae_ft_in1k",
-                    _V2_URL + "convnextv2_nano_1k_224_ema.pt"),
-    ConvNeXtVariant("convnextv2_tiny", (3, 3, 9, 3), (96, 192, 384, 768), True, "fcmae_ft_in1k",
-                    _V2_URL + "convnextv2_tiny_1k_224_ema.pt"),
-    ConvNeXtVariant("convnextv2_base", _DEEP, (128, 256, 512, 1024), True, "fcmae_ft_in1k",
-                    _V2_URL + "convnextv2_base_1k_224_ema.pt"),
-    ConvNeXtVariant("convnextv2_large", _DEEP, (192, 384, 768, 1536), True, "fcmae_ft_in1k",
-                    _V2_URL + "convnextv2_large_1k_224_ema.pt"),
-    ConvNeXtVariant("convnextv2_huge", _DEEP, (352, 704, 1408, 2816), True, "fcmae_ft_in1k",
-                    _V2_URL + "convnextv2_huge_1k_224_ema.pt"),
+    ConvNeXtVariant("convnext_tiny", (3, 3, 9, 3), (96, 192, 384, 768)),
+    ConvNeXtVariant("convnext_small", _DEEP, (96, 192, 384, 768)),
+    ConvNeXtVariant("convnext_base", _DEEP, (128, 256, 512, 1024)),
+    ConvNeXtVariant("convnext_large", _DEEP, (192, 384, 768, 1536)),
+    ConvNeXtVariant("convnext_xlarge", _DEEP, (256, 512, 1024, 2048), in22k=True),
+    ConvNeXtVariant("convnextv2_atto", (2, 2, 6, 2), (40, 80, 160, 320)),
+    ConvNeXtVariant("convnextv2_femto", (2, 2, 6, 2), (48, 96, 192, 384)),
+    ConvNeXtVariant("convnextv2_pico", (2, 2, 6, 2), (64, 128, 256, 512)),
+    ConvNeXtVariant("convnextv2_nano", (2, 2, 8, 2), (80, 160, 320, 640)),
+    ConvNeXtVariant("convnextv2_tiny", (3, 3, 9, 3), (96, 192, 384, 768)),
+    ConvNeXtVariant("convnextv2_base", _DEEP, (128, 256, 512, 1024)),
+    ConvNeXtVariant("convnextv2_large", _DEEP, (192, 384, 768, 1536)),
+    ConvNeXtVariant("convnextv2_huge", _DEEP, (352, 704, 1408, 2816)),
 )
 
 register_variants(

@@ -19,7 +19,7 @@ from torch import nn
 from mobilevision.layers.activations import create_act
 from mobilevision.layers.conv_norm_act import ConvNormAct, get_padding
 from mobilevision.layers.drop_path import DropPath, drop_path_rates
-from mobilevision.layers.helpers import make_divisible
+from mobilevision.layers.helpers import check_choice, make_divisible
 from mobilevision.layers.squeeze_excite import SqueezeExcite
 from mobilevision.models.features import check_output_stride
 
@@ -51,8 +51,7 @@ class BlockSpec:
     repeats: int = 1
 
     def __post_init__(self) -> None:
-        if self.kind not in BLOCK_KINDS:
-            raise ValueError(f"BlockSpec kind {self.kind!r} not accepted; use one of {BLOCK_KINDS}")
+        check_choice(self.kind, BLOCK_KINDS, "BlockSpec kind")
         if self.kernel < 1 or self.kernel % 2 == 0:
             raise ValueError(f"BlockSpec kernel must be a positive odd int, got {self.kernel}")
         if self.stride not in (1, 2):
@@ -81,8 +80,7 @@ class SERule:
     gate: str = "hard_sigmoid"
 
     def __post_init__(self) -> None:
-        if self.width not in SE_WIDTH_RULES:
-            raise ValueError(f"SERule width {self.width!r} not accepted; use one of {SE_WIDTH_RULES}")
+        check_choice(self.width, SE_WIDTH_RULES, "SERule width")
 
     def reduced_chs(self, hidden: int, block_in: int, ratio: float) -> int:
         if self.width == "divisible":

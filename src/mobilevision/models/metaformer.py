@@ -31,6 +31,7 @@ from torch import nn
 from mobilevision.models.features import Classifier, check_output_stride
 from mobilevision.layers.classifier import ClassifierHead
 from mobilevision.layers.drop_path import DropPath, drop_path_rates
+from mobilevision.layers.helpers import check_choice
 from mobilevision.layers.layer_scale import LayerScale
 from mobilevision.layers.mlp import Mlp
 from mobilevision.layers.norms import GroupNorm1, channel_layer_norm
@@ -172,11 +173,9 @@ class MetaFormer(Classifier):
         mixers = [token_mixers] * n if isinstance(token_mixers, str) else list(token_mixers)
         if len(mixers) != n:
             raise ValueError(f"token_mixers {tuple(mixers)} must name one mixer per stage ({n} stages)")
-        bad = [m for m in mixers if m not in TOKEN_MIXERS]
-        if bad:
-            raise ValueError(f"unknown token mixer {bad[0]!r}; accepted: {', '.join(TOKEN_MIXERS)}")
-        if head not in HEADS:
-            raise ValueError(f"unknown MetaFormer head {head!r}; accepted: {', '.join(HEADS)}")
+        for m in mixers:
+            check_choice(m, TOKEN_MIXERS, "token mixer")
+        check_choice(head, HEADS, "MetaFormer head")
         res_scale_init = list(res_scale_init)
         if len(res_scale_init) != n:
             raise ValueError(f"res_scale_init {tuple(res_scale_init)} must have one entry per stage ({n})")

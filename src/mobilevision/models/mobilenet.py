@@ -27,7 +27,7 @@ from torch import nn
 
 from mobilevision.models.features import Classifier
 from mobilevision.layers.activations import create_act
-from mobilevision.layers.helpers import make_divisible
+from mobilevision.layers.helpers import check_choice, make_divisible
 from mobilevision.layers.weight_init import init_weights
 from mobilevision.models.inverted_residual import BlockSpec, SERule, build_stages
 from mobilevision.models.registry import (
@@ -51,8 +51,7 @@ class HeadSpec:
     bias: bool = False
 
     def __post_init__(self) -> None:
-        if self.kind not in HEAD_KINDS:
-            raise ValueError(f"HeadSpec kind {self.kind!r} not accepted; use one of {HEAD_KINDS}")
+        check_choice(self.kind, HEAD_KINDS, "HeadSpec kind")
 
 
 class MobileNet(Classifier):
@@ -275,8 +274,7 @@ def mobilenet_v3(*, size: str = "large", width: float = 1.0, minimal: bool = Fal
     (torchvision's segmentation backbones). torchvision's own MobileNetV3 also uses BatchNorm eps 1e-3: pass
     `bn_eps=1e-3` to load its state dicts (`torchvision_filter` checks it).
     """
-    if size not in MOBILENET_V3_ENDS:
-        raise ValueError(f"MobileNetV3 size {size!r} not accepted; use one of {sorted(MOBILENET_V3_ENDS)}")
+    check_choice(size, sorted(MOBILENET_V3_ENDS), "MobileNetV3 size")
     stem, last, head = MOBILENET_V3_ENDS[size]
     table = MOBILENET_V3_LARGE if size == "large" else MOBILENET_V3_SMALL
     if reduced_tail:

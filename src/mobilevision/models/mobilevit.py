@@ -228,6 +228,14 @@ _CVNETS_LAYER = {  # inside `global_rep.K.`
 }
 
 
+def _renamed(key: str, prefixes: dict[str, str], into: str) -> str | None:
+    """`into` + our name for the ml-cvnets prefix `key` starts with + the rest of `key`; None if none matches."""
+    for src, dst in prefixes.items():
+        if key.startswith(src + "."):
+            return f"{into}{dst}{key[len(src):]}"
+    return None
+
+
 def _remap_cvnets(state: dict[str, torch.Tensor], model: MobileViT) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in state.items():
@@ -253,13 +261,9 @@ def _remap_cvnets(state: dict[str, torch.Tensor], model: MobileViT) -> dict[str,
                     if layer == n_layers:  # the LayerNorm after the last transformer layer
                         new = f"stages.{stage}.{idx}.norm.{sub}"
                     else:
-                        for src, dst in _CVNETS_LAYER.items():
-                            if sub.startswith(src + "."):
-                                new = f"stages.{stage}.{idx}.transformer.{layer}.{dst}{sub[len(src):]}"
+                        new = _renamed(sub, _CVNETS_LAYER, f"stages.{stage}.{idx}.transformer.{layer}.")
                 else:
-                    for src, dst in _CVNETS_BLOCK.items():
-                        if rest.startswith(src + "."):
-                            new = f"stages.{stage}.{idx}.{dst}{rest[len(src):]}"
+                    new = _renamed(rest, _CVNETS_BLOCK, f"stages.{stage}.{idx}.")
         if new is None:
             raise ValueError(f"cannot map ml-cvnets MobileViT key {key!r} to this model")
         out[new] = value

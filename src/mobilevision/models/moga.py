@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mobilevision.layers.helpers import check_choice
 from mobilevision.models.inverted_residual import BlockSpec, SERule
 from mobilevision.models.mobilenet import HeadSpec, MobileNet
 from mobilevision.models.registry import WeightSource, register_variants
@@ -83,8 +84,7 @@ def moga_stages(rows: tuple[MoGABlock, ...]) -> list[list[BlockSpec]]:
 
 def moga(*, variant: str = "moga_a", **kwargs) -> MobileNet:
     """MoGA-A/B/C; hidden widths are exact (divisor 1), SE hidden // 4 with the block's act, h-sigmoid."""
-    if variant not in MOGA_TABLES:
-        raise ValueError(f"MoGA variant {variant!r} not accepted; use one of {sorted(MOGA_TABLES)}")
+    check_choice(variant, sorted(MOGA_TABLES), "MoGA variant")
     return MobileNet(
         moga_stages(MOGA_TABLES[variant]),
         stem_chs=STEM,

@@ -244,6 +244,13 @@ def brute_force_match(cost: torch.Tensor) -> float:
     return min(float(c[list(rows), np.arange(n)].sum()) for rows in itertools.permutations(range(q), n))
 
 
+def box_losses(src: torch.Tensor, tgt: torch.Tensor, n: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """L1 and (1 - GIoU) of matched (M, 4) unit cxcywh boxes, each summed and divided by `n`."""
+    l1 = F.l1_loss(src, tgt, reduction="sum") / n
+    giou = torch.diag(generalized_box_iou(box_convert(src, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy")))
+    return l1, (1 - giou).sum() / n
+
+
 class SetCriterion(nn.Module):
     """DETR's loss: per output (the final one and every auxiliary one), Hungarian matching, then cross-entropy
     over all queries (unmatched ones to no-object, class 0, weighted `no_object_weight`; weighted mean), and
@@ -272,10 +279,7 @@ class SetCriterion(nn.Module):
             src.append(boxes[i, qi])
             tgt.append(t["boxes"][ti])
         ce = F.cross_entropy(logits.transpose(1, 2), target_classes, weight=self.class_weight.to(logits.dtype))
-        src_b, tgt_b = torch.cat(src), torch.cat(tgt)
-        l1 = F.l1_loss(src_b, tgt_b, reduction="sum") / num_boxes
-        giou = torch.diag(generalized_box_iou(box_convert(src_b, "cxcywh", "xyxy"), box_convert(tgt_b, "cxcywh", "xyxy")))
-        return ce, l1, (1 - giou).sum() / num_boxes
+        return (ce, *box_losses(torch.cat(src), torch.cat(tgt), num_boxes))
 
     def forward(self, outputs: Sequence[tuple[torch.Tensor, torch.Tensor]], targets: list[dict]) -> dict[str, torch.Tensor]:
         """outputs: (logits, boxes) per head block that trains (aux ones first, the final last). Returns
@@ -324,10 +328,8 @@ def dense_proposal_loss(logits: torch.Tensor, boxes: torch.Tensor, centres: torc
     if not src or sum(len(x) for x in src) == 0:
         return wc * ce, boxes.sum() * 0.0
     src_b, tgt_b = torch.cat(src), torch.cat(tgt)
-    n = max(1, len(src_b))
-    l1 = F.l1_loss(src_b, tgt_b, reduction="sum") / n
-    giou = torch.diag(generalized_box_iou(box_convert(src_b, "cxcywh", "xyxy"), box_convert(tgt_b, "cxcywh", "xyxy")))
-    return wc * ce, wb * l1 + wg * (1 - giou).sum() / n
+    l1, giou = box_losses(src_b, tgt_b, max(1, len(src_b)))
+    return wc * ce, wb * l1 + wg * giou
 
 
 # ------------------------------------------------------------------------------------------------ detector

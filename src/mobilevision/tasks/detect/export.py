@@ -16,6 +16,9 @@ from .ssdlite import SSDLite
 
 
 class RawDetector(nn.Module):
+    """(B, 3, H, W) in [0, 1] -> decoded boxes (B, A, 4), per-class scores (B, A, C); carries the detector's
+    `data_config` and `model_name` for the exporters' metadata."""
+
     def __init__(self, model: SSDLite) -> None:
         super().__init__()
         self.model = model
@@ -26,14 +29,12 @@ class RawDetector(nn.Module):
         return self.model.forward_raw(images)
 
 
-class NMSDetector(nn.Module):
-    def __init__(self, model: SSDLite) -> None:
-        super().__init__()
-        self.model = model
+class NMSDetector(RawDetector):
+    """(1, 3, H, W) in [0, 1] -> boxes (K, 4), scores (K,), labels (K,) after `SSDLite.postprocess`'s selection."""
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         m = self.model
-        boxes, scores = m.forward_raw(images)
+        boxes, scores = super().forward(images)
         boxes, fg = boxes[0], scores[0, :, 1:]  # (A, 4), (A, C-1)
         k = min(m.topk_candidates, fg.shape[0])
         top_s, top_i = fg.topk(k, dim=0)  # (k, C-1)

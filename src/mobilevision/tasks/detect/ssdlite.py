@@ -23,6 +23,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
 
 from mobilevision.data.config import DataConfig, resolve_data_config
+from mobilevision.layers.helpers import check_choice
 from mobilevision.models.factory import create_model
 from mobilevision.models.features import CarriesDataConfig, FeatureExtractor
 from mobilevision.models.inverted_residual import FAMILIES as _EXPANSION_FAMILIES
@@ -49,8 +50,7 @@ def detection_backbone(name: str, kind: str | None = None, **kwargs: Any) -> Fea
     `kwargs` go to `create_model`.
     """
     kind = kind or default_kind(name)
-    if kind not in BACKBONE_KINDS:
-        raise ValueError(f"backbone kind {kind!r} not accepted; use one of {BACKBONE_KINDS}")
+    check_choice(kind, BACKBONE_KINDS, "backbone kind")
     family = get_config(name).family
     kwargs = dict(num_classes=0, features_only=True, **kwargs)
     if kind == "expansion":
@@ -369,8 +369,7 @@ def build_ssdlite(
     """
     if num_classes < 2:
         raise ValueError(f"num_classes counts the background class too, so it must be >= 2, got {num_classes}")
-    if layout not in LAYOUTS:
-        raise ValueError(f"SSDLite layout {layout!r} not accepted; use one of {LAYOUTS}")
+    check_choice(layout, LAYOUTS, "SSDLite layout")
     c4, c5 = backbone.channels()
     if layout == "torchvision":
         eps = 1e-3 if bn_eps is None else bn_eps

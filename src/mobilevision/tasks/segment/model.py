@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mobilevision.data.config import resolve_data_config
+from mobilevision.layers.helpers import check_choice
 from mobilevision.models.factory import create_model
 from mobilevision.models.features import CarriesDataConfig, FeatureExtractor
 from mobilevision.models.inverted_residual import FAMILIES as _IR_FAMILIES
@@ -91,8 +92,7 @@ def create_segmenter(
     """
     if unknown:
         raise ValueError(f"create_segmenter got unknown argument(s) {sorted(unknown)}")
-    if head not in HEADS:
-        raise ValueError(f"unknown segmentation head {head!r}; use one of {', '.join(HEADS)}")
+    check_choice(head, HEADS, "segmentation head")
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1 (background counts as a class), got {num_classes}")
     cfg = get_config(backbone)

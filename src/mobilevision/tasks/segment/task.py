@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobilevision.layers.helpers import eval_mode
+from mobilevision.layers.helpers import check_choice, eval_mode
 from mobilevision.tasks.base import Task, TaskData
 
 from .metrics import IGNORE_INDEX, ConfusionMatrix, stride_oracle
@@ -54,8 +54,7 @@ class SegmentTask(Task):
         redraw: bool = False
 
         def validate(self) -> None:
-            if self.class_weights not in CLASS_WEIGHTS:
-                raise ValueError(f"task_options.class_weights must be one of {CLASS_WEIGHTS}, got {self.class_weights!r}")
+            check_choice(self.class_weights, CLASS_WEIGHTS, "task_options.class_weights")
 
     def __init__(self, model_name: str | None = None, options: dict | None = None, **keywords: Any) -> None:
         """`SegmentTask(NAME, aux_weight=0.5)` is `SegmentTask(NAME, {"aux_weight": 0.5})`."""
