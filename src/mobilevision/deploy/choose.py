@@ -31,7 +31,7 @@ log = logging.getLogger("mobilevision.choose")
 RUNTIMES = ("eager", "onnxruntime", "openvino", "executorch")
 RUNTIME_PACKAGE = {"eager": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino", "executorch": "executorch"}
 TASKS = ("classify", "detect", "segment")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: OpenMP's wait policy in the key (version 1 caches were measured with it PASSIVE)
 
 
 # ---------------------------------------------------------------- candidates
@@ -253,12 +253,14 @@ def _runtime_version(runtime: str) -> str:
 
 def cache_key(runtime: str, threads: int, size: int, batch: int, clock: str = "wall") -> dict:
     """What a cached latency depends on: device fingerprint (CPU model + flags), runtime and its version,
-    threads, size, batch, clock, library and torch versions."""
+    threads, size, batch, clock, library and torch versions, and OpenMP's wait policy (passive waits slow eager
+    batch-1 calls at 2 threads several times)."""
     import mobilevision
 
     return {"version": CACHE_VERSION, **cpu_info(), "runtime": runtime, "runtime_version": _runtime_version(runtime),
             "torch": _runtime_version("eager"), "mobilevision": mobilevision.__version__, "threads": threads,
-            "size": size, "batch": batch, "clock": clock}
+            "size": size, "batch": batch, "clock": clock,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "").upper()}
 
 
 def cache_path(key: dict, directory: str | os.PathLike | None = None) -> Path:
