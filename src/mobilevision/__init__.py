@@ -5,7 +5,7 @@ cached `choose`) do not import torch; `mobilevision.create_model(...)` imports w
 """
 from __future__ import annotations
 
-import importlib as _importlib
+from .lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -23,20 +23,7 @@ _LAZY = {
 # subpackages reachable as attributes (`mobilevision.deploy.fuse(model)`) without importing them up front
 _SUBPACKAGES = ("cli", "data", "deploy", "explain", "layers", "models", "tasks", "train")
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    if name in _SUBPACKAGES:
-        return _importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module 'mobilevision' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY) | set(_SUBPACKAGES))
-
+__getattr__, __dir__ = lazy_names(__name__, globals(), _LAZY, _SUBPACKAGES)
 
 __all__ = [
     "create_model", "list_models", "model_info", "load_checkpoint", "save_pretrained",

@@ -6,7 +6,7 @@ The functions load on first use (PEP 562): `mobilevision.deploy.choose` (the cac
 """
 from __future__ import annotations
 
-import importlib as _importlib
+from mobilevision.lazy import lazy_names
 
 # public name -> the module that defines it (imported on first access)
 _LAZY = {
@@ -23,18 +23,7 @@ _LAZY = {
     **dict.fromkeys(("ExecuTorchClassifier", "OnnxClassifier", "OpenVINOClassifier", "load_exported"), ".runtime"),
 }
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'mobilevision.deploy' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
+__getattr__, __dir__ = lazy_names(__name__, globals(), _LAZY)
 
 __all__ = [
     "benchmark", "benchmark_runtimes", "paired_times", "time_exported", "time_onnxruntime", "time_torch",
