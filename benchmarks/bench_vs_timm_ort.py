@@ -98,14 +98,18 @@ def our_forms(name: str, work: Path, forms: list[str], threads: int, num_calibra
     return out
 
 
-def alternate(fns: dict, runs: int, warmup: int) -> dict[str, list[float]]:
-    """Per-call ms of every callable, called in turn, round after round."""
+def alternate(fns: dict, runs: int, warmup: int, pause_s: float = 0.2) -> dict[str, list[float]]:
+    """Per-call ms of every callable, called in turn, round after round, with an untimed `pause_s` before each
+    call: onnxruntime's worker threads spin for tens of ms after a call, and on 2 cores the next session's call
+    shares the cores with them (mobilenetv1_100, our onnxruntime FP32 called right after timm's identical graph:
+    1.51x timm's with no pause, 2.5x with 20 ms, 0.98x with 200 ms; 1.04x with spinning switched off)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(runs):
         for k, fn in fns.items():
+            time.sleep(pause_s)
             t0 = time.perf_counter()
             fn()
             times[k].append((time.perf_counter() - t0) * 1e3)
