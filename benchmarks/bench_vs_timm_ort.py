@@ -9,8 +9,9 @@ batch 1 and its default size (opset 18), an onnxruntime CPU session with all gra
 `intra_op_num_threads=threads`. Our side: the fused model exported per form: onnxruntime FP32 / INT8 (static QDQ),
 OpenVINO FP32 (f32 hint) / INT8 (NNCF), LiteRT INT8 (PT2E, XNNPACK), ExecuTorch INT8 (PT2E, XNNPACK; slow to
 lower, so not in the default forms). INT8 calibrates on digits train images at the model's size. Each measurement
-round calls timm's session and then every one of our forms once, so drifting load on a shared machine hits all
-alike; "ours" is the form with the lowest median, and the ratio is its median over timm's. The CPU model, its
+round times timm's session and then every one of our forms, each as a block of back-to-back calls after a pause
+(`alternate`: the runtimes' spinning worker threads must not overlap), so drifting load on a shared machine hits
+all alike; "ours" is the form with the lowest median, and the ratio is its median over timm's. The CPU model, its
 flags and the load average (before and after) are recorded in every row.
 Goal (issue 15, must-show 3): ratio <= 0.8 for each model and a median ratio <= 0.6.
 """
@@ -98,11 +99,15 @@ def our_forms(name: str, work: Path, forms: list[str], threads: int, num_calibra
     return out
 
 
-def alternate(fns: dict, runs: int, warmup: int, pause_s: float = 0.2) -> dict[str, list[float]]:
-    """Per-call ms of every callable, called in turn, round after round, with an untimed `pause_s` before each
-    call: onnxruntime's worker threads spin for tens of ms after a call, and on 2 cores the next session's call
-    shares the cores with them (mobilenetv1_100, our onnxruntime FP32 called right after timm's identical graph:
-    1.51x timm's with no pause, 2.5x with 20 ms, 0.98x with 200 ms; 1.04x with spinning switched off)."""
+def alternate(fns: dict, runs: int, warmup: int, block: int = 5, pause_s: float = 0.2) -> dict[str, list[float]]:
+    """Per-call ms of every callable: `runs` rounds; in each, every callable in turn gets an untimed `pause_s`,
+    one untimed call, then `block` timed calls back to back.
+
+    Why blocks: onnxruntime's (and XNNPACK's) worker threads spin for tens of ms after a call. Called strictly in
+    turn, each form shared the 2 cores with the previous form's spinners (mobilenetv1_100: our onnxruntime FP32,
+    the same graph as timm's, measured 1.51x timm's with no pause, 2.5x with a 20 ms pause, 0.98x with 200 ms);
+    with a pause before every call, each call instead pays its own threads' wake-up. A block after a pause
+    measures each form in the steady state of repeated calls, its own threads warm and no one else's spinning."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -110,9 +115,11 @@ def alternate(fns: dict, runs: int, warmup: int, pause_s: float = 0.2) -> dict[s
     for _ in range(runs):
         for k, fn in fns.items():
             time.sleep(pause_s)
-            t0 = time.perf_counter()
             fn()
-            times[k].append((time.perf_counter() - t0) * 1e3)
+            for _ in range(block):
+                t0 = time.perf_counter()
+                fn()
+                times[k].append((time.perf_counter() - t0) * 1e3)
     return times
 
 
