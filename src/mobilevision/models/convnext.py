@@ -90,10 +90,7 @@ class ConvNeXt(Classifier):
         use_grn: bool = False,
         kernel_size: int = 7,
         head_init_scale: float = 1.0,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        drop_rate: float = 0.0,
-        drop_path_rate: float = 0.0,
+        num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
         output_stride: int = 32,
     ) -> None:
         super().__init__()

@@ -159,10 +159,7 @@ class MetaFormer(Classifier):
         head: str = "norm_pool_linear",
         head_mlp_norm_eps: float = 1e-5,
         img_size: int = 224,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        drop_rate: float = 0.0,
-        drop_path_rate: float = 0.0,
+        num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
         output_stride: int = 32,
     ) -> None:

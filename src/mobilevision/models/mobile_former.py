@@ -440,8 +440,7 @@ _BRIDGE_NAMES = {
 }
 _TOP_NAMES = {
     "tokens.weight": "tokens", "stem.0": "stem.conv", "stem.1": "stem.bn",
-    "local_global.q": "last_mobile_to_former.q", "local_global.alpha.0": "last_mobile_to_former.gate",
-    "local_global.proj": "last_mobile_to_former.proj", "local_global.layer_norm": "last_mobile_to_former.norm",
+    **{k: "last_" + v for k, v in _BRIDGE_NAMES.items() if k.startswith("local_global.")},  # the final Mobile->Former
     "classifier.conv.1": "head.conv.conv", "classifier.conv.2": "head.conv.bn", "classifier.fc.0": "head.fc",
     "classifier.fc.1": "head.norm", "classifier.classifier.1": "head.classifier",
 }
