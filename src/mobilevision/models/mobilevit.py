@@ -272,10 +272,6 @@ def checkpoint_filter(state_dict: dict[str, torch.Tensor], model: MobileViT) -> 
 register_variants(
     "mobilevit", MobileViT, {n: dict(kwargs=dict(cfg=c), weights=WeightSource(hf_hub_id=f"timm/{n}.cvnets_in1k"))
                              for n, c in MOBILEVIT_CONFIGS.items()},
-    input_size=(3, 256, 256),
-    mean=(0.0, 0.0, 0.0),  # cvnets feeds [0, 1] pixels without normalisation
-    std=(1.0, 1.0, 1.0),
-    crop_pct=0.9,
-    interpolation="bicubic",
-    checkpoint_filter=checkpoint_filter,
+    input_size=(3, 256, 256), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),  # cvnets feeds [0, 1] pixels as they are
+    crop_pct=0.9, interpolation="bicubic", checkpoint_filter=checkpoint_filter,
 )

@@ -91,9 +91,9 @@ def moga(*, variant: str = "moga_a", **kwargs) -> MobileNet:
 
 # Official module -> ours. `mb_module.<i>` is the i-th inverted residual, counted over our stages 1..n-2.
 _OFFICIAL_FIXED = {
-    "stem.0": "conv_stem", "stem.1": "bn1", "separable_conv.0": "blocks.0.0.conv_dw",
-    "separable_conv.1": "blocks.0.0.bn1", "separable_conv.3": "blocks.0.0.conv_pw", "separable_conv.4": "blocks.0.0.bn2",
-    "conv_head.0": "conv_head",
+    "stem.0": "conv_stem", "stem.1": "bn1", "conv_head.0": "conv_head",
+    "separable_conv.0": "blocks.0.0.conv_dw", "separable_conv.1": "blocks.0.0.bn1",
+    "separable_conv.3": "blocks.0.0.conv_pw", "separable_conv.4": "blocks.0.0.bn2",
 }
 _OFFICIAL_BLOCK = {
     "conv1": "conv_pw", "bn1": "bn1", "conv2": "conv_dw", "bn2": "bn2",
