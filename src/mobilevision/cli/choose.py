@@ -7,9 +7,14 @@ import json
 from . import common
 
 
-def _add_measure_args(p: argparse.ArgumentParser, runtimes: tuple[str, ...]) -> None:
+def _add_measure_args(p: argparse.ArgumentParser, runtimes: tuple[str, ...],
+                      size_help: str = "square input size") -> None:
     p.add_argument("--runtime", default="eager", choices=runtimes, help="where latency is measured (default eager)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch / the runtime (default 2)")
+    common.add_input_size(p, help=f"{size_help} (default 224)")
+    p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                   help="wall (default) or cpu: the thread's CPU time, with --threads 1 (robust on a loaded machine)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 # ---------------------------------------------------------------- choose
@@ -18,17 +23,13 @@ def configure_choose(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--budget-ms", type=float, required=True, help="latency budget per batch in milliseconds")
     _add_measure_args(p, RUNTIMES)
-    common.add_input_size(p, help="square input size (default 224)")
     common.add_batch_size(p, default=1, help="batch size (default 1)")
     p.add_argument("--task", default="classify", choices=TASKS, help="classify (default); detect / segment: not yet")
     p.add_argument("--family", action="append", default=None,
                    help="restrict to these families (repeatable or a comma list, e.g. mobilenetv3,moga)")
-    p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
-                   help="wall (default) or cpu: the thread's CPU time, with --threads 1 (robust on a loaded machine)")
     p.add_argument("--refresh", action="store_true", help="measure again instead of reading the cache")
     p.add_argument("--cache-dir", default=None, help="latency cache folder (default $MOBILEVISION_CACHE or "
                                                       "~/.cache/mobilevision)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     common.add_output(p, kind="dir", default="choose_results", help="folder for choose.json / .csv / .png "
                                                                     "(default choose_results)")
@@ -52,8 +53,6 @@ def run_choose(args: argparse.Namespace) -> int:
         print(format_choice(c))
         print(f"{len(c.measured)} measured now, {len(c.rows) - len(c.measured)} from {c.cache}")
         print("wrote " + ", ".join(str(p) for p in paths.values()))
-    if c.best is None and not args.json:
-        return 1
     return 0 if c.best is not None else 1
 
 
@@ -66,16 +65,12 @@ def configure_lut(p: argparse.ArgumentParser) -> None:
     p.add_argument("models", nargs="*", metavar="NAME",
                    help="models (build default: every MobileNetV1-3 / EfficientNet / MoGA classifier)")
     _add_measure_args(p, LUT_RUNTIMES)
-    common.add_input_size(p, help="square input size (default 224)")
-    p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
-                   help="wall (default) or cpu: the thread's CPU time, with --threads 1 (robust on a loaded machine)")
     p.add_argument("--no-flush", action="store_true", help="build: time blocks from a hot cache")
     p.add_argument("--table", default=None, help="table JSON (default: one per device / runtime / threads / clock "
                                                   "in the cache folder)")
     p.add_argument("--model-kwargs", default=None, help="predict: builder kwargs as JSON, e.g. a searched block_specs "
                                                          "file's content (model moga_searched)")
     p.add_argument("--detail", action="store_true", help="predict: print every part's entry")
-    p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _model_kwargs(text: str | None) -> dict:
@@ -134,16 +129,12 @@ def configure_search(p: argparse.ArgumentParser) -> None:
     from mobilevision.deploy.latency_table import LUT_RUNTIMES
 
     p.add_argument("--budget-ms", type=float, required=True, help="latency budget (ms, table prediction)")
-    _add_measure_args(p, LUT_RUNTIMES)
-    common.add_input_size(p, help="square input size the latency is for (default 224)")
-    p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
-                   help="wall (default) or cpu: the thread's CPU time, with --threads 1")
+    _add_measure_args(p, LUT_RUNTIMES, "square input size the latency is for")
     p.add_argument("--table", default=None, help="latency table JSON (default: the cached one of this device)")
     p.add_argument("--population", type=int, default=16, help="population size (default 16)")
     p.add_argument("--generations", type=int, default=8, help="generations (default 8)")
     p.add_argument("--weights", default="1.0,0.6,0.4", help="fitness weights accuracy-proxy,latency,params")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print JSON")
     common.add_output(p, kind="dir", default="search_results", help="folder for searched.json / model_kwargs.json / "
                                                                     "searched.md (default search_results)")
 

@@ -137,17 +137,15 @@ def configure_export(p: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> int:
     import mobilevision
     from mobilevision.data.config import resolve_data_config
-    from mobilevision.deploy.export import export_form, export_onnx, other_size, verify_onnx
+    from mobilevision.deploy.export import FORMATS, export_form, export_onnx, verify_onnx
 
-    from mobilevision.deploy.export import FORMATS
+    from .infer import _task_of
 
     suffix = FORMATS[args.format]
     if not str(args.output).lower().endswith(suffix):
         raise ValueError(f"--output {args.output}: give a {suffix} file name for --format {args.format}")
     if args.num_calibration < 1:
         raise ValueError(f"--num-calibration must be >= 1, got {args.num_calibration}")
-    from .infer import _task_of
-
     model = mobilevision.create_model(args.model, checkpoint_path=args.checkpoint, num_classes=args.num_classes)
     model = model.eval()
     # the export size becomes the model's data config, so the graph's metadata and the check agree
@@ -160,7 +158,6 @@ def run_export(args: argparse.Namespace) -> int:
     if args.format != "onnx":
         return _export_runtime(args, export_form(model))
     model = export_form(model)  # a segmenter: one logits tensor (B, classes, H, W) at the input size
-    c, h, w = model.data_config.input_size
     res = export_onnx(model, args.output, dynamic=args.dynamic, opset=args.opset, exporter=args.exporter)
     print(f"exported {args.model} -> {res.path} ({res.path.stat().st_size / 2**20:.1f} MiB) with the "
           f"{res.exporter} exporter, opset {args.opset}; dynamic dims: {', '.join(res.dynamic_dims) or 'none'}")
@@ -169,18 +166,7 @@ def run_export(args: argparse.Namespace) -> int:
     g = res.graph
     print(f"  graph: {g['num_nodes']} nodes, max tensor rank {g['max_rank']}, ops: "
           + ", ".join(f"{k} {v}" for k, v in g["ops"].items()))
-    sizes = [(h, w)]
-    if "height" in res.dynamic_dims and "width" in res.dynamic_dims:
-        sizes.append(other_size(h, w))
-    rows = verify_onnx(model, res.path, sizes=sizes, fuse_first=False)  # against the unfused model
-    worst = 0.0
-    for r in rows:
-        rel = r["max_abs_diff"] / max(1.0, r["max_abs_logit"])
-        worst = max(worst, rel)
-        print(f"  onnxruntime vs PyTorch at {r['size'][0]}x{r['size'][1]} on {r['inputs']:<7}: max abs diff "
-              f"{r['max_abs_diff']:.2e} (max |logit| {r['max_abs_logit']:.2f}), top-1 agreement {r['top1_agree']:.2f}")
-    if worst > args.atol:
-        raise RuntimeError(f"onnxruntime outputs differ from PyTorch by {worst:.2e} (> --atol {args.atol})")
+    _check_export(args, model, res, "onnxruntime", verify_onnx)
     if args.int8:
         _int8_copy(args, res.path)
     return 0
@@ -190,18 +176,32 @@ RUNTIME_NAME = {"onnx": "onnxruntime", "openvino": "OpenVINO (CPU, f32)", "execu
                 "tflite": "LiteRT (XNNPACK)", "coreml": "Core ML (mlprogram; runs on macOS only)"}
 
 
+def _check_export(args: argparse.Namespace, model, res, runtime: str, verify) -> None:
+    """`verify` the exported file against the unfused PyTorch model at the export size (and another size where
+    H and W are dynamic), one line per size; RuntimeError beyond --atol (relative to max(1, |logit|))."""
+    from mobilevision.deploy.export import other_size
+
+    h, w = model.data_config.input_size[1:]
+    sizes = [(h, w)]
+    if "height" in res.dynamic_dims and "width" in res.dynamic_dims:
+        sizes.append(other_size(h, w))
+    worst = 0.0
+    for r in verify(model, res.path, sizes=sizes, fuse_first=False):
+        worst = max(worst, r["max_abs_diff"] / max(1.0, r["max_abs_logit"]))
+        print(f"  {runtime} vs PyTorch at {r['size'][0]}x{r['size'][1]} on {r['inputs']:<7}: max abs diff "
+              f"{r['max_abs_diff']:.2e} (max |logit| {r['max_abs_logit']:.2f}), top-1 agreement {r['top1_agree']:.2f}")
+    if worst > args.atol:
+        raise RuntimeError(f"{runtime} outputs differ from PyTorch by {worst:.2e} (> --atol {args.atol})")
+
+
 def _int8_path(path) -> Path:
     path = Path(path)
     return path.with_name(f"{path.stem}_int8{path.suffix}")
 
 
-def _print_quant(rep, threads: int) -> None:
-    print(f"  INT8 -> {rep.int8_path}, calibrated on {rep.calibration_images} images")
-    _print_quant_lines(rep, threads)
-
-
-def _print_quant_lines(rep, threads: int) -> None:
-    """Size, latency and top-1 lines of a QuantizeReport."""
+def _print_quant(rep, threads: int, title: str = "  INT8") -> None:
+    """The title line, then the size, latency and top-1 lines of a QuantizeReport."""
+    print(f"{title} -> {rep.int8_path}, calibrated on {rep.calibration_images} images")
     print(f"  size     {rep.fp32_bytes / 2**20:8.2f} MiB -> {rep.int8_bytes / 2**20:8.2f} MiB "
           f"({rep.int8_bytes / rep.fp32_bytes:.2f}x)")
     print(f"  latency  {rep.fp32_ms:8.2f} ms -> {rep.int8_ms:8.2f} ms ({rep.latency_ratio:.2f}x, batch 1, "
@@ -225,13 +225,12 @@ def _int8_copy(args: argparse.Namespace, fp32_path) -> None:
 def _export_runtime(args: argparse.Namespace, model) -> int:
     """OpenVINO IR or ExecuTorch program of a classifier / segmenter, verified on its runtime against PyTorch
     (FP32 at the export size and, where H / W are dynamic, another size), plus the --int8 copy."""
-    from mobilevision.deploy.export import export_model, other_size, verify_exported
+    from mobilevision.deploy.export import export_model, verify_exported
 
     if args.exporter != "auto" or args.opset != 18:
         raise ValueError("--exporter and --opset are ONNX options; leave them out for --format " + args.format)
     if args.format == "coreml" and args.int8:
         raise ValueError("--int8 is not available for --format coreml (Core ML runs on macOS only)")
-    c, h, w = model.data_config.input_size
     res = export_model(model, args.output, args.format, dynamic=args.dynamic)
     if args.format == "coreml":
         return _print_coreml(args, res)
@@ -245,23 +244,12 @@ def _export_runtime(args: argparse.Namespace, model) -> int:
         print(f"  {g['delegate_calls']} XNNPACK delegate calls; ops outside the delegate: {left}")
     else:
         print(f"  IR: {g['num_nodes']} ops: " + ", ".join(f"{k} {v}" for k, v in g["ops"].items()))
-    sizes = [(h, w)]
-    if "height" in res.dynamic_dims and "width" in res.dynamic_dims:
-        sizes.append(other_size(h, w))
-    rows = verify_exported(model, res.path, sizes=sizes, fuse_first=False)
-    worst = 0.0
-    for r in rows:
-        worst = max(worst, r["max_abs_diff"] / max(1.0, r["max_abs_logit"]))
-        print(f"  {args.format} vs PyTorch at {r['size'][0]}x{r['size'][1]} on {r['inputs']:<7}: max abs diff "
-              f"{r['max_abs_diff']:.2e} (max |logit| {r['max_abs_logit']:.2f}), top-1 agreement {r['top1_agree']:.2f}")
-    if worst > args.atol:
-        raise RuntimeError(f"{args.format} outputs differ from PyTorch by {worst:.2e} (> --atol {args.atol})")
-    if not args.int8:
-        return 0
-    if args.format == "openvino":
-        _int8_copy(args, res.path)
-        return 0
-    _pt2e_int8(args, model, res.path)
+    _check_export(args, model, res, args.format, verify_exported)
+    if args.int8:
+        if args.format == "openvino":
+            _int8_copy(args, res.path)
+        else:
+            _pt2e_int8(args, model, res.path)
     return 0
 
 
@@ -373,9 +361,7 @@ def run_quantize(args: argparse.Namespace) -> int:
             raise ValueError("--per-tensor and --full-range are onnxruntime options; NNCF quantizes an IR per "
                              "channel with 8-bit weights")
         rep = quantize_exported(args.onnx_file, args.output, args.calibration, args.num_calibration, args.threads)
-        print(f"INT8 (NNCF post-training, per-channel weights) -> {rep.int8_path}, calibrated on "
-              f"{rep.calibration_images} images")
-        _print_quant_lines(rep, args.threads)
+        _print_quant(rep, args.threads, "INT8 (NNCF post-training, per-channel weights)")
         return 0
     if str(args.onnx_file).lower().endswith((".pte", ".tflite")):
         fmt = "executorch" if str(args.onnx_file).lower().endswith(".pte") else "tflite"
@@ -383,7 +369,5 @@ def run_quantize(args: argparse.Namespace) -> int:
                          f"the model: mobilevision export NAME --format {fmt} --int8 --calibration digits|DIR")
     rep = quantize_onnx(args.onnx_file, args.output, args.calibration, args.num_calibration, args.threads,
                         per_channel=not args.per_tensor, reduce_range=not args.full_range)
-    print(f"INT8 (QDQ, {'per-tensor' if args.per_tensor else 'per-channel'} weights) -> {rep.int8_path}, "
-          f"calibrated on {rep.calibration_images} images")
-    _print_quant_lines(rep, args.threads)
+    _print_quant(rep, args.threads, f"INT8 (QDQ, {'per-tensor' if args.per_tensor else 'per-channel'} weights)")
     return 0

@@ -24,8 +24,6 @@ from PIL import Image, UnidentifiedImageError
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-BUILTIN = ("digits-detect",)
-
 
 # ----------------------------------------------------------------------------------------------- transforms
 def detection_transform(size: int | tuple[int, int], train: bool = False, *, iou_crop: bool = True,

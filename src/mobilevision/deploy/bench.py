@@ -1,6 +1,7 @@
 """Latency and throughput on this machine: eager / torch.compile / onnxruntime, with fixed thread counts."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -9,7 +10,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +19,17 @@ from torch import nn
 from mobilevision.layers.helpers import check_choice
 
 BACKENDS = ("eager", "compile", "onnxruntime")
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """PyTorch's intra-op thread count set to `threads` inside, restored after."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
 
 
 def _summary(times_ms: list[float], batch: int) -> dict:
@@ -105,9 +117,7 @@ def benchmark(names: Sequence[str], backend: str = "eager", batches: Sequence[in
     sizes = _parse_sizes(sizes) if sizes else None
     cfgs = {n: get_config(n) for n in names}  # unknown names fail before any work
     rows = []
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         for name in names:
             cfg = cfgs[name]
             model = mobilevision.create_model(name).eval()
@@ -138,8 +148,6 @@ def benchmark(names: Sequence[str], backend: str = "eager", batches: Sequence[in
                             f"p90 {stats['p90_ms']:8.2f} ms  {stats['throughput_ips']:8.1f} img/s")
                 if onnx_dir is not None:
                     onnx_dir.cleanup()
-    finally:
-        torch.set_num_threads(prev_threads)
     return rows
 
 
@@ -282,15 +290,24 @@ def time_exported(path: str | os.PathLike, x: np.ndarray, threads: int = 2, warm
     return time_callable(lambda: runner._run(x), x.shape[0], warmup, runs)
 
 
-def time_callable(fn, batch: int, warmup: int = 5, runs: int = 30) -> dict:
-    """Per-call latency of `fn()` (`warmup` calls first)."""
+def time_callable(fn, batch: int, warmup: int = 5, runs: int = 30, clock: str = "wall", between=None) -> dict:
+    """Per-call latency (ms) of `fn()` (`warmup` calls first), with `between()` run untimed before each call.
+
+    `clock` "wall": time.perf_counter. "cpu": the calling thread's CPU time (`time.thread_time`); with one
+    thread (torch.set_num_threads(1), onnxruntime intra-op 1: both compute on the caller) this is the latency
+    the call would have on an idle core: time the scheduler gives to other jobs on a shared machine is not
+    counted, as wall-clock time counts it.
+    """
+    now = time.thread_time if clock == "cpu" else time.perf_counter
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        if between is not None:
+            between()
+        t0 = now()
         fn()
-        times.append((time.perf_counter() - t0) * 1e3)
+        times.append((now() - t0) * 1e3)
     return _summary(times, batch)
 
 

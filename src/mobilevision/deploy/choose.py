@@ -139,38 +139,12 @@ def check_clock(clock: str, threads: int) -> None:
                          f"thread: pass --threads 1 (got {threads})")
 
 
-def time_calls(fn: Callable[[], object], batch: int, warmup: int = 5, runs: int = 30, clock: str = "wall",
-               between: Callable[[], object] | None = None) -> dict:
-    """Per-call latency (ms) of `fn()` in bench.py's summary fields, with `between()` run untimed before each call.
-
-    `clock` "wall": time.perf_counter. "cpu": the calling thread's CPU time (`time.thread_time`); with one
-    thread (torch.set_num_threads(1), onnxruntime intra-op 1: both compute on the caller) this is the latency
-    the call would have on an idle core: time the scheduler gives to other jobs on a shared machine is not
-    counted, as wall-clock time counts it.
-    """
-    from .bench import _summary
-
-    now = time.thread_time if clock == "cpu" else time.perf_counter
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        if between is not None:
-            between()
-        t0 = now()
-        fn()
-        times.append((now() - t0) * 1e3)
-    return _summary(times, batch)
-
-
 def call_timer(fn: Callable[[], object], batch: int, clock: str = "wall",
                between: Callable[[], object] | None = None) -> Callable[[int, int], dict]:
-    """A round timer `(warmup, runs) -> stats` of `fn` on `clock` (bench.time_callable for plain wall time)."""
+    """A round timer `(warmup, runs) -> stats` of `fn` on `clock` (`bench.time_callable`)."""
     from .bench import time_callable
 
-    if clock == "wall" and between is None:
-        return lambda warmup, runs: time_callable(fn, batch, warmup, runs)
-    return lambda warmup, runs: time_calls(fn, batch, warmup, runs, clock, between)
+    return lambda warmup, runs: time_callable(fn, batch, warmup, runs, clock, between)
 
 
 def runner_for(model, runtime: str, x, threads: int, work_dir: str | os.PathLike, clock: str = "wall",
@@ -220,19 +194,15 @@ def measure_model(name: str, runtime: str = "eager", threads: int = 2, size: int
     import mobilevision
     from mobilevision.models.registry import get_config
 
+    from .bench import torch_threads
     from .export import export_form
     from .fusion import fuse
 
-    prev = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads), tempfile.TemporaryDirectory() as tmp:
         c = get_config(name).input_size[0]
         x = torch.randn(batch, c, size, size, generator=torch.Generator().manual_seed(0))
         model = export_form(fuse(mobilevision.create_model(name).eval()))
-        with tempfile.TemporaryDirectory() as tmp:
-            stats = stable_time(runner_for(model, runtime, x, threads, tmp, clock), **stable_kwargs)
-    finally:
-        torch.set_num_threads(prev)
+        stats = stable_time(runner_for(model, runtime, x, threads, tmp, clock), **stable_kwargs)
     return {**stats, **machine_load(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
@@ -293,11 +263,6 @@ def read_cache(path: Path, key: dict) -> dict:
     ok = (isinstance(figures, dict) and figures and data.get("catalog") == catalog_digest()
           and all(isinstance(v, dict) and all(f in v for f in FIGURE_FIELDS) for v in figures.values()))
     return {"results": data["results"], "figures": figures if ok else None}
-
-
-def load_cache(path: Path, key: dict) -> dict[str, dict]:
-    """The cached {model: latency figures} at `path` for `key`; {} when there is none (see `read_cache`)."""
-    return read_cache(path, key)["results"]
 
 
 def save_cache(path: Path, key: dict, results: dict[str, dict], figures: dict[str, dict] | None = None) -> None:

@@ -165,20 +165,16 @@ def time_part(part: nn.Module, shape: tuple, runtime: str = "eager", threads: in
               flush: bool = False, **stable_kwargs) -> dict:
     """`stable_time` figures of one part (or model) on `runtime` with `threads` threads (eager: under no_grad);
     `flush`: evict the L2 cache before each call (`CacheFlush`)."""
+    from .bench import torch_threads
     from .choose import check_clock
 
     check_clock(clock, threads)
     if runtime not in LUT_RUNTIMES:
         raise ValueError(f"the latency table measures {', '.join(LUT_RUNTIMES)}, not {runtime!r}")
-    prev = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
-            between = CacheFlush() if flush else None
-            return stable_time(part_timer(part.eval(), shape, runtime, threads, Path(tmp), clock, between),
-                               **stable_kwargs)
-    finally:
-        torch.set_num_threads(prev)
+    with torch_threads(threads), tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        between = CacheFlush() if flush else None
+        return stable_time(part_timer(part.eval(), shape, runtime, threads, Path(tmp), clock, between),
+                           **stable_kwargs)
 
 
 # ---------------------------------------------------------------- the table

@@ -184,10 +184,3 @@ def load_exported(path: str | os.PathLike, threads: int = 0, **kwargs) -> Export
 def is_onnx(path: str | os.PathLike | None) -> bool:
     return path is not None and Path(path).suffix.lower() == ".onnx"
 
-
-def is_exported(path: str | os.PathLike | None) -> bool:
-    """Whether `path` names an exported model (.onnx, .xml, .pte, .tflite, .mlpackage) rather than a checkpoint."""
-    try:
-        return path is not None and bool(format_of(path))
-    except ValueError:
-        return False

@@ -95,6 +95,14 @@ def _is_tensor_dict(d: dict) -> bool:
     return len(d) > 0 and all(isinstance(v, torch.Tensor) for v in d.values())
 
 
+def rename_prefix(key: str, table: dict[str, str], into: str = "") -> str | None:
+    """`into` + `key` with the first `table` prefix it starts with (whole dotted parts) renamed; None if none."""
+    for old, new in table.items():
+        if key == old or key.startswith(old + "."):
+            return into + new + key[len(old):]
+    return None
+
+
 def classifier_keys(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> list[str]:
     """Keys of `state_dict` that belong to the model's final classifier."""
     get = getattr(model, "get_classifier", None)

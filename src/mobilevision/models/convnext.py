@@ -18,12 +18,13 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mobilevision.models.features import Classifier, check_output_stride
+from mobilevision.models.features import Classifier, check_output_stride, stride_or_dilate
 from mobilevision.layers.classifier import ClassifierHead
 from mobilevision.layers.drop_path import DropPath, drop_path_rates
 from mobilevision.layers.mlp import Mlp
 from mobilevision.layers.norms import LayerNorm2d
 from mobilevision.layers.weight_init import init_weights
+from mobilevision.models.checkpoint import rename_prefix
 from mobilevision.models.registry import WeightSource, register_variants
 
 
@@ -89,10 +90,7 @@ class ConvNeXt(Classifier):
         use_grn: bool = False,
         kernel_size: int = 7,
         head_init_scale: float = 1.0,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        drop_rate: float = 0.0,
-        drop_path_rate: float = 0.0,
+        num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
         output_stride: int = 32,
     ) -> None:
         super().__init__()
@@ -108,10 +106,8 @@ class ConvNeXt(Classifier):
         stages, self.feature_info, prev, reduction, dilation = [], [], dims[0], 4, 1
         for i, (depth, dim) in enumerate(zip(depths, dims)):
             prev_dilation = dilation
-            if i > 0 and reduction * 2 > output_stride:
-                dilation *= 2
-            elif i > 0:
-                reduction *= 2
+            stride, dilation = stride_or_dilate(1 if i == 0 else 2, reduction, dilation, output_stride)
+            reduction *= stride
             stages.append(ConvNeXtStage(prev, dim, depth, rates[i], downsample=i > 0,
                                         dilation=(prev_dilation, dilation), kernel_size=kernel_size,
                                         ls_init_value=ls_init_value, use_grn=use_grn))
@@ -149,11 +145,7 @@ def checkpoint_filter(state_dict: dict[str, torch.Tensor], model: nn.Module) -> 
             if ".grn." in k:
                 k = k.replace(".grn.gamma", ".mlp.grn.weight").replace(".grn.beta", ".mlp.grn.bias")
                 v = v.reshape(-1)
-            if k.startswith("norm."):
-                k = "head." + k
-            elif k.startswith("head."):
-                k = "head.fc." + k[len("head."):]
-            out[k] = v
+            out[rename_prefix(k, {"norm": "head.norm", "head": "head.fc"}) or k] = v
         return out
     # timm's convnextv2_atto..nano (conv_mlp=True): (out, in, 1, 1) MLP weights -> Linear (out, in)
     own = model.state_dict()
@@ -196,21 +188,16 @@ class ConvNeXtVariant:
 
 
 _DEEP = (3, 3, 27, 3)
-
-VARIANTS = (
-    ConvNeXtVariant("convnext_tiny", (3, 3, 9, 3), (96, 192, 384, 768)),
-    ConvNeXtVariant("convnext_small", _DEEP, (96, 192, 384, 768)),
-    ConvNeXtVariant("convnext_base", _DEEP, (128, 256, 512, 1024)),
-    ConvNeXtVariant("convnext_large", _DEEP, (192, 384, 768, 1536)),
-    ConvNeXtVariant("convnext_xlarge", _DEEP, (256, 512, 1024, 2048), in22k=True),
-    ConvNeXtVariant("convnextv2_atto", (2, 2, 6, 2), (40, 80, 160, 320)),
-    ConvNeXtVariant("convnextv2_femto", (2, 2, 6, 2), (48, 96, 192, 384)),
-    ConvNeXtVariant("convnextv2_pico", (2, 2, 6, 2), (64, 128, 256, 512)),
-    ConvNeXtVariant("convnextv2_nano", (2, 2, 8, 2), (80, 160, 320, 640)),
-    ConvNeXtVariant("convnextv2_tiny", (3, 3, 9, 3), (96, 192, 384, 768)),
-    ConvNeXtVariant("convnextv2_base", _DEEP, (128, 256, 512, 1024)),
-    ConvNeXtVariant("convnextv2_large", _DEEP, (192, 384, 768, 1536)),
-    ConvNeXtVariant("convnextv2_huge", _DEEP, (352, 704, 1408, 2816)),
+# size: (depths, stage-1 width; the width doubles at each stage)
+_SIZES = {"atto": ((2, 2, 6, 2), 40), "femto": ((2, 2, 6, 2), 48), "pico": ((2, 2, 6, 2), 64),
+          "nano": ((2, 2, 8, 2), 80), "tiny": ((3, 3, 9, 3), 96), "small": (_DEEP, 96), "base": (_DEEP, 128),
+          "large": (_DEEP, 192), "xlarge": (_DEEP, 256), "huge": (_DEEP, 352)}
+VARIANTS = tuple(
+    ConvNeXtVariant(f"{family}_{size}", _SIZES[size][0], tuple(_SIZES[size][1] * 2 ** i for i in range(4)),
+                    in22k=size == "xlarge")
+    for family, sizes in (("convnext", ("tiny", "small", "base", "large", "xlarge")),
+                          ("convnextv2", ("atto", "femto", "pico", "nano", "tiny", "base", "large", "huge")))
+    for size in sizes
 )
 
 register_variants(

@@ -82,6 +82,14 @@ def check_output_stride(output_stride: int, family: str, supported: Sequence[int
                          f"{tuple(supported)}){': ' + why if why else ''}")
 
 
+def stride_or_dilate(stride: int, reduction: int, dilation: int, output_stride: int) -> tuple[int, int]:
+    """(stride, dilation) of a layer that comes at `reduction`: a stride that would take the reduction past
+    `output_stride` becomes 1 and multiplies the dilation instead (DeepLab, TF slim, timm)."""
+    if stride > 1 and reduction * stride > output_stride:
+        return 1, dilation * stride
+    return stride, dilation
+
+
 def stage_outputs(x: torch.Tensor, stages: Sequence[nn.Module]) -> list[torch.Tensor]:
     """Run `x` through `stages` in turn and keep every stage's output (the usual `forward_stages` body)."""
     out = []

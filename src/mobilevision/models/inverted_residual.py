@@ -21,7 +21,7 @@ from mobilevision.layers.conv_norm_act import ConvNormAct, get_padding
 from mobilevision.layers.drop_path import DropPath, drop_path_rates
 from mobilevision.layers.helpers import check_choice, make_divisible
 from mobilevision.layers.squeeze_excite import SqueezeExcite
-from mobilevision.models.features import check_output_stride
+from mobilevision.models.features import check_output_stride, stride_or_dilate
 
 BLOCK_KINDS = ("ds", "ir", "cn")
 SE_WIDTH_RULES = ("divisible", "block_in", "floor")
@@ -238,12 +238,12 @@ def build_stages(
         blocks, idx = [], 0
         for spec in stage:
             for r in range(spec.repeats):
-                stride, block_dilation = (spec.stride if r == 0 else 1), dilation
-                block_spec = spec
-                if stride > 1 and reduction * stride > output_stride:
-                    dilation *= stride
-                    stride, block_dilation = 1, (dilation if dilate_first else block_dilation)
-                    block_spec = dataclasses.replace(spec, skip=False)  # it replaces a strided block: no shortcut
+                prev_dilation = dilation
+                stride, dilation = stride_or_dilate(spec.stride if r == 0 else 1, reduction, dilation, output_stride)
+                block_spec, block_dilation = spec, prev_dilation
+                if dilation > prev_dilation:  # it replaces a strided block: no shortcut
+                    block_spec = dataclasses.replace(spec, skip=False)
+                    block_dilation = dilation if dilate_first else prev_dilation
                 reduction *= stride
                 blocks.append(make_block(block_spec, in_chs, stride, act=act, se_rule=se_rule,
                                          hidden_divisor=hidden_divisor, drop_path=rates[s][idx],

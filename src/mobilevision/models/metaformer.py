@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mobilevision.models.features import Classifier, check_output_stride
+from mobilevision.models.features import Classifier, check_output_stride, stride_or_dilate
 from mobilevision.layers.classifier import ClassifierHead
 from mobilevision.layers.drop_path import DropPath, drop_path_rates
 from mobilevision.layers.helpers import check_choice
@@ -37,6 +37,7 @@ from mobilevision.layers.mlp import Mlp
 from mobilevision.layers.norms import GroupNorm1, channel_layer_norm
 from mobilevision.layers.token_mixers import TOKEN_MIXERS, create_token_mixer
 from mobilevision.layers.weight_init import init_weights
+from mobilevision.models.checkpoint import rename_prefix
 from mobilevision.models.registry import WeightSource, register_variants
 
 NORMS = ("groupnorm1", "groupnorm1_nobias", "layernorm_nobias")
@@ -158,10 +159,7 @@ class MetaFormer(Classifier):
         head: str = "norm_pool_linear",
         head_mlp_norm_eps: float = 1e-5,
         img_size: int = 224,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        drop_rate: float = 0.0,
-        drop_path_rate: float = 0.0,
+        num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
         output_stride: int = 32,
     ) -> None:
@@ -190,13 +188,12 @@ class MetaFormer(Classifier):
         rates = drop_path_rates(drop_path_rate, depths)
         stages, self.feature_info, reduction, dilation = [], [], 4, 1
         for i in range(n):
-            stride, prev_dilation = (1 if i == 0 else 2), dilation
-            if stride > 1 and reduction * stride > output_stride:  # dilate instead (TF / timm rule)
-                stride, dilation = 1, dilation * 2
-                if mixers[i] in ("pool", "random"):
-                    # an average pool has no dilated form; the random mixer's matrix fixes the map size
-                    raise ValueError(f"output_stride {output_stride} is not supported by the {mixers[i]!r} token "
-                                     f"mixer of stage {i}: use output_stride=32 (the four maps at strides 4..32)")
+            prev_dilation = dilation
+            stride, dilation = stride_or_dilate(1 if i == 0 else 2, reduction, dilation, output_stride)
+            if dilation > prev_dilation and mixers[i] in ("pool", "random"):
+                # an average pool has no dilated form; the random mixer's matrix fixes the map size
+                raise ValueError(f"output_stride {output_stride} is not supported by the {mixers[i]!r} token "
+                                 f"mixer of stage {i}: use output_stride=32 (the four maps at strides 4..32)")
             reduction *= stride
             down = nn.Identity() if i == 0 else Downsampling(dims[i - 1], dims[i], 3, stride, prev_dilation,
                                                              pre_norm=conv_norm(dims[i - 1]), dilation=prev_dilation)
@@ -242,11 +239,7 @@ def checkpoint_filter(state_dict: dict[str, torch.Tensor], model: nn.Module) -> 
             else:
                 rest = re.sub(r"layer_scale_(\d)$", r"layer_scale\1.scale", rest)
                 k = f"stages.{idx // 2}.blocks.{rest}"
-        elif k.startswith("norm."):
-            k = "head." + k
-        elif k.startswith("head."):
-            k = "head.fc." + k[len("head."):]
-        out[k] = v
+        out[rename_prefix(k, {"norm": "head.norm", "head": "head.fc"}) or k] = v
     return out
 
 

@@ -29,6 +29,7 @@ from mobilevision.layers.drop_path import DropPath
 from mobilevision.layers.dynamic_relu import TokenDynamicReLU
 from mobilevision.layers.mlp import Mlp
 from mobilevision.layers.weight_init import init_weights
+from mobilevision.models.checkpoint import rename_prefix
 from mobilevision.models.registry import WeightSource, register_variants
 
 
@@ -323,26 +324,28 @@ def _rows(*rows: tuple) -> tuple[MFBlock, ...]:
 L, D, B = "lite", "down", "block"
 _SMALL = _rows((L, 3, 12, 2), (B, 3, 12, 1), (D, 6, 24, 2), (B, 3, 24, 1), (D, 6, 48, 2), (B, 4, 48, 1),
                (B, 6, 64, 1), (D, 6, 96, 2), (B, 6, 96, 1))
+
+
+def _large(c: tuple[int, ...], e1: int, e2: int) -> tuple[MFBlock, ...]:
+    """The 151M..508M table: a lite block at c[0], then stages at widths c[1..5] (e1 / e2: the first two
+    stages' bottleneck expansions)."""
+    return _rows((L, 2, c[0], 1), (D, 6, c[1], 2), (B, e1, c[1], 1), (D, 6, c[2], 2), (B, e2, c[2], 1),
+                 (D, 6, c[3], 2), (B, 4, c[3], 1), (B, 6, c[4], 1), (B, 6, c[4], 1), (D, 6, c[5], 2),
+                 (B, 6, c[5], 1), (B, 6, c[5], 1))
+
+
 MOBILE_FORMER_CONFIGS: dict[str, MobileFormerConfig] = {
-    "mobileformer_508m": MobileFormerConfig(24, _rows(
-        (L, 2, 24, 1), (D, 6, 40, 2), (B, 3, 40, 1), (D, 6, 72, 2), (B, 3, 72, 1), (D, 6, 128, 2), (B, 4, 128, 1),
-        (B, 6, 176, 1), (B, 6, 176, 1), (D, 6, 240, 2), (B, 6, 240, 1), (B, 6, 240, 1)), 1920),
-    "mobileformer_294m": MobileFormerConfig(16, _rows(
-        (L, 2, 16, 1), (D, 6, 24, 2), (B, 4, 24, 1), (D, 6, 48, 2), (B, 4, 48, 1), (D, 6, 96, 2), (B, 4, 96, 1),
-        (B, 6, 128, 1), (B, 6, 128, 1), (D, 6, 192, 2), (B, 6, 192, 1), (B, 6, 192, 1)), 1920),
-    "mobileformer_214m": MobileFormerConfig(12, _rows(
-        (L, 2, 12, 1), (D, 6, 20, 2), (B, 3, 20, 1), (D, 6, 40, 2), (B, 4, 40, 1), (D, 6, 80, 2), (B, 4, 80, 1),
-        (B, 6, 112, 1), (B, 6, 112, 1), (D, 6, 160, 2), (B, 6, 160, 1), (B, 6, 160, 1)), 1600),
-    "mobileformer_151m": MobileFormerConfig(12, _rows(
-        (L, 2, 12, 1), (D, 6, 16, 2), (B, 3, 16, 1), (D, 6, 32, 2), (B, 3, 32, 1), (D, 6, 64, 2), (B, 4, 64, 1),
-        (B, 6, 88, 1), (B, 6, 88, 1), (D, 6, 128, 2), (B, 6, 128, 1), (B, 6, 128, 1)), 1280),
+    "mobileformer_508m": MobileFormerConfig(24, _large((24, 40, 72, 128, 176, 240), 3, 3), 1920),
+    "mobileformer_294m": MobileFormerConfig(16, _large((16, 24, 48, 96, 128, 192), 4, 4), 1920),
+    "mobileformer_214m": MobileFormerConfig(12, _large((12, 20, 40, 80, 112, 160), 3, 4), 1600),
+    "mobileformer_151m": MobileFormerConfig(12, _large((12, 16, 32, 64, 88, 128), 3, 3), 1280),
     "mobileformer_96m": MobileFormerConfig(12, _rows(
         (L, 2, 12, 1), (D, 6, 16, 2), (D, 6, 32, 2), (B, 3, 32, 1), (D, 6, 64, 2), (B, 4, 64, 1), (B, 6, 88, 1),
         (D, 6, 128, 2), (B, 6, 128, 1)), 1280, token_num=4, token_dim=128),
     "mobileformer_52m": MobileFormerConfig(8, _SMALL, 1024, token_num=3, token_dim=128),
     "mobileformer_26m": MobileFormerConfig(8, _SMALL, 1024, token_num=3, token_dim=128, groups=4),
 }
-del L, D, B
+del L, D, B, _large
 
 
 # -------------------------------------------------------------------------------------------------- model
@@ -437,18 +440,10 @@ _BRIDGE_NAMES = {
 }
 _TOP_NAMES = {
     "tokens.weight": "tokens", "stem.0": "stem.conv", "stem.1": "stem.bn",
-    "local_global.q": "last_mobile_to_former.q", "local_global.alpha.0": "last_mobile_to_former.gate",
-    "local_global.proj": "last_mobile_to_former.proj", "local_global.layer_norm": "last_mobile_to_former.norm",
+    **{k: "last_" + v for k, v in _BRIDGE_NAMES.items() if k.startswith("local_global.")},  # the final Mobile->Former
     "classifier.conv.1": "head.conv.conv", "classifier.conv.2": "head.conv.bn", "classifier.fc.0": "head.fc",
     "classifier.fc.1": "head.norm", "classifier.classifier.1": "head.classifier",
 }
-
-
-def _rename(rest: str, table: dict[str, str]) -> str | None:
-    for src, dst in table.items():
-        if rest == src or rest.startswith(src + "."):
-            return dst + rest[len(src):]
-    return None
 
 
 def checkpoint_filter(state_dict: dict[str, torch.Tensor], model: MobileFormer) -> dict[str, torch.Tensor]:
@@ -463,18 +458,14 @@ def checkpoint_filter(state_dict: dict[str, torch.Tensor], model: MobileFormer) 
             idx, rest = int(m.group(1)), m.group(2)
             if idx >= len(model.blocks):
                 raise ValueError(f"released key {key!r}: this model has only {len(model.blocks)} blocks")
-            block = model.blocks[idx]
+            block, into = model.blocks[idx], f"blocks.{idx}."
             if isinstance(block, LiteBlock):
-                new = _rename(rest, LiteBlock.released_names)
-                new = None if new is None else f"blocks.{idx}.{new}"
+                new = rename_prefix(rest, LiteBlock.released_names, into)
             else:
-                new = _rename(rest, _BRIDGE_NAMES)
-                if new is None:
-                    sub = _rename(rest, type(block.mobile).released_names)
-                    new = None if sub is None else f"mobile.{sub}"
-                new = None if new is None else f"blocks.{idx}.{new}"
+                new = (rename_prefix(rest, _BRIDGE_NAMES, into)
+                       or rename_prefix(rest, type(block.mobile).released_names, into + "mobile."))
         else:
-            new = _rename(key, _TOP_NAMES)
+            new = rename_prefix(key, _TOP_NAMES)
         if new is None:
             raise ValueError(f"cannot map released Mobile-Former key {key!r} onto {type(model).__name__}")
         out[new] = value
@@ -483,9 +474,7 @@ def checkpoint_filter(state_dict: dict[str, torch.Tensor], model: MobileFormer) 
 
 register_variants(
     "mobileformer", MobileFormer, {n: dict(kwargs=dict(cfg=c)) for n, c in MOBILE_FORMER_CONFIGS.items()},
-    input_size=(3, 224, 224),
-    crop_pct=0.875,
-    interpolation="bilinear",
+    input_size=(3, 224, 224), crop_pct=0.875, interpolation="bilinear",
     weights=WeightSource(note=(
         "the authors' ImageNet checkpoints are linked from the AAboys/MobileFormer README (a cloud-drive "
         "download); they are not fetched automatically: download one and pass checkpoint_path=FILE "

@@ -16,13 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobilevision.models.features import Classifier, check_output_stride, stage_outputs
+from mobilevision.models.features import Classifier, check_output_stride, stage_outputs, stride_or_dilate
 from mobilevision.layers.attention import TransformerEncoderLayer
 from mobilevision.layers.classifier import ClassifierHead
 from mobilevision.layers.conv_norm_act import ConvNormAct
 from mobilevision.layers.drop_path import DropPath
 from mobilevision.layers.helpers import make_divisible
 from mobilevision.layers.weight_init import init_weights
+from mobilevision.models.checkpoint import rename_prefix
 from mobilevision.models.registry import WeightSource, register_variants
 
 
@@ -182,9 +183,8 @@ class MobileViT(Classifier):
         self.feature_info = []
         for i, st in enumerate(cfg.stages):
             blocks: list[nn.Module] = []
-            stride, prev_dilation = st.stride, dilation
-            if stride > 1 and reduction * stride > output_stride:  # cvnets: dilate instead of striding
-                stride, dilation = 1, dilation * stride
+            prev_dilation = dilation
+            stride, dilation = stride_or_dilate(st.stride, reduction, dilation, output_stride)  # as cvnets
             for j in range(st.num_mv2):
                 blocks.append(MV2Block(chs, st.out_chs, stride if j == 0 else 1, cfg.expansion,
                                        drop_path=drop_path_rate, dilation=prev_dilation if j == 0 else dilation))
@@ -228,14 +228,6 @@ _CVNETS_LAYER = {  # inside `global_rep.K.`
 }
 
 
-def _renamed(key: str, prefixes: dict[str, str], into: str) -> str | None:
-    """`into` + our name for the ml-cvnets prefix `key` starts with + the rest of `key`; None if none matches."""
-    for src, dst in prefixes.items():
-        if key.startswith(src + "."):
-            return f"{into}{dst}{key[len(src):]}"
-    return None
-
-
 def _remap_cvnets(state: dict[str, torch.Tensor], model: MobileViT) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in state.items():
@@ -261,9 +253,9 @@ def _remap_cvnets(state: dict[str, torch.Tensor], model: MobileViT) -> dict[str,
                     if layer == n_layers:  # the LayerNorm after the last transformer layer
                         new = f"stages.{stage}.{idx}.norm.{sub}"
                     else:
-                        new = _renamed(sub, _CVNETS_LAYER, f"stages.{stage}.{idx}.transformer.{layer}.")
+                        new = rename_prefix(sub, _CVNETS_LAYER, f"stages.{stage}.{idx}.transformer.{layer}.")
                 else:
-                    new = _renamed(rest, _CVNETS_BLOCK, f"stages.{stage}.{idx}.")
+                    new = rename_prefix(rest, _CVNETS_BLOCK, f"stages.{stage}.{idx}.")
         if new is None:
             raise ValueError(f"cannot map ml-cvnets MobileViT key {key!r} to this model")
         out[new] = value
@@ -280,10 +272,6 @@ def checkpoint_filter(state_dict: dict[str, torch.Tensor], model: MobileViT) -> 
 register_variants(
     "mobilevit", MobileViT, {n: dict(kwargs=dict(cfg=c), weights=WeightSource(hf_hub_id=f"timm/{n}.cvnets_in1k"))
                              for n, c in MOBILEVIT_CONFIGS.items()},
-    input_size=(3, 256, 256),
-    mean=(0.0, 0.0, 0.0),  # cvnets feeds [0, 1] pixels without normalisation
-    std=(1.0, 1.0, 1.0),
-    crop_pct=0.9,
-    interpolation="bicubic",
-    checkpoint_filter=checkpoint_filter,
+    input_size=(3, 256, 256), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),  # cvnets feeds [0, 1] pixels as they are
+    crop_pct=0.9, interpolation="bicubic", checkpoint_filter=checkpoint_filter,
 )

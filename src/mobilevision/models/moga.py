@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
 from mobilevision.layers.helpers import check_choice
+from mobilevision.models.checkpoint import rename_prefix
 from mobilevision.models.inverted_residual import BlockSpec, SERule
 from mobilevision.models.mobilenet import HeadSpec, MobileNet
 from mobilevision.models.registry import WeightSource, register_variants
@@ -35,35 +37,28 @@ class MoGABlock:
 
 
 _RE, _HS = "relu", "hard_swish"
+# The skeleton MoGA's search fixes (and `moga_searched` keeps): (out channels, stride, act) of the 14 inverted
+# residuals, ReLU up to the 40-channel stage and h-swish after.
+SKELETON: tuple[tuple[int, int, str], ...] = tuple((c, s, _HS if c >= 80 else _RE) for c, s in (
+    (24, 2), (24, 1), (40, 2), (40, 1), (40, 1), (80, 2), (80, 1), (80, 1), (80, 1), (112, 1), (112, 1), (160, 2),
+    (160, 1), (160, 1)))
+# The searched choices, block by block: "<t>k<k>" = expansion t, kernel k; "+" = SE (paper Table 3 / Figure 8
+# and the official mb_config).
+_CHOICES = {
+    "moga_a": "6k5 6k7 6k3 6k3+ 3k3+ 6k3+ 6k3 6k7 3k7+ 6k7 6k3 6k3 6k5+ 6k5+",
+    "moga_b": "3k3 3k3 6k7 3k3 6k5 6k3+ 6k5+ 3k3 6k7+ 6k7 3k5 6k7+ 6k7+ 6k3+",
+    "moga_c": "3k5 3k3 3k5 3k3 3k5 3k5 6k5+ 3k5 3k5 6k3 6k3+ 6k3+ 6k3+ 6k3+",
+}
 
 
-def _rows(*rows: tuple) -> tuple[MoGABlock, ...]:
-    return tuple(MoGABlock(t, c, k, s, _HS if a else _RE, bool(se)) for t, c, k, s, a, se in rows)
+def moga_blocks(layers: Sequence[Sequence[int]]) -> tuple[MoGABlock, ...]:
+    """14 (expansion t, kernel k, SE 0/1) choices on the skeleton -> the blocks."""
+    return tuple(MoGABlock(t, c, k, s, act, bool(se)) for (t, k, se), (c, s, act) in zip(layers, SKELETON))
 
 
-# (t, c, k, s, act 0=ReLU 1=h-swish, se), paper Table 3 / Figure 8 and the official mb_config.
 MOGA_TABLES: dict[str, tuple[MoGABlock, ...]] = {
-    "moga_a": _rows(
-        (6, 24, 5, 2, 0, 0), (6, 24, 7, 1, 0, 0),
-        (6, 40, 3, 2, 0, 0), (6, 40, 3, 1, 0, 1), (3, 40, 3, 1, 0, 1),
-        (6, 80, 3, 2, 1, 1), (6, 80, 3, 1, 1, 0), (6, 80, 7, 1, 1, 0), (3, 80, 7, 1, 1, 1),
-        (6, 112, 7, 1, 1, 0), (6, 112, 3, 1, 1, 0),
-        (6, 160, 3, 2, 1, 0), (6, 160, 5, 1, 1, 1), (6, 160, 5, 1, 1, 1),
-    ),
-    "moga_b": _rows(
-        (3, 24, 3, 2, 0, 0), (3, 24, 3, 1, 0, 0),
-        (6, 40, 7, 2, 0, 0), (3, 40, 3, 1, 0, 0), (6, 40, 5, 1, 0, 0),
-        (6, 80, 3, 2, 1, 1), (6, 80, 5, 1, 1, 1), (3, 80, 3, 1, 1, 0), (6, 80, 7, 1, 1, 1),
-        (6, 112, 7, 1, 1, 0), (3, 112, 5, 1, 1, 0),
-        (6, 160, 7, 2, 1, 1), (6, 160, 7, 1, 1, 1), (6, 160, 3, 1, 1, 1),
-    ),
-    "moga_c": _rows(
-        (3, 24, 5, 2, 0, 0), (3, 24, 3, 1, 0, 0),
-        (3, 40, 5, 2, 0, 0), (3, 40, 3, 1, 0, 0), (3, 40, 5, 1, 0, 0),
-        (3, 80, 5, 2, 1, 0), (6, 80, 5, 1, 1, 1), (3, 80, 5, 1, 1, 0), (3, 80, 5, 1, 1, 0),
-        (6, 112, 3, 1, 1, 0), (6, 112, 3, 1, 1, 1),
-        (6, 160, 3, 2, 1, 1), (6, 160, 3, 1, 1, 1), (6, 160, 3, 1, 1, 1),
-    ),
+    name: moga_blocks([(int(b[0]), int(b[2]), b.endswith("+")) for b in text.split()])
+    for name, text in _CHOICES.items()
 }
 STEM, SEPARABLE, LAST_CONV, HEAD = 16, 16, 960, 1280
 
@@ -82,33 +77,27 @@ def moga_stages(rows: tuple[MoGABlock, ...]) -> list[list[BlockSpec]]:
     return stages
 
 
+def moga_net(rows: tuple[MoGABlock, ...], **kwargs) -> MobileNet:
+    """MoGA's network on `rows`: hidden widths exact (divisor 1), SE hidden // 4 with the block's act, h-sigmoid."""
+    return MobileNet(moga_stages(rows), stem_chs=STEM, head=HeadSpec("post_pool", HEAD, bias=False), act=_HS,
+                     se_rule=SERule("floor", act=None, gate="hard_sigmoid"), hidden_divisor=1, **kwargs)
+
+
 def moga(*, variant: str = "moga_a", **kwargs) -> MobileNet:
-    """MoGA-A/B/C; hidden widths are exact (divisor 1), SE hidden // 4 with the block's act, h-sigmoid."""
+    """MoGA-A/B/C."""
     check_choice(variant, sorted(MOGA_TABLES), "MoGA variant")
-    return MobileNet(
-        moga_stages(MOGA_TABLES[variant]),
-        stem_chs=STEM,
-        head=HeadSpec("post_pool", HEAD, bias=False),
-        act=_HS,
-        se_rule=SERule("floor", act=None, gate="hard_sigmoid"),
-        hidden_divisor=1,
-        **kwargs,
-    )
+    return moga_net(MOGA_TABLES[variant], **kwargs)
 
 
 # Official module -> ours. `mb_module.<i>` is the i-th inverted residual, counted over our stages 1..n-2.
 _OFFICIAL_FIXED = {
-    "stem.0.": "conv_stem.",
-    "stem.1.": "bn1.",
-    "separable_conv.0.": "blocks.0.0.conv_dw.",
-    "separable_conv.1.": "blocks.0.0.bn1.",
-    "separable_conv.3.": "blocks.0.0.conv_pw.",
-    "separable_conv.4.": "blocks.0.0.bn2.",
-    "conv_head.0.": "conv_head.",
+    "stem.0": "conv_stem", "stem.1": "bn1", "conv_head.0": "conv_head",
+    "separable_conv.0": "blocks.0.0.conv_dw", "separable_conv.1": "blocks.0.0.bn1",
+    "separable_conv.3": "blocks.0.0.conv_pw", "separable_conv.4": "blocks.0.0.bn2",
 }
 _OFFICIAL_BLOCK = {
-    "conv1.": "conv_pw.", "bn1.": "bn1.", "conv2.": "conv_dw.", "bn2.": "bn2.",
-    "mid_se.conv.0.": "se.conv_reduce.", "mid_se.fc.0.": "se.conv_expand.", "conv3.": "conv_pwl.", "bn3.": "bn3.",
+    "conv1": "conv_pw", "bn1": "bn1", "conv2": "conv_dw", "bn2": "bn2",
+    "mid_se.conv.0": "se.conv_reduce", "mid_se.fc.0": "se.conv_expand", "conv3": "conv_pwl", "bn3": "bn3",
 }
 _MB_KEY = re.compile(r"^mb_module\.(\d+)\.(.+)$")
 
@@ -122,25 +111,17 @@ def checkpoint_filter(state_dict: dict[str, torch.Tensor], model: MobileNet) -> 
         return state_dict
     n_stages = len(model.blocks)
     last = f"blocks.{n_stages - 1}.0."
-    fixed = {**_OFFICIAL_FIXED, "conv_before_pooling.0.": last + "conv.", "conv_before_pooling.1.": last + "bn1."}
+    fixed = {**_OFFICIAL_FIXED, "conv_before_pooling.0": last + "conv", "conv_before_pooling.1": last + "bn1"}
     where = [(s, j) for s in range(1, n_stages - 1) for j in range(len(model.blocks[s]))]
     out = {}
     for key, value in state_dict.items():
-        new = key
         m = _MB_KEY.match(key)
         if m is not None and int(m.group(1)) < len(where):
             s, j = where[int(m.group(1))]
-            rest = m.group(2)
-            for old, ours in _OFFICIAL_BLOCK.items():
-                if rest.startswith(old):
-                    new = f"blocks.{s}.{j}.{ours}{rest[len(old):]}"
-                    break
+            new = rename_prefix(m.group(2), _OFFICIAL_BLOCK, f"blocks.{s}.{j}.")
         else:
-            for old, ours in fixed.items():
-                if key.startswith(old):
-                    new = ours + key[len(old):]
-                    break
-        out[new] = value
+            new = rename_prefix(key, fixed)
+        out[new or key] = value
     return out
 
 

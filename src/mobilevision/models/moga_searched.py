@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from mobilevision.models.inverted_residual import BlockSpec, SERule
-from mobilevision.models.mobilenet import HeadSpec, MobileNet
-from mobilevision.models.moga import HEAD, MOGA_TABLES, STEM, MoGABlock, moga_stages
+from mobilevision.models.inverted_residual import BlockSpec
+from mobilevision.models.mobilenet import MobileNet
+from mobilevision.models.moga import MOGA_TABLES, SKELETON, moga_blocks, moga_net, moga_stages
 from mobilevision.models.registry import WeightSource, register_variants
 
-SKELETON = tuple((b.c, b.s, b.act) for b in MOGA_TABLES["moga_c"])  # (out channels, stride, activation) x 14
 KERNELS, EXPANSIONS = (3, 5, 7), (3, 6)
 
 
@@ -33,8 +32,7 @@ def check_layers(layers: Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:
 
 def searched_stages(layers: Sequence[Sequence[int]]) -> list[list[BlockSpec]]:
     """The BlockSpec table of the skeleton with these choices (the same table `moga_stages` gives MoGA-A/B/C)."""
-    rows = check_layers(layers)
-    return moga_stages(tuple(MoGABlock(t, c, k, s, act, bool(se)) for (t, k, se), (c, s, act) in zip(rows, SKELETON)))
+    return moga_stages(moga_blocks(check_layers(layers)))
 
 
 MOGA_C_LAYERS = [[b.t, b.k, int(b.se)] for b in MOGA_TABLES["moga_c"]]
@@ -42,10 +40,7 @@ MOGA_C_LAYERS = [[b.t, b.k, int(b.se)] for b in MOGA_TABLES["moga_c"]]
 
 def moga_searched(*, layers: Sequence[Sequence[int]] | None = None, **kwargs) -> MobileNet:
     """The MoGA skeleton with per-layer (expansion, kernel, SE) `layers` (default MoGA-C's)."""
-    stages = searched_stages(layers if layers is not None else MOGA_C_LAYERS)
-    # the arguments moga() gives MobileNet for MoGA-A/B/C, with the searched stage table
-    return MobileNet(stages, stem_chs=STEM, head=HeadSpec("post_pool", HEAD, bias=False), act="hard_swish",
-                     se_rule=SERule("floor", act=None, gate="hard_sigmoid"), hidden_divisor=1, **kwargs)
+    return moga_net(moga_blocks(check_layers(layers if layers is not None else MOGA_C_LAYERS)), **kwargs)
 
 
 register_variants("moga_searched", moga_searched, {"moga_searched": dict(kwargs={})}, input_size=(3, 224, 224),

@@ -540,9 +540,6 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
 
 
 # --------------------------------------------------------------------------------------------- builders
-DETR_DEFAULTS: dict[str, Any] = dict(levels=(32, 16, 8), num_queries=100)
-
-
 def detr_backbone(name: str, levels: Sequence[int] = (32, 16, 8), **kwargs: Any) -> FeatureExtractor:
     """Mobile-Former `name` as the maps at `levels` (reductions, any order): (B, 3, H, W) normalised ->
     [maps fine to coarse]. `kwargs` go to `create_model`."""

@@ -32,12 +32,8 @@ class Segmenter(CarriesDataConfig, nn.Module):
                  aux_head: nn.Module | None = None, aux_index: int | None = None, head_name: str = "",
                  config: dict | None = None) -> None:
         super().__init__()
-        self.backbone = backbone
-        self.head = head
-        self.aux_head = aux_head
-        self.aux_index = aux_index
-        self.num_classes = num_classes
-        self.head_name = head_name
+        self.backbone, self.head, self.aux_head, self.aux_index = backbone, head, aux_head, aux_index
+        self.num_classes, self.head_name = num_classes, head_name
         self.segmenter_config = dict(config or {})
         self.data_config = resolve_data_config(backbone)
 

@@ -158,9 +158,7 @@ class SegmentTask(Task):
         return terms
 
     def train_step(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, torch.Tensor]:
-        images, masks = batch
-        images = images.to(device, non_blocking=True)
-        masks = masks.to(device, non_blocking=True)
+        images, masks = (t.to(device, non_blocking=True) for t in batch)
         return self.loss(model(images), masks)
 
     @torch.no_grad()
