@@ -207,3 +207,14 @@ def test_offline_hub_fails_fast_in_one_message(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="unreachable"):
         hub.download_hf("timm/some_model")
     assert calls == [True, True]  # only the cache was asked; the retrying network path was never entered
+
+
+def test_rename_prefix_renames_whole_dotted_parts_only():
+    from mobilevision.models.checkpoint import rename_prefix
+
+    table = {"norm": "head.norm", "head": "head.fc"}
+    assert rename_prefix("norm.weight", table) == "head.norm.weight"
+    assert rename_prefix("head.bias", table, into="model.") == "model.head.fc.bias"
+    assert rename_prefix("norm", table) == "head.norm"
+    assert rename_prefix("normal.weight", table) is None  # "norm" is not a whole part of "normal"
+    assert rename_prefix("stem.0.weight", table) is None

@@ -264,3 +264,12 @@ def test_out_modules_head_conv_and_unused_layers_removed():
         mobilevision.create_model("mobilenetv3_large_100", features_only=True, out_modules=("blocks.9.0",))
     with pytest.raises(ValueError, match="features_only=True"):
         mobilevision.create_model("mobilenetv3_large_100", out_modules=("blocks.2.0",))
+
+
+def test_stride_or_dilate_turns_a_stride_past_the_output_stride_into_dilation():
+    from mobilevision.models.features import stride_or_dilate
+
+    assert stride_or_dilate(2, 8, 1, 32) == (2, 1)  # 8 -> 16 stays within 32
+    assert stride_or_dilate(2, 16, 1, 16) == (1, 2)  # 16 -> 32 would pass 16: dilate instead
+    assert stride_or_dilate(2, 16, 2, 8) == (1, 4)  # dilations compound
+    assert stride_or_dilate(1, 32, 1, 16) == (1, 1)  # stride-1 layers never change
