@@ -39,3 +39,42 @@ def test_a_backbone_built_with_other_options_is_refused_by_shape(tmp_path):
     _, path = _saved_classifier("mobilenetv3_large_100", tmp_path)  # torchvision's SSDLite halves the last stage
     with pytest.raises(ValueError, match="does not fit model mobilenetv3_large_100: .* shape mismatches"):
         init_backbone(mv.create_model("ssdlite320_mobilenetv3_large_100", num_classes=4), path)
+
+
+def _saved_task_model(name, tmp_path):
+    model = mv.create_model(name, num_classes=4)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    mv.save_pretrained(model, tmp_path / name)
+    return model, tmp_path / name
+
+
+def test_a_detectors_checkpoint_gives_a_segmenter_its_backbone(tmp_path):
+    det, path = _saved_task_model("ssdlite_mobilevit_xxs", tmp_path)
+    seg = mv.create_model("deeplabv3_mobilevit_xxs", num_classes=11)
+    line = init_backbone(seg, path)
+    assert "the backbone of ssdlite_mobilevit_xxs" in line
+    ref, got = backbone_classifier(det).state_dict(), backbone_classifier(seg).state_dict()
+    shared = [k for k in got if k in ref]
+    assert len(shared) > 100 and f"{len(shared)} of {len(got)}" in line
+    for k in shared:
+        assert torch.equal(got[k], ref[k]), k
+
+
+def test_a_task_model_on_another_backbone_is_refused(tmp_path):
+    _, path = _saved_task_model("ssdlite_mobilevit_xxs", tmp_path)
+    with pytest.raises(ValueError, match="'ssdlite_mobilevit_xxs' is built on 'mobilevit_xxs'.*'mobilenetv3_large_100'"):
+        init_backbone(mv.create_model("lraspp_mobilenetv3_large_100", num_classes=11), path)
+
+
+def test_the_full_tail_detector_takes_a_plain_classifier(tmp_path):
+    """torchvision builds the full tail when it starts SSDLite from a pretrained classifier; so do we on request."""
+    clf, path = _saved_classifier("mobilenetv3_large_100", tmp_path)
+    det = mv.create_model("ssdlite320_mobilenetv3_large_100", num_classes=4, reduced_tail=False)
+    line = init_backbone(det, path)
+    body = backbone_classifier(det).state_dict()
+    ref = clf.state_dict()
+    assert all(torch.equal(body[k], ref[k]) for k in body if k in ref) and "of" in line
+    default = mv.create_model("ssdlite320_mobilenetv3_large_100", num_classes=4)
+    assert sum(p.numel() for p in det.parameters()) > sum(p.numel() for p in default.parameters())

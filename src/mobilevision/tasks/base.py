@@ -138,18 +138,29 @@ def backbone_classifier(model: nn.Module) -> nn.Module:
     return part
 
 
+BACKBONE_PREFIX = "backbone.model."  # where every task model (detector, segmenter) keeps its zoo classifier
+
+
 def init_backbone(model: nn.Module, path: str | Path) -> str:
     """Load a classifier checkpoint (file or run directory; ours, timm's or the official layout) of the task
-    model's backbone into it, in place; the classifier-only layers the backbone dropped are ignored.
+    model's backbone into it, in place; the classifier-only layers the backbone dropped are ignored. A task
+    model's checkpoint (e.g. a detector trained on the same backbone) gives its backbone's weights.
     Returns a log line; ValueError when the checkpoint is of another model or nothing fits."""
     from mobilevision.models.checkpoint import load_state_dict_into, read_config, read_state_dict
 
     body = backbone_classifier(model)
     name = getattr(body, "model_name", None) or type(body).__name__
     saved = (read_config(path) or {}).get("model")
-    if saved and saved != name:
-        raise ValueError(f"init_backbone {path}: a checkpoint of {saved!r}, but this model's backbone is {name!r}")
     state = read_state_dict(path)
+    task_backbone = {k[len(BACKBONE_PREFIX):]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)}
+    if task_backbone:  # a task model's run: its backbone must be this one (checked by name and by shape below)
+        inner = _task_backbone_name(saved)
+        if inner and inner != name:
+            raise ValueError(f"init_backbone {path}: {saved!r} is built on {inner!r}, but this model's backbone "
+                             f"is {name!r}")
+        state, saved = task_backbone, f"the backbone of {saved or 'a task model'}"
+    elif saved and saved != name:
+        raise ValueError(f"init_backbone {path}: a checkpoint of {saved!r}, but this model's backbone is {name!r}")
     remap = getattr(body, "checkpoint_filter", None)
     if remap is not None:  # timm's / the official layout -> ours (load_state_dict_into passes ours through)
         state = remap(state, body)
@@ -159,4 +170,16 @@ def init_backbone(model: nn.Module, path: str | Path) -> str:
         raise ValueError(f"init_backbone {path}: no tensor of the checkpoint fits backbone {name}")
     # other shapes (e.g. a classifier built without the backbone's reduced_tail) are a ValueError naming them
     load_state_dict_into(body, state, source=str(path), strict=False, new_head=True)
-    return f"backbone {name} initialised from {path}: {len(fits)} of {len(own)} tensors"
+    origin = f" ({saved})" if saved and saved.startswith("the backbone of") else ""
+    return f"backbone {name} initialised from {path}{origin}: {len(fits)} of {len(own)} tensors"
+
+
+def _task_backbone_name(model_name: str | None) -> str | None:
+    """The zoo classifier a registered task model is built on (None when it cannot be told without building)."""
+    from mobilevision.models.factory import create_model
+    from mobilevision.models.registry import list_models
+
+    if not model_name or model_name not in list_models():
+        return None
+    with torch.device("meta"):
+        return getattr(backbone_classifier(create_model(model_name)), "model_name", None)

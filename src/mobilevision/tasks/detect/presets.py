@@ -32,10 +32,11 @@ def _check(in_chans: int) -> None:
 
 
 def ssdlite_torchvision_mobilenetv3(num_classes: int = 91, in_chans: int = 3, drop_rate: float = 0.0,
-                                    drop_path_rate: float = 0.0, **kw: Any) -> SSDLite:
-    """torchvision's ssdlite320_mobilenet_v3_large: reduced tail, BN eps 1e-3 / momentum 0.03 throughout."""
+                                    drop_path_rate: float = 0.0, reduced_tail: bool = True, **kw: Any) -> SSDLite:
+    """torchvision's ssdlite320_mobilenet_v3_large: BN eps 1e-3 / momentum 0.03 throughout; the reduced tail of its
+    COCO weights, or (reduced_tail=False) the full one torchvision builds to start from a pretrained classifier."""
     _check(in_chans)
-    body = detection_backbone("mobilenetv3_large_100", "expansion", reduced_tail=True, bn_eps=1e-3)
+    body = detection_backbone("mobilenetv3_large_100", "expansion", reduced_tail=reduced_tail, bn_eps=1e-3)
     model = build_ssdlite(body, num_classes, _cfg((0.5,) * 3, (0.5,) * 3), layout="torchvision", **kw)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
