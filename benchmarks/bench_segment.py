@@ -5,7 +5,14 @@
 torchvision's `deeplabv3_mobilenet_v3_large(aux_loss=True)` / `lraspp_mobilenet_v3_large` at random init are
 loaded into our presets (their state dict, our key mapping); both run eager (train form, no fusing), no_grad,
 in eval mode (DeepLabv3 without its aux head on both sides), timed alternately call by call in this process.
-Ratio = ours / torchvision (lower is better; goal <= 1.0). The CPU model and flags go in the CSV.
+Three layouts (the `memory` column):
+- `nchw`: both called on an NCHW tensor, as a user calls them; ours computes in channels_last inside
+  (`Segmenter.channels_last_inference`), torchvision's in NCHW;
+- `nchw_same`: the same with ours kept in NCHW too (`channels_last_inference = False`): what our layers do
+  alone (ASPP's tap-by-tap dilated branches, `layers.AtrousConv2d`; LR-ASPP classifying before upsampling);
+- `channels_last`: both models and the input in channels_last.
+Ratio = ours / torchvision, the median over call pairs of the pair's ratio, with its quartiles (lower is better;
+goal <= 1.0); each side's median ms as well. The CPU model and flags go in the CSV.
 """
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ from pathlib import Path
 import torch
 
 import mobilevision
-from mobilevision.deploy.bench import paired_times, print_rows, write_csv
+from mobilevision.deploy.bench import paired_ratio, print_rows, write_csv
 
 from machine import cpu_info, timing_parser
 
@@ -46,18 +53,24 @@ def main() -> None:
     x = torch.randn(1, 3, args.size, args.size)
     rows = []
     for ours_name, ref_name, ours, ref in pairs():
-        with torch.no_grad():
-            diff = (ours(x)["out"] - ref(x)["out"]).abs().max().item()
-            t_ours, t_ref = paired_times(lambda: ours(x), lambda: ref(x), args.runs, args.warmup)
-        row = {"model": ours_name, "torchvision": ref_name, "size": args.size, "threads": args.threads,
-               "ours_ms": t_ours["median_ms"], "torchvision_ms": t_ref["median_ms"],
-               "ours_p90_ms": t_ours["p90_ms"], "torchvision_p90_ms": t_ref["p90_ms"],
-               "ratio": t_ours["median_ms"] / t_ref["median_ms"], "max_abs_diff": diff, **info}
-        print(f"{ours_name:<34} ours {row['ours_ms']:8.2f} ms  torchvision {row['torchvision_ms']:8.2f} ms  "
-              f"ratio {row['ratio']:.3f}", flush=True)
-        rows.append(row)
+        for memory in ("nchw", "nchw_same", "channels_last"):
+            fmt = torch.channels_last if memory == "channels_last" else torch.contiguous_format
+            ours, ref, xm = ours.to(memory_format=fmt), ref.to(memory_format=fmt), x.contiguous(memory_format=fmt)
+            ours.channels_last_inference = memory == "nchw"
+            with torch.no_grad():
+                diff = (ours(xm)["out"] - ref(xm)["out"]).abs().max().item()
+                t = paired_ratio(lambda: ours(xm), lambda: ref(xm), args.runs, args.warmup)
+            row = {"model": ours_name, "torchvision": ref_name, "memory": memory, "size": args.size,
+                   "threads": args.threads, "ours_ms": t["a"]["median_ms"], "torchvision_ms": t["b"]["median_ms"],
+                   "ours_p90_ms": t["a"]["p90_ms"], "torchvision_p90_ms": t["b"]["p90_ms"], "ratio": t["ratio"],
+                   "ratio_q1": t["ratio_q1"], "ratio_q3": t["ratio_q3"], "max_abs_diff": diff, **info}
+            print(f"{ours_name:<32} {memory:<13} ours {row['ours_ms']:7.2f} ms  torchvision "
+                  f"{row['torchvision_ms']:7.2f} ms  ratio {t['ratio']:.3f} [{t['ratio_q1']:.3f}, "
+                  f"{t['ratio_q3']:.3f}]", flush=True)
+            rows.append(row)
     print()
-    print_rows(rows, ["model", "size", "ours_ms", "torchvision_ms", "ratio", "max_abs_diff"])
+    print_rows(rows, ["model", "memory", "size", "ours_ms", "torchvision_ms", "ratio", "ratio_q1", "ratio_q3",
+                      "max_abs_diff"])
     write_csv(rows, args.out)
     print(f"wrote {args.out}")
 

@@ -10,8 +10,8 @@ from mobilevision.lazy import lazy_names
 
 # public name -> the module that defines it (imported on first access)
 _LAZY = {
-    **dict.fromkeys(("benchmark", "benchmark_runtimes", "paired_times", "time_exported", "time_onnxruntime",
-                     "time_torch"), ".bench"),
+    **dict.fromkeys(("benchmark", "benchmark_runtimes", "paired_ratio", "paired_times", "time_exported",
+                     "time_onnxruntime", "time_torch"), ".bench"),
     **dict.fromkeys(("export_model", "export_onnx", "graph_report", "ort_session", "portability_problems",
                      "read_metadata", "verify_exported", "verify_onnx"), ".export"),
     **dict.fromkeys(("count_norms", "fuse"), ".fusion"),
@@ -26,7 +26,8 @@ _LAZY = {
 __getattr__, __dir__ = lazy_names(__name__, globals(), _LAZY)
 
 __all__ = [
-    "benchmark", "benchmark_runtimes", "paired_times", "time_exported", "time_onnxruntime", "time_torch",
+    "benchmark", "benchmark_runtimes", "paired_ratio", "paired_times", "time_exported", "time_onnxruntime",
+    "time_torch",
     "export_model", "export_onnx", "graph_report", "ort_session", "portability_problems", "read_metadata",
     "verify_exported", "verify_onnx",
     "count_norms", "fuse",

@@ -18,6 +18,8 @@ from torch import nn
 
 from mobilevision.layers.helpers import check_choice
 
+from .machine import steady_allocator
+
 BACKENDS = ("eager", "compile", "onnxruntime")
 
 
@@ -53,6 +55,7 @@ def time_torch(model: nn.Module, x: torch.Tensor, threads: int = 2, warmup: int 
     finally:
         ext_log.setLevel(level)
 
+    steady_allocator()
     timer = Timer(stmt="model(x)", setup="", globals={"model": model, "x": x}, num_threads=threads)
     with torch.no_grad():
         timer.timeit(warmup)
@@ -221,21 +224,43 @@ def plot_latency(rows: Sequence[dict], path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
-def paired_times(fn_a, fn_b, runs: int = 20, warmup: int = 5, clock=time.perf_counter) -> tuple[dict, dict]:
-    """Median / p90 ms of two callables timed alternately, call by call, so that drifting load on a shared
-    machine hits both sides alike (the peer comparisons in benchmarks/). `clock=time.thread_time` counts the
-    calling thread's CPU time instead (one-thread runs: preemption by other jobs is not counted)."""
+def _alternating_calls(fn_a, fn_b, runs: int, warmup: int, clock) -> tuple[list[float], list[float]]:
+    """ms of `runs` calls of each, in pairs whose order alternates (a b, b a, a b, ...) so that neither side
+    always runs right after the other (warm caches, a thread pool just woken)."""
+    steady_allocator()
     for _ in range(warmup):
         fn_a()
         fn_b()
     ta: list[float] = []
     tb: list[float] = []
-    for _ in range(runs):
-        for fn, acc in ((fn_a, ta), (fn_b, tb)):
+    for i in range(runs):
+        order = ((fn_a, ta), (fn_b, tb)) if i % 2 == 0 else ((fn_b, tb), (fn_a, ta))
+        for fn, acc in order:
             t0 = clock()
             fn()
             acc.append((clock() - t0) * 1e3)
+    return ta, tb
+
+
+def paired_times(fn_a, fn_b, runs: int = 20, warmup: int = 5, clock=time.perf_counter) -> tuple[dict, dict]:
+    """Median / p90 ms of two callables timed alternately, call by call, so that drifting load on a shared
+    machine hits both sides alike (the peer comparisons in benchmarks/). `clock=time.thread_time` counts the
+    calling thread's CPU time instead (one-thread runs: preemption by other jobs is not counted)."""
+    ta, tb = _alternating_calls(fn_a, fn_b, runs, warmup, clock)
     return _summary(ta, 1), _summary(tb, 1)
+
+
+def paired_ratio(fn_a, fn_b, runs: int = 20, warmup: int = 5, clock=time.perf_counter) -> dict:
+    """`paired_times` plus the ratio a / b taken pair by pair: its median and quartiles over the `runs` pairs.
+
+    A pair's two calls run back to back, so a slow spell of the machine (another job, a frequency change)
+    inflates both and cancels in their ratio; the median of the per-pair ratios is steadier than the ratio of
+    the two medians. Returns {"a": summary, "b": summary, "ratio", "ratio_q1", "ratio_q3"}.
+    """
+    ta, tb = _alternating_calls(fn_a, fn_b, runs, warmup, clock)
+    q1, med, q3 = np.percentile([a / b for a, b in zip(ta, tb)], [25, 50, 75])
+    return {"a": _summary(ta, 1), "b": _summary(tb, 1), "ratio": float(med), "ratio_q1": float(q1),
+            "ratio_q3": float(q3)}
 
 
 def print_rows(rows: Sequence[dict], cols: Sequence[str]) -> None:
@@ -299,6 +324,7 @@ def time_callable(fn, batch: int, warmup: int = 5, runs: int = 30, clock: str = 
     counted, as wall-clock time counts it.
     """
     now = time.thread_time if clock == "cpu" else time.perf_counter
+    steady_allocator()
     for _ in range(warmup):
         fn()
     times = []

@@ -36,3 +36,12 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None,
     if rounded < round_limit * value:
         rounded += divisor
     return int(rounded)
+
+
+def capturing_graph(x) -> bool:
+    """True while `torch.jit.trace`, `torch.compile` / `torch.export` or `torch.fx` trace the forward that sees
+    `x`: a shortcut that depends on the size, device or strides of `x` must step aside, or the captured graph
+    would hold the one case it was traced with."""
+    import torch
+
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or isinstance(x, torch.fx.Proxy)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobilevision.layers.atrous_conv import AtrousConv2d
 from mobilevision.layers.conv_norm_act import ConvNormAct
 
 
@@ -36,7 +37,7 @@ class ASPP(nn.Module):
     def __init__(self, in_chs: int, rates: Sequence[int], out_chs: int = 256, dropout: float = 0.5) -> None:
         super().__init__()
         self.branches = nn.ModuleList([ConvNormAct(in_chs, out_chs, 1, act="relu")] + [
-            ConvNormAct(in_chs, out_chs, 3, dilation=int(r), act="relu") for r in rates])
+            ConvNormAct(in_chs, out_chs, 3, dilation=int(r), act="relu", conv_layer=AtrousConv2d) for r in rates])
         self.pool = ASPPPooling(in_chs, out_chs)
         self.project = ConvNormAct(out_chs * (len(rates) + 2), out_chs, 1, act="relu")
         self.dropout = nn.Dropout(dropout)
@@ -81,7 +82,7 @@ class LRASPPHead(nn.Module):
     """Lite R-ASPP (MobileNetV3 paper, torchvision's form).
 
     high (B, C_h, H/16, W/16): cbr = 1x1 -> BN -> ReLU, gated by sigmoid(1x1(mean over H, W)); upsampled
-    bilinearly to low (B, C_l, H/8, W/8); out = 1x1(low) + 1x1(gated) -> (B, num_classes, H/8, W/8).
+    bilinearly to low (B, C_l, H/8, W/8); out = 1x1(low) + up(1x1(gated)) -> (B, num_classes, H/8, W/8).
     """
 
     def __init__(self, low_chs: int, high_chs: int, num_classes: int, channels: int = 128) -> None:
@@ -94,8 +95,10 @@ class LRASPPHead(nn.Module):
     def forward(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
         low, high = maps[0], maps[-1]
         x = self.cbr(high) * torch.sigmoid(self.scale(high.mean((2, 3), keepdim=True)))  # (B, ch, h16, w16)
-        x = F.interpolate(x, size=low.shape[-2:], mode="bilinear", align_corners=False)
-        return self.low_classifier(low) + self.high_classifier(x)
+        # the 1x1 classifier and bilinear upsampling are both linear (with weights summing to 1), so they commute:
+        # classify the 128-channel map first and upsample num_classes channels, at a quarter of the pixels
+        x = F.interpolate(self.high_classifier(x), size=low.shape[-2:], mode="bilinear", align_corners=False)
+        return self.low_classifier(low) + x
 
 
 class FPNNeck(nn.Module):
