@@ -136,3 +136,22 @@ def test_naswot_prefers_separable_inputs():
     s = se.naswot_score(MOGA_C_LAYERS, x)
     assert np.isfinite(s) and s > 0
     assert se.naswot_score(MOGA_C_LAYERS, x[:1].expand(8, -1, -1, -1).contiguous()) < s  # 8 equal images
+
+
+def test_cold_weights_cycles_copies_worth_twice_the_last_level_cache(monkeypatch):
+    from mobilevision.deploy import latency_table as lt
+
+    monkeypatch.setattr(lt, "last_level_cache_bytes", lambda: 2**20)  # a 1 MiB cache
+    part = torch.nn.Conv2d(64, 64, 3).eval()  # 144.25 KiB of weights -> ceil(2048 / 144.25) = 15 copies
+    cold = lt.ColdWeights(part)
+    assert len(cold.copies) == 15 and cold.copies[0] is part
+    assert len({c.weight.data_ptr() for c in cold.copies}) == 15  # each its own memory
+    x = torch.randn(1, 64, 9, 9)
+    with torch.no_grad():
+        outs = [cold(x) for _ in range(15)]
+    assert cold.turn == 0  # a full cycle of 15
+    for y in outs:
+        torch.testing.assert_close(y, part(x))
+    assert len(lt.ColdWeights(torch.nn.Conv2d(1, 1, 1), max_copies=8).copies) == 8
+    monkeypatch.undo()
+    assert lt.last_level_cache_bytes() >= 2**16
