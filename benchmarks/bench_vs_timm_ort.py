@@ -41,7 +41,11 @@ DEFAULT_MODELS = ("mobilenetv1_100,mobilenetv2_100,mobilenetv3_large_100,mobilen
 FORMS = {"ort_fp32": ("onnx", None), "ort_int8": ("onnx", "int8"), "openvino_fp32": ("openvino", None),
          "openvino_int8": ("openvino", "int8"), "litert_int8": ("tflite", "int8"),
          "executorch_int8": ("executorch", "int8"), "litert_fp32": ("tflite", None),
-         "executorch_fp32": ("executorch", None)}
+         "executorch_fp32": ("executorch", None), "openvino_bf16": ("openvino", None),
+         "openvino_int8_bf16": ("openvino", "int8")}
+# forms whose OpenVINO session computes its float ops in bf16 (INFERENCE_PRECISION_HINT; CPUs with AVX-512 BF16 or
+# AMX): OpenVINO's own default on such CPUs; the other OpenVINO forms set f32
+BF16_FORMS = ("openvino_bf16", "openvino_int8_bf16")
 DEFAULT_FORMS = "ort_fp32,ort_int8,openvino_fp32,openvino_int8,litert_int8"
 SUFFIX = {"onnx": ".onnx", "openvino": ".xml", "tflite": ".tflite", "executorch": ".pte"}
 
@@ -82,6 +86,8 @@ def our_forms(name: str, work: Path, forms: list[str], threads: int, num_calibra
                     export_model(model, fp32_files[fmt], fmt, fuse_first=False)
                 if prec is None:
                     path = fp32_files[fmt]
+                elif form == "openvino_int8_bf16" and (work / f"{name}_openvino_int8{SUFFIX[fmt]}").is_file():
+                    path = work / f"{name}_openvino_int8{SUFFIX[fmt]}"  # the same INT8 IR, another session
                 else:
                     quantize_file(fp32_files[fmt], path, calib)
             else:
@@ -91,7 +97,8 @@ def our_forms(name: str, work: Path, forms: list[str], threads: int, num_calibra
                 feed = {sess.get_inputs()[0].name: x}
                 out[form] = (lambda s=sess, f=feed: s.run(None, f))
             else:
-                runner = load_exported(path, threads=threads)
+                kw = {"precision": "bf16"} if form in BF16_FORMS else {}
+                runner = load_exported(path, threads=threads, **kw)
                 out[form] = (lambda r=runner: r._run(x))
             log(f"  {name}: {form} ready")
         except Exception as err:  # noqa: BLE001 - a form that does not export is reported, not fatal

@@ -223,9 +223,8 @@ class LatencyTable:
 
     `entries`: {key: {"ms": net latency (overhead taken off), "raw_ms", "spread", "fields"}}; `overhead_ms`:
     the fixed cost of one timed call, added once per predicted model. `clock`: "wall" or "cpu" (the thread's CPU
-    time, one thread only). `flush`: each part is timed with its weights in the cache state they are in
-    weights are in inside a whole model (without it, a part timed alone runs from a hot cache and the sum
-    comes out low).
+    time, one thread only). `flush`: each part is timed with its weights in the cache state they have inside a
+    whole model (without it, a part timed alone runs from a hot cache and the sum comes out low).
     """
 
     def __init__(self, runtime: str, threads: int, batch: int = 1, entries: dict | None = None,

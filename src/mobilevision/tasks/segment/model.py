@@ -47,8 +47,8 @@ class Segmenter(CarriesDataConfig, nn.Module):
 
     def forward(self, x: torch.Tensor, aux: bool | None = None) -> dict[str, torch.Tensor]:
         size = x.shape[-2:]
-        nhwc = (self.channels_last_inference and not torch.is_grad_enabled() and x.device.type == "cpu" and x.dim() == 4 and x.is_contiguous()
-                and not capturing_graph(x))
+        nhwc = (self.channels_last_inference and not torch.is_grad_enabled() and x.device.type == "cpu"
+                and x.dim() == 4 and x.is_contiguous() and not capturing_graph(x))
         if nhwc:
             x = x.contiguous(memory_format=torch.channels_last)
         maps = self.backbone(x)
