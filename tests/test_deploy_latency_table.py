@@ -153,5 +153,3 @@ def test_cold_weights_cycles_copies_worth_twice_the_last_level_cache(monkeypatch
     for y in outs:
         torch.testing.assert_close(y, part(x))
     assert len(lt.ColdWeights(torch.nn.Conv2d(1, 1, 1), max_copies=8).copies) == 8
-    monkeypatch.undo()
-    assert lt.last_level_cache_bytes() >= 2**16

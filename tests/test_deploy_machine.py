@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from mobilevision.deploy.machine import cpu_info, machine_load
+from mobilevision.deploy.machine import cpu_info, last_level_cache_bytes, machine_load
 
 FAULTS = """
 import resource, sys, torch
@@ -32,7 +32,9 @@ def _faults_per_call(mode: str) -> int:
     return int(out.stdout.strip())
 
 
-@pytest.mark.skipif(platform.system() != "Linux" or not platform.libc_ver()[0] == "glibc", reason="glibc only")
+# steady_allocator sets glibc's mallopt thresholds; on another C library it changes nothing and returns False
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+                    reason="steady_allocator acts on glibc only")
 def test_steady_allocator_stops_the_page_faults_of_each_large_allocation():
     fresh = _faults_per_call("default")  # 6000-15000 a call here: blocks mapped afresh (one per 2304 pages)
     steady = _faults_per_call("steady")  # 0, or a few hundred when the heap still grew once after the warmup
@@ -44,3 +46,14 @@ def test_cpu_info_and_load_are_recorded():
     info = cpu_info()
     assert info["cpu"] and isinstance(info["cpu_flags"], str)
     assert machine_load()["cores"] >= 1
+
+
+def test_last_level_cache_bytes_reads_sysfs_sizes(tmp_path):
+    for i, size in enumerate(["48K", "32K", "1024K", "32768K", "garbage"]):
+        (tmp_path / f"index{i}").mkdir()
+        (tmp_path / f"index{i}" / "size").write_text(size + "\n")
+    assert last_level_cache_bytes(cache_dir=tmp_path) == 32 * 2**20
+    (tmp_path / "m" / "index3").mkdir(parents=True)
+    (tmp_path / "m" / "index3" / "size").write_text("2M\n")
+    assert last_level_cache_bytes(cache_dir=tmp_path / "m") == 2 * 2**20
+    assert last_level_cache_bytes(default=123, cache_dir=tmp_path / "absent") == 123

@@ -28,7 +28,7 @@ from torch import nn
 from mobilevision.models.checkpoint import atomic_write_bytes
 
 from .choose import RUNTIMES, _progress, cache_dir, cache_key, stable_time
-from .machine import machine_load
+from .machine import last_level_cache_bytes, machine_load
 
 LUT_RUNTIMES = ("eager", "onnxruntime")
 TABLE_VERSION = 2  # 2: eager parts timed with cold weights (ColdWeights)
@@ -130,18 +130,6 @@ def model_parts(model: nn.Module, size: int = 224, batch: int = 1) -> list[tuple
 
 
 # ---------------------------------------------------------------- timing one part
-def last_level_cache_bytes(default: int = 32 * 2**20) -> int:
-    """Size of the CPU's largest cache (Linux sysfs, cpu0's index*/size), or `default` where it is not known."""
-    sizes = []
-    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
-        try:
-            text = f.read_text().strip().upper()
-            sizes.append(int(text[:-1]) * {"K": 2**10, "M": 2**20}[text[-1]] if text[-1] in "KM" else int(text))
-        except (OSError, ValueError, KeyError):
-            continue
-    return max(sizes, default=default)
-
-
 class CacheFlush:
     """Writes a buffer larger than the per-core L2 cache, so that the next call finds its weights where they are
     inside a whole model on onnxruntime (evicted by the other blocks' weights from L2, still in L3: a session

@@ -33,6 +33,21 @@ def machine_load() -> dict:
     return {"load_1m": round(l1, 2), "load_5m": round(l5, 2), "load_15m": round(l15, 2), "cores": os.cpu_count()}
 
 
+def last_level_cache_bytes(default: int = 32 * 2**20,
+                           cache_dir: str | Path = "/sys/devices/system/cpu/cpu0/cache") -> int:
+    """Size in bytes of the CPU's largest cache (Linux sysfs: `cache_dir`/index*/size, e.g. "32768K"), or
+    `default` where it is not known."""
+    sizes = []
+    for f in Path(cache_dir).glob("index*/size"):
+        try:
+            text = f.read_text().strip().upper()
+            scale = {"K": 2**10, "M": 2**20}.get(text[-1:], 1)
+            sizes.append(int(text.rstrip("KM")) * scale)
+        except (OSError, ValueError):
+            continue
+    return max(sizes, default=default)
+
+
 # glibc mallopt parameters
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _STEADY = False
