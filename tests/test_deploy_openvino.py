@@ -81,3 +81,21 @@ def test_nncf_int8_runs_int8_kernels_and_agrees(tmp_path):
     a = OpenVINOClassifier(fp32).run(x_eval[:200]).argmax(-1)
     b = runner.run(x_eval[:200]).argmax(-1)
     assert np.mean(a == b) >= 0.8
+
+
+def test_conversions_send_no_usage_telemetry(monkeypatch, tmp_path):
+    """OpenVINO's converter and NNCF queue usage statistics (each sent from a forked process) unless the user
+    opted out; inside `no_usage_telemetry`, which wraps every mobilevision conversion, nothing is queued."""
+    sender = pytest.importorskip("openvino_telemetry.utils.sender")
+    from openvino_telemetry import Telemetry
+
+    from mobilevision.deploy.openvino_ir import no_usage_telemetry
+
+    queued = []
+    monkeypatch.setattr(sender.TelemetrySender, "send", lambda self, backend, message: queued.append(message))
+    export_model(randomize(mobilevision.create_model("test_deploynet")).eval(), tmp_path / "m.xml", "openvino")
+    with no_usage_telemetry():
+        Telemetry().send_event("mobilevision-test", "probe", "inside", force_send=True)
+    assert queued == []
+    Telemetry().send_event("mobilevision-test", "probe", "outside", force_send=True)  # queued to the recorder only
+    assert len(queued) == 1

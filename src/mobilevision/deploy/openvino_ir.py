@@ -7,6 +7,7 @@ the hint explicitly: "fp32" (the default) is real FP32; "bf16" is its own, named
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -23,10 +24,30 @@ PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 _CORE = None
 
 
+@contextlib.contextmanager
+def no_usage_telemetry():
+    """Within the block, OpenVINO's converter and NNCF send no usage statistics. Unless the user opted out, they
+    send them on import and on every conversion, each from a process forked on a background thread (with a 3 s
+    timeout): a fork in a multithreaded process (JAX warns, then may deadlock), next to timed runs, and data sent
+    on the user's behalf by a library that did not ask."""
+    try:
+        from openvino_telemetry.utils.sender import TelemetrySender
+    except ImportError:  # the converter then sends nothing either
+        yield
+        return
+    send = TelemetrySender.send
+    TelemetrySender.send = lambda self, backend, message: None
+    try:
+        yield
+    finally:
+        TelemetrySender.send = send
+
+
 def ov_core():
     """One openvino.Core per process (creating one loads the plugins)."""
     global _CORE
-    import openvino as ov
+    with no_usage_telemetry():
+        import openvino as ov
 
     if _CORE is None:
         _CORE = ov.Core()
@@ -42,12 +63,13 @@ def export_openvino(model: nn.Module, path: str | os.PathLike, input_size: tuple
     The input is named "input", the output "logits"; the mobilevision metadata (data config, labels) is stored in
     the IR's rt_info (`read_openvino_metadata`).
     """
-    import openvino as ov
-
     model, cfg, path, _ = prepare_export(model, path, input_size, fuse_first, ".xml", "OpenVINO IR")
     c, h, w = cfg.input_size
     program = torch_export(model, c, h, w, dynamic)
-    ovm = _quiet_export(ov.convert_model, program)
+    with no_usage_telemetry():
+        import openvino as ov
+
+        ovm = _quiet_export(ov.convert_model, program)
     ovm.inputs[0].get_tensor().set_names({INPUT_NAME})
     ovm.outputs[0].get_tensor().set_names({OUTPUT_NAME})
     meta = export_metadata(model, cfg, {"exporter": "openvino.convert_model(torch.export)", "precision": "fp32",
@@ -89,8 +111,9 @@ def quantize_openvino(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
     `transformer` selects NNCF's transformer model type (keeps LayerNorm / GELU / softmax paths in float and
     quantizes MatMuls); None picks it for graphs with MatMul-heavy attention or LayerNorm (MVN ops).
     """
-    import nncf
-    import openvino as ov
+    with no_usage_telemetry():
+        import nncf
+        import openvino as ov
 
     src = Path(fp32_path).expanduser()
     if not src.is_file():
@@ -114,7 +137,8 @@ def quantize_openvino(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
 
 
 def _quiet_nncf(fn, *args, **kwargs):
-    return quiet_tool("nncf", fn, *args, **kwargs)
+    with no_usage_telemetry():
+        return quiet_tool("nncf", fn, *args, **kwargs)
 
 
 class OpenVINORunner:
