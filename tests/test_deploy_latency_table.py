@@ -19,9 +19,9 @@ def small():
     return lt.fused_model("mobilenetv3_small_minimal_100")
 
 
-def fake_time(part, shape, runtime="eager", threads=2, clock="wall", flush=False, **kw):
-    # a deterministic stand-in: "latency" = input elements / 1e5 ms (+ 0.01 for the call)
-    return {"median_ms": float(np.prod(shape)) / 1e5 + 0.01, "spread": 0.0}
+def fake_time(part, shape, runtime="eager", threads=2, clock="wall", cache="hot", input_warm=True, **kw):
+    # a deterministic stand-in: "latency" = input elements / 1e5 ms (+ 0.01 for the call), twice that when cold
+    return {"median_ms": (float(np.prod(shape)) / 1e5 + 0.01) * (2 if cache == "cold" else 1), "spread": 0.0}
 
 
 def test_parts_follow_the_block_table(small):
@@ -55,7 +55,7 @@ def test_keys_tell_kernel_expansion_se_and_resolution_apart():
 
 def test_prediction_is_the_sum_of_entries(small, monkeypatch, tmp_path):
     monkeypatch.setattr(lt, "time_part", fake_time)
-    table = lt.LatencyTable("eager", 2)
+    table = lt.LatencyTable("eager", 2, flush=False)
     n = table.measure([small], 224, progress=False)
     parts = lt.model_parts(small, 224)
     assert n == len({p[0] for p in parts}) == len(table.entries)
@@ -90,7 +90,7 @@ def test_bad_tables_are_one_line_errors(tmp_path):
 @pytest.mark.slow  # builds and fuses the 12 uniform models of the space
 def test_space_costs_sum_matches_the_table(monkeypatch):
     monkeypatch.setattr(lt, "time_part", fake_time)
-    table = lt.LatencyTable("eager", 2)
+    table = lt.LatencyTable("eager", 2, flush=False)
     costs = se.space_costs(table, 64, progress=False)
     layers = [list(se.CHOICES[i % len(se.CHOICES)]) for i in range(14)]
     model = lt.fused_model("moga_searched", layers=layers)
@@ -138,18 +138,43 @@ def test_naswot_prefers_separable_inputs():
     assert se.naswot_score(MOGA_C_LAYERS, x[:1].expand(8, -1, -1, -1).contiguous()) < s  # 8 equal images
 
 
-def test_cold_weights_cycles_copies_worth_twice_the_last_level_cache(monkeypatch):
-    from mobilevision.deploy import latency_table as lt
-
+def test_cache_states_flush_what_they_say(monkeypatch):
     monkeypatch.setattr(lt, "last_level_cache_bytes", lambda: 2**20)  # a 1 MiB cache
-    part = torch.nn.Conv2d(64, 64, 3).eval()  # 144.25 KiB of weights -> ceil(2048 / 144.25) = 15 copies
-    cold = lt.ColdWeights(part)
-    assert len(cold.copies) == 15 and cold.copies[0] is part
-    assert len({c.weight.data_ptr() for c in cold.copies}) == 15  # each its own memory
-    x = torch.randn(1, 64, 9, 9)
-    with torch.no_grad():
-        outs = [cold(x) for _ in range(15)]
-    assert cold.turn == 0  # a full cycle of 15
-    for y in outs:
-        torch.testing.assert_close(y, part(x))
-    assert len(lt.ColdWeights(torch.nn.Conv2d(1, 1, 1), max_copies=8).copies) == 8
+    sizes = []
+    monkeypatch.setattr(lt, "CacheFlush", lambda mib: (sizes.append(mib), lambda: None)[1])
+    assert lt.cache_preparation("hot") is None
+    lt.cache_preparation("warm")
+    lt.cache_preparation("cold")
+    assert sizes == [8.0, 2.0]  # L2-sized, twice the last-level cache
+    with pytest.raises(ValueError, match="hot, warm, cold"):
+        lt.cache_preparation("lukewarm")
+
+
+def test_cold_fraction_is_fitted_on_the_calibration_models(monkeypatch, tmp_path):
+    """With whole-model times made from a known f = a + b P + c A, `measure` recovers (a, b, c) from the
+    calibration models alone, and a zoo model's prediction mixes its warm and cold sums by its own f."""
+    monkeypatch.setattr(lt, "last_level_cache_bytes", lambda: 32 * 2**20)
+    coef = (0.05, 0.2, 0.15)  # f stays inside (0, 1) over the calibration models
+    table = lt.LatencyTable("eager", 1)
+
+    def f_of(model, size):
+        p, a = lt.footprint(model, size)
+        return coef[0] + coef[1] * p / 2**25 + coef[2] * a / 2**25
+
+    def fake(part, shape, runtime="eager", threads=2, clock="wall", cache="hot", input_warm=True, **kw):
+        if shape[1] == 3 and hasattr(part, "blocks") and cache == "hot":  # a whole model
+            warm, cold = table._sums(part, shape[-1])
+            return {"median_ms": warm + f_of(part, shape[-1]) * (cold - warm), "spread": 0.0}
+        return fake_time(part, shape, runtime, threads, clock, cache)
+
+    monkeypatch.setattr(lt, "time_part", fake)
+    model = lt.fused_model("mobilenetv3_small_minimal_100")
+    table.measure([model], 96, progress=False)
+    assert len(table.cache_model["rows"]) == (len(lt.CALIBRATION_CHOICES) * len(lt.CALIBRATION_SIZES)
+                                              * len(lt.CALIBRATION_CLASSES))
+    assert table.cache_model["coef"] == pytest.approx(coef, abs=1e-6)
+    warm, cold = table._sums(model, 96)
+    f = table.cold_fraction(model, 96)
+    assert 0 < f < 1 and table.predict(model, 96) == pytest.approx(warm + f * (cold - warm))
+    again = lt.LatencyTable.load(table.save(tmp_path / "t.json"))
+    assert again.predict(model, 96) == pytest.approx(table.predict(model, 96))

@@ -103,21 +103,27 @@ def run_lut(args: argparse.Namespace) -> int:
         models = [fused_model(n, **kwargs) for n in names]
         n = table.measure(models, args.size, progress=not args.json, on_entry=lambda t: t.save(path))
         table.save(path)
-        msg = {"table": str(path), "added": n, "entries": len(table.entries), "overhead_ms": table.overhead_ms}
-        print(json.dumps(msg) if args.json else f"{n} block kinds measured, {len(table.entries)} in {path}")
+        coef = table.cache_model["coef"] if table.cache_model else None
+        msg = {"table": str(path), "added": n, "entries": len(table.entries), "overhead_ms": table.overhead_ms,
+               "cold_fraction_coef": coef}
+        fit = f"; cold fraction {coef[0]:.3f} + {coef[1]:.3f} P + {coef[2]:.3f} A" if coef else ""
+        print(json.dumps(msg) if args.json else f"{n} block kinds measured, {len(table.entries)} in {path}{fit}")
         return 0
     if not args.models:
         raise ValueError("lut predict needs a model: NAME")
     out = []
     for name in args.models:
-        total, parts = table.predict(fused_model(name, **kwargs), args.size, detail=True)
-        out.append({"model": name, "predicted_ms": total, "parts": [{"key": k, "ms": ms} for k, ms in parts]})
+        model = fused_model(name, **kwargs)
+        total, parts = table.predict(model, args.size, detail=True)
+        out.append({"model": name, "predicted_ms": total, "cold_fraction": table.cold_fraction(model, args.size),
+                    "parts": [{"key": k, "ms": ms} for k, ms in parts]})
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
     for o in out:
         print(f"{o['model']}: {o['predicted_ms']:.2f} ms predicted ({args.runtime}, {args.threads} threads, "
-              f"{args.size}px, {args.clock} clock; {len(o['parts'])} parts + {table.overhead_ms:.3f} ms call overhead)")
+              f"{args.size}px, {args.clock} clock; {len(o['parts'])} parts + {table.overhead_ms:.3f} ms call overhead, "
+              f"cold fraction {o['cold_fraction']:.2f})")
         if args.detail:
             for p in o["parts"]:
                 print(f"  {p['ms']:8.3f}  {p['key']}")

@@ -11,6 +11,18 @@ model's predicted latency is the sum of its parts' entries.
 A timed call has a fixed cost of its own (the timer; for onnxruntime the session's `run`) that a part inside
 a whole model does not pay: it is measured once, on a do-nothing part (`overhead_ms`), taken off every entry
 and added back once per model.
+
+Cache state. A part timed alone runs from a cache its own previous call warmed; inside a whole model its weights
+(and, eager, its activations) come back from wherever the rest of the model left them. How far that is depends
+on the whole model, not the part: a model whose weights and activations fit the last-level cache finds them
+there, a larger one in memory. So each entry is measured twice: **warm** (an L2-sized flush before each call:
+weights in L3) and **cold** (a flush of twice the last-level cache, then the input read back: everything but the
+input in memory; the stem's input, the image, stays cold). A model's part costs warm + f x (cold - warm), with
+its cold fraction f = a + b P + c A of its weight bytes P and activation bytes A (in units of the last-level
+cache). (a, b, c) are the device's own, fitted once per table on the search space's uniform models at three
+sizes and two classifier widths (`CALIBRATION_*`), none of them a zoo model, and f is held inside the range the
+fit takes on them: no extrapolation. f is a fitted number, not a physical fraction: inside a model, eager PyTorch
+can be slower than every part timed cold (f > 1), and onnxruntime faster than every part timed warm (f < 0).
 """
 from __future__ import annotations
 
@@ -22,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,7 +44,13 @@ from .choose import RUNTIMES, _progress, cache_dir, cache_key, stable_time
 from .machine import last_level_cache_bytes, machine_load
 
 LUT_RUNTIMES = ("eager", "onnxruntime")
-TABLE_VERSION = 2  # 2: eager parts timed with cold weights (ColdWeights)
+TABLE_VERSION = 3  # 3: warm and cold entries, the device's cold fraction fitted on CALIBRATION
+CACHE_STATES = ("hot", "warm", "cold")
+# (expansion, kernel, SE) rows of the search space, each as a uniform model at each size and classifier width:
+# weight bytes 0.25-0.75x and activation bytes 0.2-5x a 32 MB cache
+CALIBRATION_CHOICES = ((3, 3, 0), (3, 7, 1), (6, 3, 0), (6, 5, 1), (6, 7, 1), (3, 5, 0))
+CALIBRATION_SIZES = (128, 224, 320)
+CALIBRATION_CLASSES = (1000, 10)  # 10 classes: 5 MB fewer weights in the classifier
 
 
 # ---------------------------------------------------------------- splitting a model into parts
@@ -131,96 +150,141 @@ def model_parts(model: nn.Module, size: int = 224, batch: int = 1) -> list[tuple
 
 # ---------------------------------------------------------------- timing one part
 class CacheFlush:
-    """Writes a buffer larger than the per-core L2 cache, so that the next call finds its weights where they are
-    inside a whole model on onnxruntime (evicted by the other blocks' weights from L2, still in L3: a session
-    packs its weights once, and these models' weights fit in L3), not hot from its own previous call."""
+    """Writes a buffer of `mib` MiB: 8 (more than the per-core L2) evicts a part's weights from L2 and leaves them
+    in L3; twice the last-level cache evicts everything."""
 
     def __init__(self, mib: float = 8.0) -> None:
-        import numpy as np
-
         self.buf = np.zeros(int(mib * 2**20) // 8)
 
     def __call__(self) -> None:
         self.buf += 1.0
 
 
-class ColdWeights(nn.Module):
-    """Calls copies of `part` in turn, so many that their weights together are twice the last-level cache (at
-    most `max_copies`): each call reads weights last touched a full cycle ago, as a part's weights are inside a
-    whole eager model, while the interpreter and the kernels' own state stay as warm as they are there.
-
-    Eager PyTorch reorders every convolution's weights on every call, so a whole MobileNetV3-Large moves twice
-    its 22 MB of weights through a 32 MB L3 shared with other tenants: inside the model its tail took 0.53 ms
-    against 0.16 ms alone after an L2 flush, and the table built that way predicted whole models 8-32 % low.
-    Flushing L3 instead evicts the interpreter's state too and made small models 30-58 % high.
-    """
-
-    def __init__(self, part: nn.Module, max_copies: int = 256) -> None:
-        import copy
-        import math
-
-        super().__init__()
-        nbytes = sum(p.numel() * p.element_size() for p in part.parameters()) or 1
-        n = max(1, min(max_copies, math.ceil(2 * last_level_cache_bytes() / nbytes)))
-        self.copies = nn.ModuleList([part] + [copy.deepcopy(part) for _ in range(n - 1)])
-        self.turn = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.turn = (self.turn + 1) % len(self.copies)
-        return self.copies[self.turn](x)
-
-
 def part_timer(part: nn.Module, shape: tuple, runtime: str, threads: int, work: Path, clock: str = "wall",
-               between: Callable[[], object] | None = None) -> Callable[[int, int], dict]:
+               between: Callable[[torch.Tensor], object] | None = None) -> Callable[[int, int], dict]:
     """A round timer of `part` (or a whole model) on (shape) input: eager, or onnxruntime with the module exported
-    alone by the TorchScript exporter (static shape) into `work`; `between()` runs untimed before each call."""
+    alone by the TorchScript exporter (static shape) into `work`; `between(x)` runs untimed before each call on the
+    input `x`."""
     from .choose import call_timer, runner_for
 
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    before = (lambda: between(x)) if between is not None else None
     if runtime == "eager":
-        return runner_for(part, "eager", x, threads, work, clock, between)
+        return runner_for(part, "eager", x, threads, work, clock, before)
     from .export import OPSET, _export_legacy, ort_session
 
     path = work / f"part_{time.monotonic_ns()}.onnx"
     _export_legacy(part.eval(), x, path, False, OPSET)
     sess = ort_session(path, threads=threads)
-    feed = {sess.get_inputs()[0].name: x.numpy()}
-    return call_timer(lambda: sess.run(None, feed), shape[0], clock, between)
+    # bound input and output buffers: `run` would copy every output into a new array, which a part inside a
+    # whole model does not do (about 0.1 ms over MobileNetV3-Small's 17 parts)
+    xs = x.numpy()  # shares x's memory: reading x warms the input
+    y = sess.run(None, {sess.get_inputs()[0].name: xs})[0]
+    binding = sess.io_binding()
+    binding.bind_cpu_input(sess.get_inputs()[0].name, xs)
+    binding.bind_output(sess.get_outputs()[0].name, "cpu", 0, y.dtype, list(y.shape), y.ctypes.data)
+    return call_timer(lambda: sess.run_with_iobinding(binding), shape[0], clock, before)
+
+
+def cache_preparation(cache: str, input_warm: bool = True) -> Callable[[torch.Tensor], object] | None:
+    """What runs before each timed call for a cache state: "hot" nothing, "warm" an L2 flush, "cold" a flush
+    of twice the last-level cache and then (`input_warm`) a read of the input, which a block inside a model
+    finds just written by the block before."""
+    if cache not in CACHE_STATES:
+        raise ValueError(f"cache state {cache!r}: choose one of {', '.join(CACHE_STATES)}")
+    if cache == "hot":
+        return None
+    flush = CacheFlush(8.0 if cache == "warm" else 2 * last_level_cache_bytes() / 2**20)
+    if cache == "cold" and input_warm:
+        return lambda x: (flush(), float(x.sum()))
+    return lambda x: flush()
 
 
 def time_part(part: nn.Module, shape: tuple, runtime: str = "eager", threads: int = 2, clock: str = "wall",
-              flush: bool = False, **stable_kwargs) -> dict:
-    """`stable_time` figures of one part (or model) on `runtime` with `threads` threads (eager: under no_grad);
-    `flush`: give each call its weights in the cache state they have inside a whole model (eager: `ColdWeights`,
-    onnxruntime: `CacheFlush` before each call)."""
+              cache: str = "hot", input_warm: bool = True, **stable_kwargs) -> dict:
+    """`stable_time` figures of one part (or model) on `runtime` with `threads` threads (eager: under no_grad),
+    each call from the cache state `cache` (`cache_preparation`)."""
     from .bench import torch_threads
     from .choose import check_clock
 
     check_clock(clock, threads)
     if runtime not in LUT_RUNTIMES:
         raise ValueError(f"the latency table measures {', '.join(LUT_RUNTIMES)}, not {runtime!r}")
+    between = cache_preparation(cache, input_warm)
     with torch_threads(threads), tempfile.TemporaryDirectory() as tmp, torch.no_grad():
-        between = CacheFlush() if flush and runtime != "eager" else None
-        timed = ColdWeights(part.eval()) if flush and runtime == "eager" else part.eval()
-        return stable_time(part_timer(timed, shape, runtime, threads, Path(tmp), clock, between), **stable_kwargs)
+        return stable_time(part_timer(part.eval(), shape, runtime, threads, Path(tmp), clock, between), **stable_kwargs)
+
+
+def footprint(model: nn.Module, size: int = 224, batch: int = 1) -> tuple[float, float]:
+    """(weight bytes, activation bytes) of one call at (batch, C, size, size): the parameters, and the outputs
+    of every leaf module summed."""
+    acts = [0]
+
+    def count(module, inputs, out):
+        acts[0] += out.numel() * out.element_size() if isinstance(out, torch.Tensor) else 0
+
+    leaves = [m for m in model.modules() if not next(m.children(), None)]
+    hooks = [m.register_forward_hook(count) for m in leaves]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(batch, model.conv_stem.in_channels, size, size))
+    finally:
+        for h in hooks:
+            h.remove()
+    return float(sum(p.numel() * p.element_size() for p in model.parameters())), float(acts[0])
+
+
+def calibration_models(batch: int = 1) -> list[tuple[nn.Module, int]]:
+    """[(fused model, size)] the cold fraction is fitted on: `CALIBRATION_CHOICES` x `CALIBRATION_CLASSES` x
+    `CALIBRATION_SIZES`."""
+    from .search import N_LAYERS
+
+    out = []
+    for choice in CALIBRATION_CHOICES:
+        for classes in CALIBRATION_CLASSES:
+            m = fused_model("moga_searched", layers=[list(choice)] * N_LAYERS, num_classes=classes)
+            out += [(m, s) for s in CALIBRATION_SIZES]
+    return out
+
+
+def fit_cold_fraction(rows: Sequence[dict]) -> list[float]:
+    """(a, b, c) of f = a + b P + c A from rows {"warm_ms", "cold_ms", "measured_ms", "P", "A"} (P, A in units of
+    the last-level cache): least squares on each model's own f, weighted by (cold - warm) / measured so that the
+    residuals are relative latency errors."""
+    X, y, wts = [], [], []
+    for r in rows:
+        span = r["cold_ms"] - r["warm_ms"]
+        if span <= 0:
+            continue
+        X.append([1.0, r["P"], r["A"]])
+        y.append((r["measured_ms"] - r["warm_ms"]) / span)
+        wts.append(span / r["measured_ms"])
+    if len(X) < 3:
+        return [0.0, 0.0, 0.0]
+    w = np.asarray(wts)[:, None]
+    coef, *_ = np.linalg.lstsq(np.asarray(X) * w, np.asarray(y) * w[:, 0], rcond=None)
+    return [float(v) for v in coef]
 
 
 # ---------------------------------------------------------------- the table
 class LatencyTable:
     """Measured latency (ms) per part key for one device, runtime, thread count and batch.
 
-    `entries`: {key: {"ms": net latency (overhead taken off), "raw_ms", "spread", "fields"}}; `overhead_ms`:
-    the fixed cost of one timed call, added once per predicted model. `clock`: "wall" or "cpu" (the thread's CPU
-    time, one thread only). `flush`: each part is timed with its weights in the cache state they have inside a
-    whole model (without it, a part timed alone runs from a hot cache and the sum comes out low).
+    `entries`: {key: {"ms": net latency (overhead taken off), "cold_ms" (with `flush`), "raw_ms", "spread",
+    "fields"}}; `overhead_ms`: the fixed cost of one timed call, added once per predicted model. `clock`:
+    "wall" or "cpu" (the thread's CPU time, one thread only). `flush`: "ms" is the warm entry and "cold_ms" the
+    cold one, mixed per model by its cold fraction (`cache_model`: {"coef": (a, b, c), "llc_bytes", "rows",
+    "range"});
+    without it, parts are timed from a hot cache and the sum comes out low.
     """
 
     def __init__(self, runtime: str, threads: int, batch: int = 1, entries: dict | None = None,
                  overhead_ms: float | None = None, meta: dict | None = None, clock: str = "wall",
-                 flush: bool = True) -> None:
+                 flush: bool = True, cold_overhead_ms: float | None = None, cache_model: dict | None = None) -> None:
         self.runtime, self.threads, self.batch, self.clock, self.flush = runtime, threads, batch, clock, flush
         self.entries: dict[str, dict] = dict(entries or {})
-        self.overhead_ms = overhead_ms
+        self.overhead_ms, self.cold_overhead_ms = overhead_ms, cold_overhead_ms
+        self.cache_model = cache_model
         self.meta = dict(meta or {})
 
     @property
@@ -238,41 +302,98 @@ class LatencyTable:
                 out.append(p)
         return out
 
+    def _time(self, part: nn.Module, shape: tuple, cache: str, input_warm: bool = True, **stable_kwargs) -> dict:
+        return time_part(part, shape, self.runtime, self.threads, self.clock, cache, input_warm, **stable_kwargs)
+
     def measure(self, models: Iterable[nn.Module], size: int = 224, progress: bool = True,
                 on_entry: Callable[["LatencyTable"], None] | None = None, **stable_kwargs) -> int:
-        """Measure every part kind of `models` (fused) not yet in the table; returns how many were added."""
+        """Measure every part kind of `models` (fused) not yet in the table, and (with `flush`, once per table)
+        the calibration models and the cold fraction fitted on them; returns how many part kinds were added."""
+        calibrate = self.flush and self.cache_model is None
+        calib = calibration_models(self.batch) if calibrate else []
         todo: dict[str, tuple] = {}
-        for m in models:
-            for p in self.missing(m, size):
+        for m, s in [(m, size) for m in models] + calib:
+            for p in self.missing(m, s):
                 todo.setdefault(p[0], p)
+        states = ("warm", "cold") if self.flush else ("hot",)
         if self.overhead_ms is None:
-            self.overhead_ms = time_part(_Nothing(), (self.batch, 16, 8, 8), self.runtime, self.threads,
-                                         self.clock, self.flush, **stable_kwargs)["median_ms"]
+            nothing = (self.batch, 16, 8, 8)
+            self.overhead_ms = self._time(_Nothing(), nothing, states[0], **stable_kwargs)["median_ms"]
+            if self.flush:
+                self.cold_overhead_ms = self._time(_Nothing(), nothing, "cold", **stable_kwargs)["median_ms"]
         for key, fields, part, shape in _progress(list(todo.values()), progress, unit="block"):
-            r = time_part(part, shape, self.runtime, self.threads, self.clock, self.flush, **stable_kwargs)
-            self.entries[key] = {"ms": max(0.0, r["median_ms"] - self.overhead_ms), "raw_ms": r["median_ms"],
-                                 "spread": r["spread"], "fields": fields, **machine_load()}
+            r = self._time(part, shape, states[0], **stable_kwargs)
+            entry = {"ms": max(0.0, r["median_ms"] - self.overhead_ms), "raw_ms": r["median_ms"],
+                     "spread": r["spread"], "fields": fields, **machine_load()}
+            if self.flush:  # the stem's input is the image: cold inside a model too
+                c = self._time(part, shape, "cold", input_warm=fields["role"] != "stem", **stable_kwargs)
+                entry.update(cold_ms=max(entry["ms"], c["median_ms"] - self.cold_overhead_ms),
+                             cold_raw_ms=c["median_ms"])
+            self.entries[key] = entry
+            if on_entry is not None:
+                on_entry(self)
+        if calibrate:
+            rows = []
+            for m, s in _progress(calib, progress, unit="model"):
+                warm, cold = self._sums(m, s)
+                p_bytes, a_bytes = footprint(m, s, self.batch)
+                meas = self._time(m, (self.batch, m.conv_stem.in_channels, s, s), "hot", **stable_kwargs)
+                llc = last_level_cache_bytes()
+                rows.append({"size": s, "warm_ms": warm, "cold_ms": cold, "measured_ms": meas["median_ms"],
+                             "P": p_bytes / llc, "A": a_bytes / llc})
+            coef = fit_cold_fraction(rows)
+            fitted = [coef[0] + coef[1] * r["P"] + coef[2] * r["A"] for r in rows]
+            self.cache_model = {"coef": coef, "llc_bytes": last_level_cache_bytes(), "rows": rows,
+                                "range": [min(fitted), max(fitted)]}
             if on_entry is not None:
                 on_entry(self)
         return len(todo)
 
-    def predict(self, model: nn.Module, size: int = 224, detail: bool = False) -> float | tuple[float, list]:
-        """Predicted latency (ms) of `model` at (batch, C, size, size): overhead + the sum of its parts'
-        entries. ValueError naming the parts not in the table (measure them with `measure` / `lut build`)."""
+    def _sums(self, model: nn.Module, size: int) -> tuple[float, float]:
+        """(warm, cold) predicted ms of `model`: overhead + the sum of its parts' entries in each state."""
         parts = model_parts(model, size, self.batch)
         absent = [p for p in parts if p[0] not in self.entries]
         if absent:
             raise ValueError(f"{len(absent)} part kinds of this model are not in the {self.runtime} table, e.g. "
                              f"{absent[0][0]}; run `mobilevision lut build` with this model first")
-        rows = [(k, self.entries[k]["ms"]) for k, *_ in parts]
+        warm = sum(self.entries[k]["ms"] for k, *_ in parts)
+        cold = sum(self.entries[k].get("cold_ms", self.entries[k]["ms"]) for k, *_ in parts)
+        base = self.overhead_ms or 0.0
+        return base + warm, base + cold
+
+    def cold_fraction(self, model: nn.Module, size: int = 224) -> float:
+        """f of `model` at `size` (0 for a table timed from a hot cache)."""
+        if not self.flush:
+            return 0.0
+        if self.cache_model is None:
+            raise ValueError(f"the {self.runtime} table has no cache calibration yet; run `mobilevision lut build`")
+        p_bytes, a_bytes = footprint(model, size, self.batch)
+        llc = self.cache_model["llc_bytes"]
+        a, b, c = self.cache_model["coef"]
+        lo, hi = self.cache_model["range"]
+        return float(min(hi, max(lo, a + b * p_bytes / llc + c * a_bytes / llc)))
+
+    def part_ms(self, key: str, cold_fraction: float) -> float:
+        """One part's entry mixed by a model's cold fraction."""
+        e = self.entries[key]
+        return e["ms"] + cold_fraction * (e.get("cold_ms", e["ms"]) - e["ms"])
+
+    def predict(self, model: nn.Module, size: int = 224, detail: bool = False) -> float | tuple[float, list]:
+        """Predicted latency (ms) of `model` at (batch, C, size, size): overhead + the sum of its parts' entries,
+        each warm + f x (cold - warm). ValueError naming the parts not in the table (measure them with `measure` /
+        `lut build`)."""
+        self._sums(model, size)  # the missing-parts error
+        f = self.cold_fraction(model, size)
+        rows = [(k, self.part_ms(k, f)) for k, *_ in model_parts(model, size, self.batch)]
         total = (self.overhead_ms or 0.0) + sum(ms for _, ms in rows)
         return (total, rows) if detail else total
 
     # ------------------------------------------------------------ files
     def to_dict(self) -> dict:
         return {"key": self.key, "runtime": self.runtime, "threads": self.threads, "batch": self.batch,
-                "clock": self.clock, "flush": self.flush,
-                "overhead_ms": self.overhead_ms, "meta": self.meta, "entries": self.entries}
+                "clock": self.clock, "flush": self.flush, "overhead_ms": self.overhead_ms,
+                "cold_overhead_ms": self.cold_overhead_ms, "cache_model": self.cache_model, "meta": self.meta,
+                "entries": self.entries}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the table as JSON, atomically."""
@@ -290,7 +411,8 @@ class LatencyTable:
         try:
             d = json.loads(path.read_text())
             table = cls(d["runtime"], int(d["threads"]), int(d["batch"]), d["entries"], d["overhead_ms"], d.get("meta"),
-                        d.get("clock", "wall"), bool(d.get("flush", True)))
+                        d.get("clock", "wall"), bool(d.get("flush", True)), d.get("cold_overhead_ms"),
+                        d.get("cache_model"))
             for e in table.entries.values():
                 float(e["ms"])
         except (ValueError, KeyError, TypeError) as err:

@@ -70,16 +70,18 @@ def space_costs(table: LatencyTable, size: int = 224, progress: bool = True, sav
     layer_ms: list[dict] = [{} for _ in range(N_LAYERS)]
     layer_params: list[dict] = [{} for _ in range(N_LAYERS)]
     fixed_ms = fixed_params = None
+    # one cold fraction for the whole space, MoGA-C's: the candidates' weight and activation bytes stay near it
+    f = table.cold_fraction(fused_model("moga_searched"), size)
     for c, m in models.items():
         parts = model_parts(m, size, table.batch)
         # stem, separable, 14 inverted residuals, 1x1 conv, tail
         blocks = [b for stage in raw[c].blocks for b in stage]
         for i in range(N_LAYERS):
-            layer_ms[i][c] = table.entries[parts[2 + i][0]]["ms"]
+            layer_ms[i][c] = table.part_ms(parts[2 + i][0], f)
             layer_params[i][c] = sum(p.numel() for p in blocks[1 + i].parameters())
         if fixed_ms is None:
             fixed = [parts[0], parts[1], parts[-2], parts[-1]]
-            fixed_ms = (table.overhead_ms or 0.0) + sum(table.entries[p[0]]["ms"] for p in fixed)
+            fixed_ms = (table.overhead_ms or 0.0) + sum(table.part_ms(p[0], f) for p in fixed)
             fixed_params = sum(p.numel() for p in raw[c].parameters()) - sum(layer_params[i][c] for i in range(N_LAYERS))
     return SpaceCosts(fixed_ms, fixed_params, layer_ms, layer_params)
 
