@@ -2,7 +2,9 @@
 
 Reads a `choose.json` (from `mobilevision choose --output DIR`), rebuilds the front's models and times them
 round-robin in one run (round r times every model once, so drifting load hits all alike), with the runtime,
-threads and clock the front was measured with, and prints both orders and Kendall's tau.
+threads and clock the front was measured with, and prints both orders and Kendall's tau. Each model's turn
+starts with `--warmup` untimed calls: choose times a model in a steady state, not the first calls after another
+model evicted its weights.
 
     PYTHONPATH=src python benchmarks/choose_front_check.py choose_results/choose.json
 """
@@ -28,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("choose_json")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls at the start of each model's turn")
     p.add_argument("--max-ms", type=float, default=None, help="check only the front members at most this slow")
     args = p.parse_args(argv)
     d = json.loads(open(args.choose_json).read())
@@ -51,14 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         for _ in range(args.rounds):
             for n in front:
-                meds[n].append(timers[n](0, args.runs)["median_ms"])
+                meds[n].append(timers[n](args.warmup, args.runs)["median_ms"])
     direct = {n: statistics.median(v) for n, v in meds.items()}
     order = sorted(front, key=direct.get)
     from scipy.stats import kendalltau
 
     tau = kendalltau([rows[n]["latency_ms"] for n in front], [direct[n] for n in front]).statistic
     print(f"load {load['load_1m']} -> {machine_load()['load_1m']}; {key['runtime']}, {key['threads']} thread(s), "
-          f"{key.get('clock', 'wall')} clock")
+          f"{key.get('clock', 'wall')} clock; {args.rounds} rounds of {args.warmup} untimed + {args.runs} timed calls")
     print(f"{'model':<30}{'choose ms':>10}{'direct ms':>10}")
     for n in front:
         print(f"{n:<30}{rows[n]['latency_ms']:>10.2f}{direct[n]:>10.2f}")
