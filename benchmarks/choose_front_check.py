@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("choose_json")
     p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--runs", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2, help="untimed calls at the start of each model's turn")
     p.add_argument("--max-ms", type=float, default=None, help="check only the front members at most this slow")
     args = p.parse_args(argv)

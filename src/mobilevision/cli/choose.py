@@ -28,6 +28,9 @@ def configure_choose(p: argparse.ArgumentParser) -> None:
     p.add_argument("--family", action="append", default=None,
                    help="restrict to these families (repeatable or a comma list, e.g. mobilenetv3,moga)")
     p.add_argument("--refresh", action="store_true", help="measure again instead of reading the cache")
+    p.add_argument("--no-round-robin", action="store_true",
+                   help="rank by each model's figure measured alone (skip timing the models near the front again, "
+                        "in turn in one run)")
     p.add_argument("--cache-dir", default=None, help="latency cache folder (default $MOBILEVISION_CACHE or "
                                                       "~/.cache/mobilevision)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -45,7 +48,7 @@ def run_choose(args: argparse.Namespace) -> int:
     size = common.square(args.input_size, "choose") or 224
     c = choose(args.budget_ms, args.runtime, args.threads, size, args.batch_size, families=_split(args.family),
                task=args.task, refresh=args.refresh, cache=args.cache_dir,
-               progress=not (args.no_progress or args.json), clock=args.clock)
+               progress=not (args.no_progress or args.json), clock=args.clock, confirm=not args.no_round_robin)
     paths = write_choice(c, args.output)
     if args.json:
         print(json.dumps({**c.to_dict(), "files": {k: str(v) for k, v in paths.items()}}, indent=2))

@@ -1,7 +1,8 @@
 """Pick a backbone for this machine and a latency budget: measured latency against published ImageNet top-1.
 
 `choose(budget_ms, runtime=..., threads=..., size=..., batch=...)` measures every candidate classifier (each
-measurement repeated until its spread is small), keeps the figures in a JSON cache keyed by the device
+measurement repeated until its spread is small), times the ones near the front again together in one run (so
+that their order is one run's comparison), keeps the figures in a JSON cache keyed by the device
 fingerprint (CPU model + SIMD flags), runtime, threads, input size, batch and library / runtime versions, and
 returns the Pareto front of (latency, top-1) and the best model under the budget. A second call with the same
 key measures nothing; `refresh=True` measures again. The cache also keeps the candidates' published figures
@@ -87,6 +88,14 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
             front.append(n)
             best = points[n][1]
     return front
+
+
+def near_front(points: dict[str, tuple[float, float]], margin: float = 0.15) -> list[str]:
+    """Names no other model beats by more than `margin` (relative) in latency at no loss of top-1, fastest first:
+    the front and the models that a figure `margin` off could put on it."""
+    return sorted((n for n, (lat, top1) in points.items()
+                   if not any(o != n and t >= top1 and ol * (1 + margin) < lat for o, (ol, t) in points.items())),
+                  key=lambda n: (points[n][0], n))
 
 
 def best_under(points: dict[str, tuple[float, float]], budget_ms: float) -> str | None:
@@ -206,6 +215,51 @@ def measure_model(name: str, runtime: str = "eager", threads: int = 2, size: int
     return {**stats, **machine_load(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def measure_round_robin(names: Sequence[str], probe_ms: dict[str, float], runtime: str = "eager", threads: int = 2,
+                        size: int = 224, batch: int = 1, clock: str = "wall", rounds: int = 3, warmup: int = 2,
+                        block_ms: float = 100.0, progress: bool = True) -> dict[str, dict]:
+    """Latency of the registered models `names` timed in turn in one run: each of `rounds` rounds gives every
+    model one block of `warmup` untimed calls and as many timed calls as fit in `block_ms` (1 to 20, from its
+    `probe_ms`). Returns {name: {"median_ms" (median of its block medians), "p90_ms", "spread" (IQR / median
+    of the block medians), "rounds", "runs", load averages}}. Every model stays in memory for the run.
+
+    Figures taken minutes apart on a shared machine drift by more than the gaps between neighbours on a front;
+    alternating blocks expose every model to the same drift."""
+    import numpy as np
+    import torch
+
+    import mobilevision
+    from mobilevision.models.registry import get_config
+
+    from .bench import torch_threads
+    from .export import export_form
+    from .fusion import fuse
+
+    out: dict[str, dict] = {}
+    with torch_threads(threads), tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        timers = {}
+        for i, name in enumerate(_progress(list(names), progress, desc="preparing the re-timing")):
+            c = get_config(name).input_size[0]
+            x = torch.randn(batch, c, size, size, generator=torch.Generator().manual_seed(0))
+            work = Path(tmp) / str(i)
+            work.mkdir()
+            model = export_form(fuse(mobilevision.create_model(name).eval()))
+            timers[name] = runner_for(model, runtime, x, threads, work, clock)
+        runs = {n: int(min(20, max(1, round(block_ms / max(probe_ms[n], 1e-3))))) for n in names}
+        blocks: dict[str, list[dict]] = {n: [] for n in names}
+        for _ in _progress(list(range(rounds)), progress, unit="round", desc="re-timing near the front"):
+            for n in names:
+                blocks[n].append(timers[n](warmup, runs[n]))
+    load = machine_load()
+    for n, bs in blocks.items():
+        meds = [b["median_ms"] for b in bs]
+        q1, q3 = np.percentile(meds, [25, 75])
+        med = float(statistics.median(meds))
+        out[n] = {"median_ms": med, "p90_ms": float(statistics.median(b["p90_ms"] for b in bs)),
+                  "spread": float((q3 - q1) / med), "rounds": rounds, "runs": rounds * runs[n], **load}
+    return out
+
+
 # ---------------------------------------------------------------- the cache
 def cache_dir() -> Path:
     """`$MOBILEVISION_CACHE` or `~/.cache/mobilevision`."""
@@ -311,11 +365,19 @@ class Choice:
 def choose(budget_ms: float, runtime: str = "eager", threads: int = 2, size: int = 224, batch: int = 1,
            families: Sequence[str] | None = None, names: Sequence[str] | None = None, task: str = "classify",
            refresh: bool = False, cache: str | os.PathLike | None = None, progress: bool = True,
-           measure: Callable[..., dict] | None = None, clock: str = "wall", **stable_kwargs) -> Choice:
+           measure: Callable[..., dict] | None = None, clock: str = "wall", confirm: bool = True,
+           together: Callable[..., dict] | None = None, **stable_kwargs) -> Choice:
     """Measure (or read from the cache) each candidate's latency and rank them against published top-1.
 
-    `cache`: the cache directory (default `cache_dir()`). `measure(name, runtime, threads, size, batch)`: the
-    latency function (default `measure_model`; tests pass a fake). ValueError on a bad argument, an unknown family or runtime.
+    Each new candidate is measured alone (`measure(name, runtime, threads, size, batch)`, default
+    `measure_model`); then (`confirm`, when anything was measured) the models near the front (`near_front`) are
+    timed again together, in turn in one run (`together(names, probe_ms, runtime, threads, size, batch)`, default
+    `measure_round_robin`), and those figures rank them: the front's order is one run's comparison, not that of
+    measurements minutes apart. Their latency is the round robin's median times the group's median ratio of
+    alone to round-robin figures (the level of a model run alone); each keeps its alone figures under "alone"
+    (rows: "alone_ms", "round_robin_ms").
+    `cache`: the cache directory (default `cache_dir()`). Tests pass fakes for `measure` and `together`.
+    ValueError on a bad argument, an unknown family or runtime.
     """
     import importlib.util
 
@@ -352,11 +414,28 @@ def choose(budget_ms: float, runtime: str = "eager", threads: int = 2, size: int
                 bar.set_postfix_str(name)
             results[name] = measure(name, runtime, threads, size, batch, clock=clock, **stable_kwargs)
             save_cache(path, key, results, figures)  # an interrupted first run keeps what it measured
+        if confirm:
+            alone = {n: results[n].get("alone", results[n]) for n in cands}
+            group = near_front({n: (alone[n]["median_ms"], cands[n]["top1"]) for n in cands})
+            if len(group) > 1:
+                probe = {n: alone[n]["median_ms"] for n in group}
+                again = (together or measure_round_robin)(group, probe, runtime, threads, size, batch, clock=clock,
+                                                          progress=progress)
+                # the round robin's ratios on the alone figures' level (alternating models costs a few per cent)
+                level = statistics.median(probe[n] / again[n]["median_ms"] for n in group)
+                for n in cands:
+                    results[n] = alone[n] if n not in again else {
+                        **again[n], "median_ms": again[n]["median_ms"] * level, "p90_ms": again[n]["p90_ms"] * level,
+                        "round_robin_ms": again[n]["median_ms"], "alone": alone[n], "round_robin": len(group)}
+                save_cache(path, key, results, figures)
     elif stored["figures"] is None:
         save_cache(path, key, results, figures)  # a cache written without the figures: the next hit needs no torch
     rows = [{"model": n, "family": v["family"], "top1": v["top1"], "params_m": v["params_m"], "gmacs": v["gmacs"],
              "latency_ms": results[n]["median_ms"], "p90_ms": results[n].get("p90_ms"),
-             "spread": results[n].get("spread"), "load_1m": results[n].get("load_1m")} for n, v in cands.items()]
+             "spread": results[n].get("spread"), "load_1m": results[n].get("load_1m"),
+             "alone_ms": results[n].get("alone", results[n])["median_ms"],
+             "round_robin_ms": results[n].get("round_robin_ms"), "round_robin": "round_robin" in results[n]}
+            for n, v in cands.items()]
     points = {r["model"]: (r["latency_ms"], r["top1"]) for r in rows}
     front = pareto_front(points)
     for r in rows:
@@ -365,14 +444,14 @@ def choose(budget_ms: float, runtime: str = "eager", threads: int = 2, size: int
     return Choice(budget_ms, key, rows, front, best_under(points, budget_ms), str(path), todo)
 
 
-def _progress(items: list, show: bool, unit: str = "model"):
+def _progress(items: list, show: bool, unit: str = "model", desc: str = "measuring"):
     if not show:
         return items
     try:
         from tqdm import tqdm
     except ImportError:
         return items
-    return tqdm(items, desc="measuring", unit=unit, leave=False)
+    return tqdm(items, desc=desc, unit=unit, leave=False)
 
 
 # ---------------------------------------------------------------- reporting
