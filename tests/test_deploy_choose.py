@@ -84,6 +84,17 @@ def test_stable_time_stops_when_spread_is_small_and_at_the_cap():
     assert not r["stable"] and r["rounds"] == 6
 
 
+def test_stable_time_sizes_rounds_with_the_work_between_calls():
+    runs = []
+
+    def steady(warmup, n):
+        runs.append(n)
+        return {"median_ms": 1.0, "p90_ms": 1.0}
+    ch.stable_time(steady, probe_ms=1.0, round_ms=300.0)
+    ch.stable_time(steady, probe_ms=1.0, round_ms=300.0, between_ms=74.0)
+    assert runs == [1, 20, 20, 20, 1, 4, 4, 4]  # the probe call, then 3 rounds; 300 / (1 + 74) = 4
+
+
 FAKE = {"mobilenetv3_small_100": 3.0, "mobilenetv3_large_100": 6.0, "mobilenetv3_large_075": 4.0,
         "mobilenetv3_small_075": 2.5, "mobilenetv3_large_minimal_100": 7.0, "mobilenetv3_small_minimal_100": 2.0}
 

@@ -150,6 +150,19 @@ def test_cache_states_flush_what_they_say(monkeypatch):
         lt.cache_preparation("lukewarm")
 
 
+def test_flushing_states_size_their_rounds_with_the_flush(monkeypatch):
+    monkeypatch.setattr(lt, "last_level_cache_bytes", lambda: 2**20)
+    seen = {}
+
+    def capture(round_fn, **kw):
+        seen[len(seen)] = kw
+        return {"median_ms": 1.0}
+    monkeypatch.setattr(lt, "stable_time", capture)
+    for cache in ("hot", "cold"):
+        lt.time_part(torch.nn.ReLU(), (1, 4, 8, 8), threads=1, cache=cache)
+    assert "between_ms" not in seen[0] and seen[1]["between_ms"] > 0
+
+
 def test_cold_fraction_is_fitted_on_the_calibration_models(monkeypatch, tmp_path):
     """With whole-model times made from a known f = a + b P + c A, `measure` recovers (a, b, c) from the
     calibration models alone, and a zoo model's prediction mixes its warm and cold sums by its own f."""

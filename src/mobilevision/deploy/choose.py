@@ -108,18 +108,19 @@ def best_under(points: dict[str, tuple[float, float]], budget_ms: float) -> str 
 
 # ---------------------------------------------------------------- measuring
 def stable_time(round_fn: Callable[[int, int], dict], probe_ms: float | None = None, rel_spread: float = 0.05,
-                min_rounds: int = 3, max_rounds: int = 12, round_ms: float = 300.0, max_s: float = 8.0) -> dict:
+                min_rounds: int = 3, max_rounds: int = 12, round_ms: float = 300.0, max_s: float = 8.0,
+                between_ms: float = 0.0) -> dict:
     """Repeat `round_fn(warmup, runs) -> {"median_ms", ...}` (one of bench.py's timers) until the median of
     the rounds is stable: the rounds' IQR / median <= `rel_spread` after `min_rounds`, or `max_rounds` /
     `max_s` seconds are reached. Each round has as many runs as fit in about `round_ms` (from `probe_ms`, a
-    first single-call estimate). Returns median_ms (median of round medians), p90_ms, spread (IQR / median),
-    rounds, runs, stable."""
+    first single-call estimate, plus `between_ms` of untimed work before each call, such as a cache flush).
+    Returns median_ms (median of round medians), p90_ms, spread (IQR / median), rounds, runs, stable."""
     import numpy as np
 
     t_start = time.perf_counter()
     first = round_fn(1, 1)
     probe = probe_ms if probe_ms is not None else first["median_ms"]
-    runs = int(min(20, max(1, round(round_ms / max(probe, 1e-3)))))
+    runs = int(min(20, max(1, round(round_ms / max(probe + between_ms, 1e-3)))))
     meds, p90s, total = [], [], 0
     spread = float("inf")
     while True:

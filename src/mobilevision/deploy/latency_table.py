@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -159,6 +160,15 @@ class CacheFlush:
     def __call__(self) -> None:
         self.buf += 1.0
 
+    def ms(self, runs: int = 3) -> float:
+        """Median wall time of one flush in milliseconds."""
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            self()
+            times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
+
 
 def part_timer(part: nn.Module, shape: tuple, runtime: str, threads: int, work: Path, clock: str = "wall",
                between: Callable[[torch.Tensor], object] | None = None) -> Callable[[int, int], dict]:
@@ -195,9 +205,14 @@ def cache_preparation(cache: str, input_warm: bool = True) -> Callable[[torch.Te
     if cache == "hot":
         return None
     flush = CacheFlush(8.0 if cache == "warm" else 2 * last_level_cache_bytes() / 2**20)
-    if cache == "cold" and input_warm:
-        return lambda x: (flush(), float(x.sum()))
-    return lambda x: flush()
+    read_input = cache == "cold" and input_warm
+
+    def prepare(x: torch.Tensor) -> None:
+        flush()
+        if read_input:
+            float(x.sum())
+    prepare.flush = flush
+    return prepare
 
 
 def time_part(part: nn.Module, shape: tuple, runtime: str = "eager", threads: int = 2, clock: str = "wall",
@@ -211,6 +226,10 @@ def time_part(part: nn.Module, shape: tuple, runtime: str = "eager", threads: in
     if runtime not in LUT_RUNTIMES:
         raise ValueError(f"the latency table measures {', '.join(LUT_RUNTIMES)}, not {runtime!r}")
     between = cache_preparation(cache, input_warm)
+    if between is not None:
+        # a cold flush writes twice the last-level cache (2 x 480 MiB took 75 ms on one Xeon): rounds are sized
+        # with it, or every round would spend seconds flushing
+        stable_kwargs.setdefault("between_ms", between.flush.ms())
     with torch_threads(threads), tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         return stable_time(part_timer(part.eval(), shape, runtime, threads, Path(tmp), clock, between), **stable_kwargs)
 
