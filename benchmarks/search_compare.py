@@ -12,17 +12,16 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 
 import mobilevision
+from mobilevision.deploy.bench import paired_times
 from mobilevision.deploy.export import OPSET, _export_legacy, ort_session
 from mobilevision.deploy.fusion import fuse
 from mobilevision.deploy.machine import cpu_info, machine_load
-
-sys.path.insert(0, str(Path(__file__).parent))
-from crossover import paired_cpu_times  # noqa: E402
 
 
 def best_top1(run: Path) -> tuple[float, int]:
@@ -47,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {}
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         eager = [lambda m=m: m(x) for m in models.values()]
-        a, b = paired_cpu_times(*eager, runs=args.runs, warmup=3)
+        a, b = paired_times(*eager, runs=args.runs, warmup=3, clock=time.thread_time)
         out["eager"] = (a["median_ms"], b["median_ms"])
         fns = []
         for n, m in models.items():
@@ -56,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             sess = ort_session(path, threads=1)
             feed = {sess.get_inputs()[0].name: x.numpy()}
             fns.append(lambda sess=sess, feed=feed: sess.run(None, feed))
-        a, b = paired_cpu_times(*fns, runs=args.runs, warmup=3)
+        a, b = paired_times(*fns, runs=args.runs, warmup=3, clock=time.thread_time)
         out["onnxruntime"] = (a["median_ms"], b["median_ms"])
     params = {n: sum(p.numel() for p in mobilevision.create_model(n, **(kwargs if n == "moga_searched" else {}))
                      .parameters()) for n in models}

@@ -55,3 +55,30 @@ def test_lazy_public_names_are_the_defining_modules_objects():
     assert mobilevision.deploy is deploy and mobilevision.models.registry.list_models is mobilevision.list_models
     with pytest.raises(AttributeError, match="no attribute 'zzz'"):
         mobilevision.zzz
+
+
+def test_benchmark_scripts_import_what_exists():
+    """Every `from mobilevision... import name` / `from <sibling benchmark> import name` in benchmarks/ names
+    something that exists (a benchmark is not run in CI, so a renamed helper would break it unseen)."""
+    import ast
+    import importlib
+    import importlib.util
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    siblings = {f.stem for f in bench.glob("*.py")}
+    missing = []
+    sys.path.insert(0, str(bench))
+    try:
+        for f in sorted(bench.glob("*.py")):
+            for node in ast.walk(ast.parse(f.read_text())):
+                if not isinstance(node, ast.ImportFrom) or node.level or not node.module:
+                    continue
+                if node.module.split(".")[0] not in {"mobilevision", *siblings}:
+                    continue
+                mod = importlib.import_module(node.module)
+                missing += [f"{f.name}: {node.module}.{a.name}" for a in node.names if not hasattr(mod, a.name)
+                            and importlib.util.find_spec(f"{node.module}.{a.name}") is None]
+    finally:
+        sys.path.remove(str(bench))
+    assert not missing, missing
