@@ -140,12 +140,21 @@ def test_naswot_prefers_separable_inputs():
 
 def test_cache_states_flush_what_they_say(monkeypatch):
     monkeypatch.setattr(lt, "last_level_cache_bytes", lambda: 2**20)  # a 1 MiB cache
-    sizes = []
-    monkeypatch.setattr(lt, "CacheFlush", lambda mib: (sizes.append(mib), lambda: None)[1])
     assert lt.cache_preparation("hot") is None
-    lt.cache_preparation("warm")
-    lt.cache_preparation("cold")
-    assert sizes == [8.0, 2.0]  # L2-sized, twice the last-level cache
+    warm, cold, stem = lt.cache_preparation("warm"), lt.cache_preparation("cold"), lt.cache_preparation("cold", False)
+    # L2-sized, twice the last-level cache; the cold state reads its input back unless it is the stem's image
+    assert [f.buf.nbytes for f in (warm, cold, stem)] == [8 * 2**20, 2 * 2**20, 2 * 2**20]
+    assert (warm.read_input, cold.read_input, stem.read_input) == (False, True, False)
+    reads = []
+
+    class Watched(torch.Tensor):
+        def sum(self, *a, **k):
+            reads.append(1)
+            return super().sum(*a, **k)
+    x = torch.zeros(4).as_subclass(Watched)
+    before = cold.buf.copy()
+    cold(x), stem(x), warm(x)
+    assert reads == [1] and (cold.buf == before + 1).all()
     with pytest.raises(ValueError, match="hot, warm, cold"):
         lt.cache_preparation("lukewarm")
 

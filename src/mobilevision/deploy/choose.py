@@ -107,6 +107,14 @@ def best_under(points: dict[str, tuple[float, float]], budget_ms: float) -> str 
 
 
 # ---------------------------------------------------------------- measuring
+def relative_iqr(values: Sequence[float]) -> float:
+    """(q3 - q1) / median of `values`: the spread of a set of round medians."""
+    import numpy as np
+
+    q1, q3 = np.percentile(values, [25, 75])
+    return float((q3 - q1) / statistics.median(values))
+
+
 def stable_time(round_fn: Callable[[int, int], dict], probe_ms: float | None = None, rel_spread: float = 0.05,
                 min_rounds: int = 3, max_rounds: int = 12, round_ms: float = 300.0, max_s: float = 8.0,
                 between_ms: float = 0.0) -> dict:
@@ -115,8 +123,6 @@ def stable_time(round_fn: Callable[[int, int], dict], probe_ms: float | None = N
     `max_s` seconds are reached. Each round has as many runs as fit in about `round_ms` (from `probe_ms`, a
     first single-call estimate, plus `between_ms` of untimed work before each call, such as a cache flush).
     Returns median_ms (median of round medians), p90_ms, spread (IQR / median), rounds, runs, stable."""
-    import numpy as np
-
     t_start = time.perf_counter()
     first = round_fn(1, 1)
     probe = probe_ms if probe_ms is not None else first["median_ms"]
@@ -129,8 +135,7 @@ def stable_time(round_fn: Callable[[int, int], dict], probe_ms: float | None = N
         p90s.append(r["p90_ms"])
         total += runs
         if len(meds) >= min_rounds:
-            q1, q3 = np.percentile(meds, [25, 75])
-            spread = float((q3 - q1) / statistics.median(meds))
+            spread = relative_iqr(meds)
             if spread <= rel_spread or len(meds) >= max_rounds or time.perf_counter() - t_start > max_s:
                 break
     return {"median_ms": float(statistics.median(meds)), "p90_ms": float(statistics.median(p90s)),
@@ -195,24 +200,32 @@ def runner_for(model, runtime: str, x, threads: int, work_dir: str | os.PathLike
     return call_timer(lambda: rt._run(xn), x.shape[0], clock, between)
 
 
-def measure_model(name: str, runtime: str = "eager", threads: int = 2, size: int = 224, batch: int = 1,
-                  clock: str = "wall", **stable_kwargs) -> dict:
-    """Latency of the fused registered model `name` at (batch, 3, size, size) on `runtime` with `threads`
-    threads (`stable_time`'s repeat-until-stable figures) plus its measured load averages."""
+def model_timer(name: str, runtime: str, threads: int, size: int, batch: int, clock: str,
+                work_dir: str | os.PathLike) -> Callable[[int, int], dict]:
+    """`runner_for` of the fused, export-form registered model `name` on a fixed random (batch, C, size, size)
+    input; exported files go to `work_dir`."""
     import torch
 
     import mobilevision
     from mobilevision.models.registry import get_config
 
-    from .bench import torch_threads
     from .export import export_form
     from .fusion import fuse
 
+    c = get_config(name).input_size[0]
+    x = torch.randn(batch, c, size, size, generator=torch.Generator().manual_seed(0))
+    model = export_form(fuse(mobilevision.create_model(name).eval()))
+    return runner_for(model, runtime, x, threads, work_dir, clock)
+
+
+def measure_model(name: str, runtime: str = "eager", threads: int = 2, size: int = 224, batch: int = 1,
+                  clock: str = "wall", **stable_kwargs) -> dict:
+    """Latency of the fused registered model `name` at (batch, 3, size, size) on `runtime` with `threads`
+    threads (`stable_time`'s repeat-until-stable figures) plus its measured load averages."""
+    from .bench import torch_threads
+
     with torch_threads(threads), tempfile.TemporaryDirectory() as tmp:
-        c = get_config(name).input_size[0]
-        x = torch.randn(batch, c, size, size, generator=torch.Generator().manual_seed(0))
-        model = export_form(fuse(mobilevision.create_model(name).eval()))
-        stats = stable_time(runner_for(model, runtime, x, threads, tmp, clock), **stable_kwargs)
+        stats = stable_time(model_timer(name, runtime, threads, size, batch, clock, tmp), **stable_kwargs)
     return {**stats, **machine_load(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
@@ -226,26 +239,17 @@ def measure_round_robin(names: Sequence[str], probe_ms: dict[str, float], runtim
 
     Figures taken minutes apart on a shared machine drift by more than the gaps between neighbours on a front;
     alternating blocks expose every model to the same drift."""
-    import numpy as np
     import torch
 
-    import mobilevision
-    from mobilevision.models.registry import get_config
-
     from .bench import torch_threads
-    from .export import export_form
-    from .fusion import fuse
 
     out: dict[str, dict] = {}
     with torch_threads(threads), tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         timers = {}
         for i, name in enumerate(_progress(list(names), progress, desc="preparing the re-timing")):
-            c = get_config(name).input_size[0]
-            x = torch.randn(batch, c, size, size, generator=torch.Generator().manual_seed(0))
             work = Path(tmp) / str(i)
             work.mkdir()
-            model = export_form(fuse(mobilevision.create_model(name).eval()))
-            timers[name] = runner_for(model, runtime, x, threads, work, clock)
+            timers[name] = model_timer(name, runtime, threads, size, batch, clock, work)
         runs = {n: int(min(20, max(1, round(block_ms / max(probe_ms[n], 1e-3))))) for n in names}
         blocks: dict[str, list[dict]] = {n: [] for n in names}
         for _ in _progress(list(range(rounds)), progress, unit="round", desc="re-timing near the front"):
@@ -254,10 +258,9 @@ def measure_round_robin(names: Sequence[str], probe_ms: dict[str, float], runtim
     load = machine_load()
     for n, bs in blocks.items():
         meds = [b["median_ms"] for b in bs]
-        q1, q3 = np.percentile(meds, [25, 75])
-        med = float(statistics.median(meds))
-        out[n] = {"median_ms": med, "p90_ms": float(statistics.median(b["p90_ms"] for b in bs)),
-                  "spread": float((q3 - q1) / med), "rounds": rounds, "runs": rounds * runs[n], **load}
+        out[n] = {"median_ms": float(statistics.median(meds)),
+                  "p90_ms": float(statistics.median(b["p90_ms"] for b in bs)), "spread": relative_iqr(meds),
+                  "rounds": rounds, "runs": rounds * runs[n], **load}
     return out
 
 
@@ -371,7 +374,8 @@ def choose(budget_ms: float, runtime: str = "eager", threads: int = 2, size: int
     """Measure (or read from the cache) each candidate's latency and rank them against published top-1.
 
     Each new candidate is measured alone (`measure(name, runtime, threads, size, batch)`, default
-    `measure_model`); then (`confirm`, when anything was measured) the models near the front (`near_front`) are
+    `measure_model`); then (`confirm`, when anything was measured or a model near the front has no round-robin
+    figure yet) the models near the front (`near_front`) are
     timed again together, in turn in one run (`together(names, probe_ms, runtime, threads, size, batch)`, default
     `measure_round_robin`), and those figures rank them: the front's order is one run's comparison, not that of
     measurements minutes apart. Their latency is the round robin's median times the group's median ratio of
@@ -415,21 +419,24 @@ def choose(budget_ms: float, runtime: str = "eager", threads: int = 2, size: int
                 bar.set_postfix_str(name)
             results[name] = measure(name, runtime, threads, size, batch, clock=clock, **stable_kwargs)
             save_cache(path, key, results, figures)  # an interrupted first run keeps what it measured
-        if confirm:
-            alone = {n: results[n].get("alone", results[n]) for n in cands}
-            group = near_front({n: (alone[n]["median_ms"], cands[n]["top1"]) for n in cands})
-            if len(group) > 1:
-                probe = {n: alone[n]["median_ms"] for n in group}
-                again = (together or measure_round_robin)(group, probe, runtime, threads, size, batch, clock=clock,
-                                                          progress=progress)
-                # the round robin's ratios on the alone figures' level (alternating models costs a few per cent)
-                level = statistics.median(probe[n] / again[n]["median_ms"] for n in group)
-                for n in cands:
-                    results[n] = alone[n] if n not in again else {
-                        **again[n], "median_ms": again[n]["median_ms"] * level, "p90_ms": again[n]["p90_ms"] * level,
-                        "round_robin_ms": again[n]["median_ms"], "alone": alone[n], "round_robin": len(group)}
-                save_cache(path, key, results, figures)
-    elif stored["figures"] is None:
+    saved = bool(todo)
+    if confirm:
+        alone = {n: results[n].get("alone", results[n]) for n in cands}
+        group = near_front({n: (alone[n]["median_ms"], cands[n]["top1"]) for n in cands})
+        # also after a first run interrupted in its round robin, or a cache written without one
+        if len(group) > 1 and (todo or any("round_robin" not in results[n] for n in group)):
+            probe = {n: alone[n]["median_ms"] for n in group}
+            again = (together or measure_round_robin)(group, probe, runtime, threads, size, batch, clock=clock,
+                                                      progress=progress)
+            # the round robin's ratios on the alone figures' level (alternating models costs a few per cent)
+            level = statistics.median(probe[n] / again[n]["median_ms"] for n in group)
+            for n in cands:
+                results[n] = alone[n] if n not in again else {
+                    **again[n], "median_ms": again[n]["median_ms"] * level, "p90_ms": again[n]["p90_ms"] * level,
+                    "round_robin_ms": again[n]["median_ms"], "alone": alone[n], "round_robin": len(group)}
+            save_cache(path, key, results, figures)
+            saved = True
+    if not saved and stored["figures"] is None:
         save_cache(path, key, results, figures)  # a cache written without the figures: the next hit needs no torch
     rows = [{"model": n, "family": v["family"], "top1": v["top1"], "params_m": v["params_m"], "gmacs": v["gmacs"],
              "latency_ms": results[n]["median_ms"], "p90_ms": results[n].get("p90_ms"),

@@ -152,13 +152,17 @@ def model_parts(model: nn.Module, size: int = 224, batch: int = 1) -> list[tuple
 # ---------------------------------------------------------------- timing one part
 class CacheFlush:
     """Writes a buffer of `mib` MiB: 8 (more than the per-core L2) evicts a part's weights from L2 and leaves them
-    in L3; twice the last-level cache evicts everything."""
+    in L3; twice the last-level cache evicts everything. Called with a tensor and `read_input`, it then reads the
+    tensor back."""
 
-    def __init__(self, mib: float = 8.0) -> None:
+    def __init__(self, mib: float = 8.0, read_input: bool = False) -> None:
         self.buf = np.zeros(int(mib * 2**20) // 8)
+        self.read_input = read_input
 
-    def __call__(self) -> None:
+    def __call__(self, x: torch.Tensor | None = None) -> None:
         self.buf += 1.0
+        if self.read_input and x is not None:
+            float(x.sum())
 
     def ms(self, runs: int = 3) -> float:
         """Median wall time of one flush in milliseconds."""
@@ -196,7 +200,7 @@ def part_timer(part: nn.Module, shape: tuple, runtime: str, threads: int, work: 
     return call_timer(lambda: sess.run_with_iobinding(binding), shape[0], clock, before)
 
 
-def cache_preparation(cache: str, input_warm: bool = True) -> Callable[[torch.Tensor], object] | None:
+def cache_preparation(cache: str, input_warm: bool = True) -> CacheFlush | None:
     """What runs before each timed call for a cache state: "hot" nothing, "warm" an L2 flush, "cold" a flush
     of twice the last-level cache and then (`input_warm`) a read of the input, which a block inside a model
     finds just written by the block before."""
@@ -204,15 +208,9 @@ def cache_preparation(cache: str, input_warm: bool = True) -> Callable[[torch.Te
         raise ValueError(f"cache state {cache!r}: choose one of {', '.join(CACHE_STATES)}")
     if cache == "hot":
         return None
-    flush = CacheFlush(8.0 if cache == "warm" else 2 * last_level_cache_bytes() / 2**20)
-    read_input = cache == "cold" and input_warm
-
-    def prepare(x: torch.Tensor) -> None:
-        flush()
-        if read_input:
-            float(x.sum())
-    prepare.flush = flush
-    return prepare
+    if cache == "warm":
+        return CacheFlush(8.0)
+    return CacheFlush(2 * last_level_cache_bytes() / 2**20, read_input=input_warm)
 
 
 def time_part(part: nn.Module, shape: tuple, runtime: str = "eager", threads: int = 2, clock: str = "wall",
@@ -229,7 +227,7 @@ def time_part(part: nn.Module, shape: tuple, runtime: str = "eager", threads: in
     if between is not None:
         # a cold flush writes twice the last-level cache (2 x 480 MiB took 75 ms on one Xeon): rounds are sized
         # with it, or every round would spend seconds flushing
-        stable_kwargs.setdefault("between_ms", between.flush.ms())
+        stable_kwargs.setdefault("between_ms", between.ms())
     with torch_threads(threads), tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         return stable_time(part_timer(part.eval(), shape, runtime, threads, Path(tmp), clock, between), **stable_kwargs)
 
