@@ -90,11 +90,8 @@ def resolve_data_config(source: Any = None, saved: Mapping | None = None, **over
     unknown = set(wanted) - _FIELDS
     if unknown:
         raise ValueError(f"unknown data config field(s) {sorted(unknown)}; known: {', '.join(sorted(_FIELDS))}")
-    size = wanted.get("input_size")
-    if in_chans is None and (isinstance(size, int) or (size is not None and len(tuple(size)) < 3)):
-        in_chans = tuple(merged.get("input_size", DataConfig.input_size))[0]  # N or (H, W): keep the channels
     merged.update(wanted)
-    # channels: in_chans, else a (C, H, W) value's own, else the base's (an N or (H, W) override has none)
+    # channels: in_chans, else a (C, H, W) override's own, else the base's (an N or (H, W) override has none)
     sized = [v for v in (wanted.get("input_size"), base_size) if v is not None and not isinstance(v, int)]
     sized = [tuple(v) for v in sized if len(tuple(v)) == 3]
     c = int(in_chans) if in_chans is not None else int(sized[0][0]) if sized else 3
@@ -103,16 +100,11 @@ def resolve_data_config(source: Any = None, saved: Mapping | None = None, **over
 
 
 def _chw(value: Any, channels: int) -> tuple[int, int, int]:
-    if isinstance(value, int):
-        return channels, value, value
-    value = tuple(int(v) for v in value)
-    if len(value) == 1:
-        return channels, value[0], value[0]
-    if len(value) == 2:
-        return channels, value[0], value[1]
-    if len(value) == 3:
-        return channels, value[1], value[2]
-    raise ValueError(f"input size must be N, (H, W) or (C, H, W), got {value!r}")
+    value = (value,) if isinstance(value, int) else tuple(int(v) for v in value)
+    if not 1 <= len(value) <= 3:
+        raise ValueError(f"input size must be N, (H, W) or (C, H, W), got {value!r}")
+    h, w = value[-2:] if len(value) > 1 else value * 2  # N -> (N, N); (C, H, W) -> (H, W)
+    return channels, h, w
 
 
 def _clean(d: Mapping) -> dict:
@@ -147,8 +139,7 @@ def create_transform(cfg: DataConfig, train: bool = False, **augment: Any):
 
     mean, std = cfg.channel_stats
     if train:
-        augment.setdefault("interpolation", cfg.interpolation)
-        if augment["interpolation"] is None:
+        if augment.get("interpolation") is None:
             augment["interpolation"] = cfg.interpolation
         return train_transform(cfg.size, mean, std, **augment)
     if augment:

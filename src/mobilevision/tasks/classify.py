@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import EvalView, TrainView, build_mixing, open_datasets
-from ..data.config import DataConfig, create_transform, resolve_data_config
+from ..data.config import create_transform, resolve_data_config
 from ..models.checkpoint import save_pretrained
 from ..train.distributed import all_reduce_sum
 from .base import Task, TaskData
@@ -41,11 +41,6 @@ def evaluate_classifier(model: Callable, loader, device: torch.device | str = "c
     return {"top1": 100.0 * c1 / max(n, 1), "top5": 100.0 * c5 / max(n, 1), "loss": loss / max(n, 1)}
 
 
-def data_config_for(model_name: str, recipe: Any) -> DataConfig:
-    """The run's preprocessing: the model's, with the recipe's input_size / crop_pct when set."""
-    return resolve_data_config(model_name, input_size=recipe.input_size, crop_pct=recipe.crop_pct)
-
-
 class ClassifyTask(Task):
     """Supervised classification of `model_name` (any registered classifier)."""
 
@@ -53,7 +48,8 @@ class ClassifyTask(Task):
     metric = "top1"
 
     def build_data(self, data: str, recipe: Any) -> TaskData:
-        cfg = data_config_for(self.model_name, recipe)
+        # the model's preprocessing, with the recipe's input_size / crop_pct when set
+        cfg = resolve_data_config(self.model_name, input_size=recipe.input_size, crop_pct=recipe.crop_pct)
         size = cfg.size[0]
         sizes = [int(s) for s in recipe.scales] if recipe.multi_scale else [size]
         train_src, val_src = open_datasets(data, image_size=max(sizes + [size]), verify=recipe.verify_images)

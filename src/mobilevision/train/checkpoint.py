@@ -53,21 +53,3 @@ def load_train_state(directory: Path) -> dict:
     except Exception as err:  # unpickling errors come in many types
         raise ValueError(f"cannot read training state {path}: {str(err).splitlines()[0][:200]}") from None
 
-
-def restore_train_state(state: dict, model: torch.nn.Module, optimizer, scheduler, scaler, ema=None,
-                        keep_loss: bool = True) -> tuple[int, int, int, float, float, float]:
-    """Load a `last/` train state into the run's objects and RNGs (in place).
-
-    Returns (epoch, batch within it, step, elapsed seconds, running loss sum, its count); the loss pair is zero
-    unless `keep_loss` (only the rank that logs keeps it).
-    """
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if ema is not None:
-        ema.load_state_dict(state["ema"])
-    if state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-    set_rng_state(state["rng"])
-    loss = (state["loss_sum"], state["loss_n"]) if keep_loss else (0.0, 0.0)
-    return state["sampler"]["epoch"], state["sampler"]["start_batch"], state["step"], state["elapsed"], *loss

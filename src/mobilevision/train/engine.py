@@ -177,10 +177,8 @@ def _autocast(device: torch.device, recipe: Recipe):
     """(a context-manager factory, the autocast dtype or None): bf16 on CPU, fp16 (or amp_dtype) on GPU."""
     if not recipe.amp:
         return contextlib.nullcontext, None
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if recipe.amp_dtype == "bfloat16" else torch.float16
-    else:
-        dtype = torch.bfloat16 if recipe.amp_dtype in (None, "bfloat16") else torch.float16
+    fp16 = recipe.amp_dtype == "float16" or (recipe.amp_dtype is None and device.type == "cuda")
+    dtype = torch.float16 if fp16 else torch.bfloat16
     return (lambda: torch.autocast(device.type, dtype=dtype)), dtype
 
 
@@ -243,15 +241,24 @@ def _build(task: Task, recipe: Recipe, data_name: str, out: Path, info: DistInfo
 
 
 def _restore(run: _Run, state: dict) -> None:
+    """Load a `last/` train state into the run's objects and RNGs (in place)."""
     # the schedule's shape (total steps) is this run's, also when --epochs extends it
     shape = [dict(f.__dict__) for f in run.scheduler.lr_lambdas]
-    run.start_epoch, run.start_batch, run.step, run.elapsed, loss_sum, loss_n = ckpt.restore_train_state(
-        state, run.model, run.optimizer, run.scheduler, run.scaler, run.ema, keep_loss=run.info.is_main)
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
     for f, d in zip(run.scheduler.lr_lambdas, shape):
         f.__dict__.update(d)
-    run.best = dict(state["best"])
-    terms = state.get("term_sums", {}) if run.info.is_main else {}
-    run.sums = {"loss": loss_sum, "n": loss_n, **terms} if loss_n else {}
+    if run.ema is not None:
+        run.ema.load_state_dict(state["ema"])
+    if state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    ckpt.set_rng_state(state["rng"])
+    run.start_epoch, run.start_batch = state["sampler"]["epoch"], state["sampler"]["start_batch"]
+    run.step, run.elapsed, run.best = state["step"], state["elapsed"], dict(state["best"])
+    # only the rank that logs keeps the running loss sums
+    if run.info.is_main and state["loss_n"]:
+        run.sums = {"loss": state["loss_sum"], "n": state["loss_n"], **state.get("term_sums", {})}
     if run.info.is_main:
         logger.info("resuming %s at epoch %d batch %d (step %d)", run.out, run.start_epoch + 1, run.start_batch,
                     run.step)
@@ -276,19 +283,12 @@ def _start_writer(run: _Run, origin: str) -> RunWriter:
 
 # ---------------------------------------------------------------------------------------------- the loop
 
-def _step_seed(seed: int, step: int, rank: int) -> int:
-    return (seed * 1_000_003 + step * 7_919 + rank * 104_729 + 1) % (2 ** 63)
-
-
-def _seed_step(seed: int, device: torch.device) -> None:
-    torch.default_generator.manual_seed(seed)  # torch.manual_seed costs ~100x more per call
+def _seed_step(seed: int, step: int, rank: int, device: torch.device) -> None:
+    """Re-seed the global generators for one batch from (seed, step, rank)."""
+    step_seed = (seed * 1_000_003 + step * 7_919 + rank * 104_729 + 1) % (2 ** 63)
+    torch.default_generator.manual_seed(step_seed)  # torch.manual_seed costs ~100x more per call
     if device.type == "cuda":
-        torch.cuda.manual_seed(seed)
-
-
-def _batch_len(batch: Any) -> int:
-    first = batch[0] if isinstance(batch, (tuple, list)) else batch
-    return len(first)
+        torch.cuda.manual_seed(step_seed)
 
 
 def _optimizer_step(run: _Run) -> None:
@@ -326,7 +326,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[int, float, float]:
     bar = Progress(n_batches, f"epoch {epoch + 1}/{r.epochs}", info.is_main, r.log_every,
                    initial=run.sampler.start_batch)
     for k, batch in enumerate(run.loader, start=run.sampler.start_batch):
-        _seed_step(_step_seed(r.seed, run.step, info.rank), info.device)
+        _seed_step(r.seed, run.step, info.rank, info.device)
         boundary = (k + 1) % r.accum_steps == 0 or k + 1 == n_batches
         if k % r.accum_steps == 0:
             run.optimizer.zero_grad(set_to_none=True)
@@ -334,7 +334,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[int, float, float]:
         if boundary:
             _optimizer_step(run)
         run.step += 1
-        n = _batch_len(batch)
+        n = len(batch[0] if isinstance(batch, (tuple, list)) else batch)
         images += n
         for key, value in terms.items():
             run.sums[key] = run.sums.get(key, 0.0) + value * n
@@ -397,8 +397,11 @@ def _end_epoch(run: _Run, epoch: int, writer: RunWriter | None, images: int, tra
     run.sums = {}
     if run.info.is_main:
         writer.epoch(row)
-        _log_epoch(run, row, metrics, ema_metrics)
         metric = run.task.metric
+        val = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        ema = f", EMA {metric} {ema_metrics[metric]:.4g}" if metric in ema_metrics else ""
+        logger.info("epoch %d/%d: train loss %.4f%s%s, %.0f img/s, %.1f s", row["epoch"], run.recipe.epochs,
+                    row["train_loss"], f", val {val}" if val else "", ema, row["images_per_s"], row["seconds"])
         if improved is not None:
             best_model = run.ema.module if improved == "ema" else run.model
             run.task.save(best_model, run.out / "best",
@@ -420,13 +423,6 @@ def _update_best(run: _Run, epoch: int, metrics: dict, ema_metrics: dict) -> str
         if value is not None and (run.best["value"] is None or value > run.best["value"]):
             run.best, improved = {"value": value, "epoch": epoch + 1, "source": source}, source
     return improved
-
-
-def _log_epoch(run: _Run, row: dict, metrics: dict, ema_metrics: dict) -> None:
-    val = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-    ema = f", EMA {run.task.metric} {ema_metrics[run.task.metric]:.4g}" if run.task.metric in ema_metrics else ""
-    logger.info("epoch %d/%d: train loss %.4f%s%s, %.0f img/s, %.1f s", row["epoch"], run.recipe.epochs,
-                row["train_loss"], f", val {val}" if val else "", ema, row["images_per_s"], row["seconds"])
 
 
 def _finish(run: _Run, writer: RunWriter | None) -> dict:

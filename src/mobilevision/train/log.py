@@ -45,16 +45,13 @@ def setup_logging(enabled: bool) -> None:
 @contextlib.contextmanager
 def warnings_to_log():
     """Python warnings raised inside the block become one log line each (no source line, no traceback)."""
-    shown = warnings.showwarning
-
     def show(message, category, filename, lineno, file=None, line=None):
-        logger.warning("warning: %s", str(message).strip().splitlines()[0] if str(message).strip() else category.__name__)
+        text = str(message).strip()
+        logger.warning("warning: %s", text.splitlines()[0] if text else category.__name__)
 
-    warnings.showwarning = show
-    try:
+    with warnings.catch_warnings():  # restores showwarning on exit
+        warnings.showwarning = show
         yield
-    finally:
-        warnings.showwarning = shown
 
 
 class Progress:
@@ -94,11 +91,8 @@ class RunWriter:
         if self.metrics_path.exists():
             # keep only epochs finished before the resume point (a kill after the metrics line but
             # before the checkpoint must not leave a duplicate)
-            for line in self.metrics_path.read_text().splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    if row["epoch"] <= resume_epoch:
-                        self.rows.append(row)
+            rows = [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+            self.rows = [row for row in rows if row["epoch"] <= resume_epoch]
             self._write_metrics()
         self.tb = None
         try:
@@ -117,7 +111,7 @@ class RunWriter:
         self._write_metrics()
         if self.tb is not None:
             for key, value in row.items():
-                if key != "epoch" and isinstance(value, (int, float)) and value is not None:
+                if key != "epoch" and isinstance(value, (int, float)):
                     self.tb.add_scalar(key, value, row["epoch"])
             self.tb.flush()
         self.plot()

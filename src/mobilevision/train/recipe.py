@@ -184,22 +184,15 @@ def recipe_names() -> list[str]:
     return sorted(p.name[:-5] for p in d.iterdir() if p.name.endswith(".yaml"))
 
 
-def _fields() -> list[str]:
-    return [f.name for f in dataclasses.fields(Recipe)]
-
-
-def _unknown(key: str) -> ValueError:
-    close = difflib.get_close_matches(key, _fields(), n=3)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    return ValueError(f"unknown recipe key {key!r}{hint}")
-
-
 def recipe_from_dict(values: dict[str, Any]) -> Recipe:
     if not isinstance(values, dict):
         raise ValueError(f"a recipe must be a mapping of fields, got {type(values).__name__}")
+    fields = [f.name for f in dataclasses.fields(Recipe)]
     for key in values:
-        if key not in _fields():
-            raise _unknown(key)
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ValueError(f"unknown recipe key {key!r}{hint}")
     return Recipe(**values).validate()
 
 
@@ -237,15 +230,9 @@ def apply_overrides(recipe: Recipe, pairs: list[str] | None = None, **values: An
             raise ValueError(f"--set {key}: cannot parse value {raw!r}") from None
         if key.startswith("task_options."):
             merged["task_options"] = {**merged["task_options"], key.split(".", 1)[1]: value}
-            continue
-        if key not in merged:
-            raise _unknown(key)
-        merged[key] = value
-    for key, v in values.items():
-        if v is not None:
-            if key not in merged:
-                raise _unknown(key)
-            merged[key] = v
+        else:
+            merged[key] = value  # an unknown key is recipe_from_dict's error
+    merged.update({key: v for key, v in values.items() if v is not None})
     return recipe_from_dict(merged)
 
 
