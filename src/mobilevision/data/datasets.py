@@ -142,11 +142,9 @@ class DigitsSource:
         self.classes = [str(i) for i in range(10)]
         self.targets = [int(v) for v in labels]
         self.skipped: list = []
-        self.images = []
-        for scan in scans:
-            pix = np.clip(np.rint(scan * (255.0 / 16.0)), 0, 255).astype(np.uint8)  # (8, 8) ink=255
-            small = Image.fromarray(pix, "L")
-            self.images.append(small.resize((image_size, image_size), Image.BICUBIC).convert("RGB"))
+        inked = np.clip(np.rint(scans * (255.0 / 16.0)), 0, 255).astype(np.uint8)  # (N, 8, 8) ink=255
+        self.images = [Image.fromarray(pix, "L").resize((image_size, image_size), Image.BICUBIC).convert("RGB")
+                       for pix in inked]
 
     def __len__(self) -> int:
         return len(self.targets)

@@ -44,7 +44,6 @@ class VariableBatchSampler(Sampler[list[tuple[int, int, int, int]]]):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        min_batch: int = 1,
     ) -> None:
         if num_samples <= 0:
             raise ValueError(f"the sampler needs at least one sample, got {num_samples}")
@@ -56,8 +55,7 @@ class VariableBatchSampler(Sampler[list[tuple[int, int, int, int]]]):
         if not sizes or any(h < 1 or w < 1 for h, w in sizes):
             raise ValueError(f"sizes must be positive resolutions, got {sizes}")
         base = _pair(base_size) if base_size is not None else sizes[-1]
-        self.table = [(h, w, max(min_batch, int(round(base[0] * base[1] * batch_size / (h * w)))))
-                      for h, w in sizes]
+        self.table = [(h, w, max(1, int(round(base[0] * base[1] * batch_size / (h * w))))) for h, w in sizes]
         self.num_samples, self.batch_size = num_samples, batch_size
         self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
         self.rank, self.world_size = rank, world_size

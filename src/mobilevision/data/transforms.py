@@ -8,20 +8,13 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 
-_INTERP = {
-    "bilinear": InterpolationMode.BILINEAR,
-    "bicubic": InterpolationMode.BICUBIC,
-    "nearest": InterpolationMode.NEAREST,
-}
-
-
 _PIL_FILTER = {"bilinear": 2, "bicubic": 3, "nearest": 0}  # PIL.Image.Resampling values (timm works on PIL)
 
 
 def interpolation_mode(name: str) -> InterpolationMode:
-    if name not in _INTERP:
-        raise ValueError(f"interpolation {name!r} is not one of {', '.join(_INTERP)}")
-    return _INTERP[name]
+    if name not in _PIL_FILTER:
+        raise ValueError(f"interpolation {name!r} is not one of {', '.join(_PIL_FILTER)}")
+    return InterpolationMode(name)
 
 
 def train_transform(
@@ -64,14 +57,13 @@ def train_transform(
                 op.aug_fn = _posterize
         ops.append(ra)
     if auto_augment:
-        policies = {"imagenet": v2.AutoAugmentPolicy.IMAGENET, "cifar10": v2.AutoAugmentPolicy.CIFAR10,
-                    "svhn": v2.AutoAugmentPolicy.SVHN}
-        if auto_augment not in policies:
-            raise ValueError(f"auto_augment {auto_augment!r} is not one of {', '.join(policies)}")
-        ops.append(v2.AutoAugment(policies[auto_augment], interpolation=interpolation_mode(interpolation)))
+        if auto_augment not in ("imagenet", "cifar10", "svhn"):  # the v2.AutoAugmentPolicy values
+            raise ValueError(f"auto_augment {auto_augment!r} is not one of imagenet, cifar10, svhn")
+        policy = v2.AutoAugmentPolicy(auto_augment)
+        ops.append(v2.AutoAugment(policy, interpolation=interpolation_mode(interpolation)))
     if color_jitter > 0:
         ops.append(v2.ColorJitter(color_jitter, color_jitter, color_jitter))
-    ops += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    ops += _to_normalised_tensor(mean, std)
     if random_erase > 0:
         # 'pixel' mode as in timm: erased pixels are normal noise in the normalised space
         ops.append(v2.RandomErasing(p=random_erase, value="random"))
@@ -90,13 +82,13 @@ def eval_transform(
     if not 0 < crop_pct <= 1:
         raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
     resize = math.floor(min(size) / crop_pct)
-    return v2.Compose([
-        v2.Resize(resize, interpolation=interpolation_mode(interpolation), antialias=True),
-        v2.CenterCrop(tuple(size)),
-        v2.ToImage(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(list(mean), list(std)),
-    ])
+    return v2.Compose([v2.Resize(resize, interpolation=interpolation_mode(interpolation), antialias=True),
+                       v2.CenterCrop(tuple(size)), *_to_normalised_tensor(mean, std)])
+
+
+def _to_normalised_tensor(mean: Sequence[float], std: Sequence[float]) -> list:
+    """PIL image -> float tensor (C, H, W) in [0, 1] -> (x - mean) / std."""
+    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
 
 
 def _posterize(img, bits_to_keep, **_):

@@ -223,8 +223,9 @@ class FCMAEOptions:
                 raise ValueError(f"task_options.{name} must be >= {low}, got {getattr(self, name)!r}")
 
 
-def _open_images(data: str, split: str, size: int, verify: bool, required: bool):
-    """Image source of `split` ('digits' or DIR/split; a DIR without train/ is the training set itself)."""
+def _open_images(data: str, split: str, size: int, verify: bool):
+    """Image source of `split` ('digits' or DIR/split; a DIR without train/ is the training set itself, one
+    without val/ has no val set: None)."""
     if data == "digits":
         return open_split("digits", split, image_size=size)
     root = Path(data).expanduser()
@@ -232,7 +233,7 @@ def _open_images(data: str, split: str, size: int, verify: bool, required: bool)
         raise FileNotFoundError(f"--data {data!r}: not 'digits' and not a directory")
     if (root / split).is_dir():
         return CheckedImageFolder(root / split, verify=verify)
-    if split == "train" and required:
+    if split == "train":
         return CheckedImageFolder(root, verify=verify)  # labels are ignored: any root/<folder>/<image> tree
     return None
 
@@ -259,8 +260,8 @@ class FCMAETask(Task):
                              f"got {size}")
         if recipe.multi_scale:
             raise ValueError("FCMAE pre-training runs at one input_size; set multi_scale to false")
-        train_src = _open_images(data, "train", size, recipe.verify_images, required=True)
-        val_src = _open_images(data, "val", size, recipe.verify_images, required=False)
+        train_src = _open_images(data, "train", size, recipe.verify_images)
+        val_src = _open_images(data, "val", size, recipe.verify_images)
         augment = dict(scale=recipe.scale, ratio=recipe.ratio, hflip=recipe.hflip,
                        interpolation=recipe.train_interpolation)
         cfg = self.cfg
@@ -335,8 +336,7 @@ def save_reconstructions(model: FCMAE, imgs: torch.Tensor, mask: torch.Tensor, m
         for j, (name, arr) in enumerate(zip(("input", "masked", "reconstruction"), shown)):
             ax = axes[i][j]
             ax.imshow(arr[i])
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[])
             if i == 0:
                 ax.set_title(name, fontsize=9)
     if title:

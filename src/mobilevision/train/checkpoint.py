@@ -38,10 +38,8 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_train_state(directory: Path, state: dict) -> Path:
-    path = Path(directory) / STATE_NAME
-    atomic_write_bytes(path, lambda tmp: torch.save(state, tmp))
-    return path
+def save_train_state(directory: Path, state: dict) -> None:
+    atomic_write_bytes(Path(directory) / STATE_NAME, lambda tmp: torch.save(state, tmp))
 
 
 def load_train_state(directory: Path) -> dict:
