@@ -25,14 +25,4 @@ _LAZY = {
 
 __getattr__, __dir__ = lazy_names(__name__, globals(), _LAZY)
 
-__all__ = [
-    "benchmark", "benchmark_runtimes", "paired_ratio", "paired_times", "time_exported", "time_onnxruntime",
-    "time_torch",
-    "export_model", "export_onnx", "graph_report", "ort_session", "portability_problems", "read_metadata",
-    "verify_exported", "verify_onnx",
-    "count_norms", "fuse",
-    "image_files", "load_classifier", "load_image", "predict", "preprocess", "read_labels", "sample_photos",
-    "activation_memory", "count_macs", "count_on_meta", "count_params", "profile", "stage_table",
-    "QuantizeReport", "quantize_exported", "quantize_onnx",
-    "ExecuTorchClassifier", "OnnxClassifier", "OpenVINOClassifier", "load_exported",
-]
+__all__ = list(_LAZY)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import logging
 import os
 import statistics
 import tempfile
@@ -41,26 +40,10 @@ def _summary(times_ms: list[float], batch: int) -> dict:
 
 
 def time_torch(model: nn.Module, x: torch.Tensor, threads: int = 2, warmup: int = 5, runs: int = 30) -> dict:
-    """Per-call latency of `model(x)` under no_grad with torch.utils.benchmark.Timer (`threads` threads).
-
-    Each of the `runs` measurements times one call, so the p90 is a real tail; `warmup` calls come first.
-    """
-    # importing torch.utils.benchmark imports cpp_extension, which logs "No CUDA runtime is found" on a
-    # CPU-only machine with a CUDA toolkit directory
-    ext_log = logging.getLogger("torch.utils.cpp_extension")
-    level = ext_log.level
-    ext_log.setLevel(logging.ERROR)
-    try:
-        from torch.utils.benchmark import Timer
-    finally:
-        ext_log.setLevel(level)
-
-    steady_allocator()
-    timer = Timer(stmt="model(x)", setup="", globals={"model": model, "x": x}, num_threads=threads)
-    with torch.no_grad():
-        timer.timeit(warmup)
-        times = [timer.timeit(1).median * 1e3 for _ in range(runs)]
-    return _summary(times, x.shape[0])
+    """Per-call latency of `model(x)` under no_grad with `threads` threads (`time_callable`: each of the `runs`
+    measurements times one call, so the p90 is a real tail; `warmup` calls come first)."""
+    with torch_threads(threads), torch.no_grad():
+        return time_callable(lambda: model(x), x.shape[0], warmup, runs)
 
 
 def time_onnxruntime(path: str | os.PathLike, x: np.ndarray, threads: int = 2, warmup: int = 5, runs: int = 30
@@ -104,13 +87,14 @@ def benchmark(names: Sequence[str], backend: str = "eager", batches: Sequence[in
               fused: bool = True, log=print) -> list[dict]:
     """Latency (median, p90 ms) and throughput of each model x batch x size on `backend`.
 
-    `sizes`: ints or "224,256" (squares) or (H, W) pairs; default each model's default input size. Models run fused (the inference form).
-    ValueError for an unknown backend / model or a size a model cannot take.
+    `sizes`: ints or "224,256" (squares) or (H, W) pairs; default each model's default input size. Models run
+    fused (the inference form) unless `fused=False`. ValueError for an unknown backend / model or a size a
+    model cannot take.
     """
     import mobilevision
     from mobilevision.models.registry import get_config
 
-    from .export import export_form, export_onnx
+    from .export import export_form, export_onnx, trial_forward
     from .fusion import fuse
 
     check_choice(backend, BACKENDS, "backend")
@@ -120,22 +104,18 @@ def benchmark(names: Sequence[str], backend: str = "eager", batches: Sequence[in
     sizes = _parse_sizes(sizes) if sizes else None
     cfgs = {n: get_config(n) for n in names}  # unknown names fail before any work
     rows = []
-    with torch_threads(threads):
+    with torch_threads(threads), tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"  # the graph of the model and size being timed
         for name in names:
             cfg = cfgs[name]
             model = mobilevision.create_model(name).eval()
             model = export_form(fuse(model) if fused else model)
             c = cfg.input_size[0]
             for h, w in sizes or [cfg.input_size[1:]]:
-                _check_size(model, name, c, h, w)
+                trial_forward(model, c, h, w, f"model {name!r}")
                 size = h if h == w else f"{h}x{w}"
-                runner = model
-                onnx_dir = None
-                if backend == "compile":
-                    runner = torch.compile(model)
-                elif backend == "onnxruntime":
-                    onnx_dir = tempfile.TemporaryDirectory()
-                    path = Path(onnx_dir.name) / f"{name}.onnx"
+                runner = torch.compile(model) if backend == "compile" else model
+                if backend == "onnxruntime":
                     export_onnx(model, path, input_size=(c, h, w), dynamic=True, fuse_first=False)
                 for b in batches:
                     x = torch.randn(b, c, h, w)
@@ -143,24 +123,12 @@ def benchmark(names: Sequence[str], backend: str = "eager", batches: Sequence[in
                         stats = time_onnxruntime(path, x.numpy(), threads, warmup, runs)
                     else:
                         stats = time_torch(runner, x, threads, warmup, runs)
-                    row = {"model": name, "backend": backend, "batch": b, "size": size, "height": h, "width": w,
-                           "threads": threads, **stats}
-                    rows.append(row)
+                    rows.append({"model": name, "backend": backend, "batch": b, "size": size, "height": h, "width": w,
+                                 "threads": threads, **stats})
                     if log:
                         log(f"  {name:<28} {backend:<12} b={b:<3} {h}x{w}px  median {stats['median_ms']:8.2f} ms  "
                             f"p90 {stats['p90_ms']:8.2f} ms  {stats['throughput_ips']:8.1f} img/s")
-                if onnx_dir is not None:
-                    onnx_dir.cleanup()
     return rows
-
-
-def _check_size(model: nn.Module, name: str, c: int, h: int, w: int) -> None:
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, c, h, w))
-    except Exception as err:  # noqa: BLE001 - any failure means the model cannot take this size
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"model {name!r} cannot take input size {h}x{w}: {msg[:200]}") from None
 
 
 def format_table(rows: Sequence[dict]) -> str:
@@ -198,35 +166,55 @@ def write_csv(rows: Sequence[dict], path: str | os.PathLike) -> None:
         w.writerows(rows)
 
 
-def plot_latency(rows: Sequence[dict], path: str | os.PathLike) -> None:
-    """PNG of median latency (ms) against input resolution, one line per (model, backend, batch)."""
+@contextlib.contextmanager
+def _figure(path: str | os.PathLike, figsize: tuple[float, float]) -> Iterator:
+    """The axes of a new matplotlib figure (Agg), saved to `path` as a PNG and closed after the block."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["model"], r["backend"], r["batch"]), []).append(r)
-    for (model, backend, batch), rs in groups.items():
-        rs = sorted(rs, key=lambda r: r["height"] * r["width"])
-        ax.plot([(r["height"] * r["width"]) ** 0.5 for r in rs], [r["median_ms"] for r in rs], marker="o",
-                label=f"{model} ({backend}, batch {batch})")
-    ax.set_xlabel("input resolution (px, sqrt(H x W))")
-    ax.set_ylabel("median latency (ms)")
-    threads = sorted({r["threads"] for r in rows})
-    ax.set_title(f"CPU latency vs resolution ({', '.join(map(str, threads))} threads)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    fig, ax = plt.subplots(figsize=figsize)
+    yield ax
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def _alternating_calls(fn_a, fn_b, runs: int, warmup: int, clock) -> tuple[list[float], list[float]]:
-    """ms of `runs` calls of each, in pairs whose order alternates (a b, b a, a b, ...) so that neither side
-    always runs right after the other (warm caches, a thread pool just woken)."""
+def plot_latency(rows: Sequence[dict], path: str | os.PathLike) -> None:
+    """PNG of median latency (ms) against input resolution, one line per (model, backend, batch)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["backend"], r["batch"]), []).append(r)
+    with _figure(path, (7, 4.5)) as ax:
+        for (model, backend, batch), rs in groups.items():
+            rs = sorted(rs, key=lambda r: r["height"] * r["width"])
+            ax.plot([(r["height"] * r["width"]) ** 0.5 for r in rs], [r["median_ms"] for r in rs], marker="o",
+                    label=f"{model} ({backend}, batch {batch})")
+        ax.set_xlabel("input resolution (px, sqrt(H x W))")
+        ax.set_ylabel("median latency (ms)")
+        threads = sorted({r["threads"] for r in rows})
+        ax.set_title(f"CPU latency vs resolution ({', '.join(map(str, threads))} threads)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+
+
+def paired_times(fn_a, fn_b, runs: int = 20, warmup: int = 5, clock=time.perf_counter) -> tuple[dict, dict]:
+    """Median / p90 ms of two callables timed alternately, call by call, so that drifting load on a shared
+    machine hits both sides alike (the peer comparisons in benchmarks/). `clock=time.thread_time` counts the
+    calling thread's CPU time instead (one-thread runs: preemption by other jobs is not counted)."""
+    pair = paired_ratio(fn_a, fn_b, runs, warmup, clock)
+    return pair["a"], pair["b"]
+
+
+def paired_ratio(fn_a, fn_b, runs: int = 20, warmup: int = 5, clock=time.perf_counter) -> dict:
+    """`paired_times` plus the ratio a / b taken pair by pair: its median and quartiles over the `runs` pairs.
+
+    The pairs' order alternates (a b, b a, ...) so that neither side always runs right after the other (warm
+    caches, a thread pool just woken). A pair's two calls run back to back, so a slow spell of the machine
+    inflates both and cancels in their ratio; the median of the per-pair ratios is steadier than the ratio of
+    the two medians. Returns {"a": summary, "b": summary, "ratio", "ratio_q1", "ratio_q3"}.
+    """
     steady_allocator()
     for _ in range(warmup):
         fn_a()
@@ -234,31 +222,11 @@ def _alternating_calls(fn_a, fn_b, runs: int, warmup: int, clock) -> tuple[list[
     ta: list[float] = []
     tb: list[float] = []
     for i in range(runs):
-        order = ((fn_a, ta), (fn_b, tb)) if i % 2 == 0 else ((fn_b, tb), (fn_a, ta))
-        for fn, acc in order:
+        for fn, acc in ((fn_a, ta), (fn_b, tb))[::1 if i % 2 == 0 else -1]:
             t0 = clock()
             fn()
             acc.append((clock() - t0) * 1e3)
-    return ta, tb
-
-
-def paired_times(fn_a, fn_b, runs: int = 20, warmup: int = 5, clock=time.perf_counter) -> tuple[dict, dict]:
-    """Median / p90 ms of two callables timed alternately, call by call, so that drifting load on a shared
-    machine hits both sides alike (the peer comparisons in benchmarks/). `clock=time.thread_time` counts the
-    calling thread's CPU time instead (one-thread runs: preemption by other jobs is not counted)."""
-    ta, tb = _alternating_calls(fn_a, fn_b, runs, warmup, clock)
-    return _summary(ta, 1), _summary(tb, 1)
-
-
-def paired_ratio(fn_a, fn_b, runs: int = 20, warmup: int = 5, clock=time.perf_counter) -> dict:
-    """`paired_times` plus the ratio a / b taken pair by pair: its median and quartiles over the `runs` pairs.
-
-    A pair's two calls run back to back, so a slow spell of the machine (another job, a frequency change)
-    inflates both and cancels in their ratio; the median of the per-pair ratios is steadier than the ratio of
-    the two medians. Returns {"a": summary, "b": summary, "ratio", "ratio_q1", "ratio_q3"}.
-    """
-    ta, tb = _alternating_calls(fn_a, fn_b, runs, warmup, clock)
-    q1, med, q3 = np.percentile([a / b for a, b in zip(ta, tb)], [25, 50, 75])
+    q1, med, q3 = np.percentile(np.divide(ta, tb), [25, 50, 75])
     return {"a": _summary(ta, 1), "b": _summary(tb, 1), "ratio": float(med), "ratio_q1": float(q1),
             "ratio_q3": float(q3)}
 
@@ -411,7 +379,8 @@ def benchmark_runtimes(name: str, backends: str | Sequence[str] = "all", checkpo
     model.data_config = resolve_data_config(model, input_size=input_size)
     if data == "digits" and getattr(model, "num_classes", None) != 10:
         raise ValueError(f"--data digits needs a digits-trained checkpoint (10 classes); {name} has "
-                         f"{getattr(model, 'num_classes', None)}: pass --checkpoint from `mobilevision train --data digits`")
+                         f"{getattr(model, 'num_classes', None)}: pass --checkpoint from "
+                         "`mobilevision train --data digits`")
     model = export_form(fuse(model))
     cfg = model.data_config
     c, h, w = cfg.input_size
@@ -419,20 +388,15 @@ def benchmark_runtimes(name: str, backends: str | Sequence[str] = "all", checkpo
     if data is not None:
         _, x_eval, y_eval = calibration_data(cfg, data, 1, getattr(model, "labels", None),
                                              getattr(model, "num_classes", None))
-    tmp = tempfile.TemporaryDirectory() if out_dir is None else None
-    work = Path(tmp.name if tmp else out_dir)
+    work_dir = tempfile.TemporaryDirectory() if out_dir is None else contextlib.nullcontext(out_dir)
     rows: list[dict] = []
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        files = export_runtime_files(model, work, runtimes, precisions, calibration or data or "digits",
+    with torch_threads(threads), work_dir as work:
+        files = export_runtime_files(model, Path(work), runtimes, precisions, calibration or data or "digits",
                                      num_calibration, log)
         x = torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(0))
         for rt in runtimes:
             fmt, precs = RUNTIMES[rt]
-            for p in precs:
-                if precisions is not None and p not in precisions:
-                    continue
+            for p in [prec for prec in precs if precisions is None or prec in precisions]:
                 if rt == "eager":
                     stats = time_torch(model, x, threads, warmup, runs)
                     runner, path, size_bytes = model, None, sum(t.numel() * t.element_size() for t in
@@ -451,18 +415,13 @@ def benchmark_runtimes(name: str, backends: str | Sequence[str] = "all", checkpo
                     else:
                         logits = runner.run(x_eval, batch=64)
                     top1 = float((logits.argmax(-1) == y_eval).mean())
-                row = {"model": name, "runtime": rt, "format": fmt, "precision": p,
-                       "file": str(path) if path and out_dir is not None else None, "file_bytes": size_bytes,
-                       "batch": batch, "size": h if h == w else f"{h}x{w}", "height": h, "width": w,
-                       "threads": threads, **stats, "top1": top1}
-                rows.append(row)
+                rows.append({"model": name, "runtime": rt, "format": fmt, "precision": p,
+                             "file": str(path) if path and out_dir is not None else None, "file_bytes": size_bytes,
+                             "batch": batch, "size": h if h == w else f"{h}x{w}", "height": h, "width": w,
+                             "threads": threads, **stats, "top1": top1})
                 if log:
                     log(f"  {name:<24} {rt:<12} {p:<5} median {stats['median_ms']:8.2f} ms  p90 {stats['p90_ms']:8.2f}"
                         f" ms" + (f"  top-1 {top1 * 100:.2f} %" if top1 is not None else ""))
-    finally:
-        torch.set_num_threads(prev_threads)
-        if tmp is not None:
-            tmp.cleanup()
     fp32 = {(r["model"], r["runtime"]): r["median_ms"] for r in rows if r["precision"] == "fp32"}
     for r in rows:
         base = fp32.get((r["model"], r["runtime"]))
@@ -488,30 +447,22 @@ def format_runtime_table(rows: Sequence[dict]) -> str:
 def plot_runtimes(rows: Sequence[dict], path: str | os.PathLike) -> None:
     """PNG: median latency (bars, p90 as whiskers) per runtime and precision, one group per model, with the
     top-1 over each bar where measured."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels = [f"{r['runtime']}\n{r['precision']}" for r in rows]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(rows) + 2), 4.5))
     colors = {"fp32": "tab:blue", "bf16": "tab:green", "int8": "tab:orange"}
     med = [r["median_ms"] for r in rows]
     err = [max(0.0, r["p90_ms"] - r["median_ms"]) for r in rows]
-    bars = ax.bar(range(len(rows)), med, yerr=[[0] * len(rows), err], capsize=3,
-                  color=[colors.get(r["precision"], "grey") for r in rows])
-    for b, r in zip(bars, rows):
-        if r.get("top1") is not None:
-            ax.annotate(f"{r['top1'] * 100:.1f}%", (b.get_x() + b.get_width() / 2, b.get_height()),
-                        ha="center", va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
-    ax.set_xticks(range(len(rows)), labels, fontsize=7)
     models = sorted({r["model"] for r in rows})
-    ax.set_ylabel("median latency (ms), whisker: p90")
-    ax.set_title(f"{', '.join(models)}: batch {rows[0]['batch']}, {rows[0]['threads']} threads" if rows else "")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with _figure(path, (max(6.0, 0.9 * len(rows) + 2), 4.5)) as ax:
+        bars = ax.bar(range(len(rows)), med, yerr=[[0] * len(rows), err], capsize=3,
+                      color=[colors.get(r["precision"], "grey") for r in rows])
+        for b, r in zip(bars, rows):
+            if r.get("top1") is not None:
+                ax.annotate(f"{r['top1'] * 100:.1f}%", (b.get_x() + b.get_width() / 2, b.get_height()),
+                            ha="center", va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
+        ax.set_xticks(range(len(rows)), labels, fontsize=7)
+        ax.set_ylabel("median latency (ms), whisker: p90")
+        ax.set_title(f"{', '.join(models)}: batch {rows[0]['batch']}, {rows[0]['threads']} threads" if rows else "")
+        ax.grid(axis="y", alpha=0.3)
 
 
 def write_runtime_results(rows: Sequence[dict], out_dir: str | os.PathLike, stem: str = "bench_runtimes"

@@ -6,9 +6,9 @@ float32 only when its input is low precision), so in a plain fp16 program GRN's 
 H x W: 3136 terms at 56 x 56), LayerNorm's variance and GroupNorm's (over C x H x W) would be accumulated in fp16,
 whose largest value is 65504: the inf / NaN outputs behind users' "detects nothing" reports. `export_coreml` keeps
 those ops (`FP32_OPS`: reduce_l2_norm, layer_norm and the reductions / squares GroupNorm lowers to) in fp32 and
-everything else in fp16, and checks on this machine
-(`coreml_report`): the op set, the tensor ranks (none above 5), that the norm ops really take fp32 inputs in the
-converted program, and the fp16 ranges of the model's activations measured in PyTorch (`fp16_ranges`).
+everything else in fp16, and checks on this machine (`coreml_report`): the op set, the tensor ranks (none above 5),
+that the norm ops really take fp32 inputs in the converted program, and the fp16 ranges of the model's activations
+measured in PyTorch (`fp16_ranges`).
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -42,9 +43,9 @@ def export_coreml(model: nn.Module, path: str | os.PathLike, input_size: tuple[i
 
     `torch.export` at (1, C, H, W) (Core ML's static shapes; `dynamic` is refused: prediction cannot be checked
     here for other shapes) -> `coremltools.convert(convert_to="mlprogram", minimum_deployment_target=iOS17)`.
-    `precision`: "fp16" (fp16 compute, the `fp32_ops` MIL op types kept in fp32) or "fp32". The metadata goes in the package's
-    user-defined metadata. The result's `graph` is `coreml_report`'s (ops, ranks, fp32 ops, fp16 ranges);
-    RuntimeError if a tensor has rank > 5 or a norm op computes in fp16."""
+    `precision`: "fp16" (fp16 compute, the `fp32_ops` MIL op types kept in fp32) or "fp32". The metadata goes in
+    the package's user-defined metadata. The result's `graph` is `coreml_report`'s (ops, ranks, fp32 ops, fp16
+    ranges); RuntimeError if a tensor has rank > 5 or a norm op computes in fp16."""
     with contextlib.redirect_stderr(io.StringIO()):  # "Failed to load _MLModelProxy": no Core ML framework here
         import coremltools as ct
 
@@ -56,9 +57,8 @@ def export_coreml(model: nn.Module, path: str | os.PathLike, input_size: tuple[i
     c, h, w = cfg.input_size
     from torch._decomp import get_decompositions
 
-    program = _quiet_export(torch.export.export, model, (example,))
     table = get_decompositions([getattr(torch.ops.aten, op) for op in _DECOMPOSE])
-    program = program.run_decompositions(table)
+    program = _quiet_export(torch.export.export, model, (example,)).run_decompositions(table)
     if precision == "fp16":
         keep = tuple(fp32_ops)
         compute = ct.transform.FP16ComputePrecision(op_selector=lambda op: op.op_type not in keep)
@@ -87,8 +87,6 @@ def export_coreml(model: nn.Module, path: str | os.PathLike, input_size: tuple[i
     ml.user_defined_metadata[METADATA_KEY] = json.dumps(meta)
     ml.short_description = f"{meta['model'] or 'mobilevision model'}: (1, {c}, {h}, {w}) -> logits"
     if path.exists():
-        import shutil
-
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     ml.save(str(path))
     return ExportResult(path, "coreml", [], (c, h, w), None, report)

@@ -2,7 +2,7 @@
 (`XNNPACKQuantizer`: symmetric per-channel 8-bit weights, 8-bit activations).
 
 A `.pte` holds no free-form metadata, so the mobilevision metadata (data config, labels) is a sidecar JSON next to
-it: `model.pte` -> `model.pte.json` (`export.read_sidecar`).
+it: `model.pte` -> `model.pte.json` (`export.read_metadata` reads it).
 """
 from __future__ import annotations
 
@@ -13,16 +13,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .export import (ExportResult, _quiet_export, export_metadata, prepare_export, pt2e_calibrated, torch_export,
+from .export import (ExportResult, _quiet_export, export_metadata, prepare_export, pt2e_quantize, torch_export,
                      traced_dynamic_dims, write_sidecar)
 
 # ExecuTorch plans the memory of every tensor outside the delegate for the largest shape the program allows,
-# so the dynamic dims get modest upper bounds: a batch of 16 and twice the export size.
+# so the dynamic dims get modest upper bounds: a batch of 16 and twice the export size (at least 256).
 MAX_BATCH = 16
-
-
-def _max_side(h: int, w: int) -> int:
-    return max(256, 2 * max(h, w))
 
 
 def export_executorch(model: nn.Module, path: str | os.PathLike, input_size: tuple[int, int, int] | None = None,
@@ -33,8 +29,9 @@ def export_executorch(model: nn.Module, path: str | os.PathLike, input_size: tup
     `torch.export` -> `to_edge_transform_and_lower(partitioner=[XnnpackPartitioner()])` -> `.to_executorch()`.
     The batch is dynamic up to `MAX_BATCH`; with `dynamic`, H / W are too (up to twice the export size, at least
     256) where the model allows. With `calibration` ((N, C, H, W) float32 at the export size) the model is
-    quantized first with PT2E and `XNNPACKQuantizer` (INT8; H / W then stay at the export size). The result's `graph` counts the XNNPACK delegate
-    calls and the ops left outside it (those run in ExecuTorch's portable kernels: slow).
+    quantized first with PT2E and `XNNPACKQuantizer` (INT8; H / W then stay at the export size). The result's
+    `graph` counts the XNNPACK delegate calls and the ops left outside it (run in ExecuTorch's portable kernels:
+    slow).
     """
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
@@ -44,16 +41,15 @@ def export_executorch(model: nn.Module, path: str | os.PathLike, input_size: tup
     if calibration is not None:
         model = quantize_pt2e(model, calibration)
         dynamic = False  # the quantized graph is traced at the calibration size; the batch stays dynamic
-    program = torch_export(model, c, h, w, dynamic, max_batch=MAX_BATCH, max_side=_max_side(h, w))
+    program = torch_export(model, c, h, w, dynamic, max_batch=MAX_BATCH, max_side=max(256, 2 * max(h, w)))
     edge = _quiet_export(to_edge_transform_and_lower, program, partitioner=[XnnpackPartitioner()])
     graph = _delegation_report(edge.exported_program().graph)
-    et = _quiet_export(edge.to_executorch)
-    path.write_bytes(et.buffer)
-    meta = export_metadata(model, cfg, {"exporter": "torch.export + XNNPACK", "max_batch": MAX_BATCH,
-                                        "precision": "int8" if calibration is not None else "fp32",
-                                        "dynamic_dims": traced_dynamic_dims(program), **(metadata or {})})
-    write_sidecar(path, meta)
-    return ExportResult(path, "executorch", traced_dynamic_dims(program), (c, h, w), None, graph)
+    path.write_bytes(_quiet_export(edge.to_executorch).buffer)
+    dims = traced_dynamic_dims(program)
+    write_sidecar(path, export_metadata(model, cfg, {"exporter": "torch.export + XNNPACK", "max_batch": MAX_BATCH,
+                                                     "precision": "int8" if calibration is not None else "fp32",
+                                                     "dynamic_dims": dims, **(metadata or {})}))
+    return ExportResult(path, "executorch", dims, (c, h, w), None, graph)
 
 
 def _delegation_report(graph) -> dict:
@@ -76,11 +72,9 @@ def quantize_pt2e(model: nn.Module, calibration: np.ndarray) -> nn.Module:
     time, `convert_pt2e`. The result is a GraphModule at the calibration size (batch any)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                          get_symmetric_quantization_config)
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    prepared = pt2e_calibrated(model, calibration, quantizer, MAX_BATCH)
-    return _quiet_export(convert_pt2e, prepared)
+    return pt2e_quantize(model, calibration, quantizer, MAX_BATCH)
 
 
 class ExecuTorchRunner:
@@ -90,24 +84,16 @@ class ExecuTorchRunner:
     as it is: one thread per core)."""
 
     def __init__(self, path: str | os.PathLike, threads: int = 0) -> None:
+        from executorch.extension.pybindings import portable_lib
         from executorch.runtime import Runtime
 
-        if threads:
-            _set_xnnpack_threads(threads)
+        if threads and portable_lib._threadpool_get_thread_count() != threads:
+            portable_lib._unsafe_reset_threadpool(threads)
         self.program = Runtime.get().load_program(str(path))
         self.method = self.program.load_method("forward")
         meta = self.method.metadata
-        info = meta.input_tensor_meta(0)
-        self.upper_bound = list(info.sizes())
-        self.input_dims = [None] + self.upper_bound[1:]  # fixed-ness is in the sidecar; sizes are upper bounds
+        self.upper_bound = list(meta.input_tensor_meta(0).sizes())  # which dims are fixed is in the sidecar
         self.out_classes = list(meta.output_tensor_meta(0).sizes())[-1]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.method.execute([torch.from_numpy(x)])[0].numpy().copy()
-
-
-def _set_xnnpack_threads(threads: int) -> None:
-    from executorch.extension.pybindings import portable_lib
-
-    if portable_lib._threadpool_get_thread_count() != threads:
-        portable_lib._unsafe_reset_threadpool(threads)

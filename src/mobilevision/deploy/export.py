@@ -4,11 +4,13 @@ OpenVINO IR (`openvino_ir`), ExecuTorch / XNNPACK (`executorch_pte`), LiteRT / T
 from __future__ import annotations
 
 import collections
+import importlib
 import io
 import json
+import logging
 import os
 import warnings
-from contextlib import redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,6 +27,7 @@ from .inference import preprocess, sample_photos
 
 OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+DIMS = ("batch", "channels", "height", "width")  # the input's dims, as the dynamic ones are named
 METADATA_KEY = "mobilevision"
 # Ops that would make an exported graph non-deterministic.
 RANDOM_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli", "Multinomial",
@@ -37,6 +40,9 @@ _INT8_ELSEWHERE = {
     "openvino": "OpenVINO INT8 quantizes the exported IR: use quantize.quantize_exported",
     "coreml": "Core ML INT8 is not supported here: export FP32 (--format coreml without --int8)",
 }
+# the other formats' exporters: format -> (module, function)
+_EXPORTERS = {"openvino": (".openvino_ir", "export_openvino"), "executorch": (".executorch_pte", "export_executorch"),
+              "tflite": (".litert_tflite", "export_litert"), "coreml": (".coreml_package", "export_coreml")}
 
 
 @dataclass
@@ -44,7 +50,7 @@ class ExportResult:
     """Where the graph went, which exporter made it, which input dims are dynamic, and why a fallback happened."""
 
     path: Path
-    exporter: str  # "dynamo" | "legacy"
+    exporter: str  # ONNX: "dynamo" | "legacy"; the other formats: the runtime's name
     dynamic_dims: list[str]
     input_size: tuple[int, int, int]
     fallback_reason: str | None = None
@@ -60,9 +66,6 @@ def _quiet_export(fn, *args, **kwargs):
 def quiet_tool(logger_name: str, fn, *args, **kwargs):
     """`fn(*args, **kwargs)` with stdout, stderr, warnings and the `logger_name` logger's INFO lines silenced
     (NNCF and litert-torch draw progress bars and log every step)."""
-    import logging
-    from contextlib import redirect_stderr
-
     log = logging.getLogger(logger_name)
     level = log.level
     log.setLevel(logging.ERROR)
@@ -73,27 +76,25 @@ def quiet_tool(logger_name: str, fn, *args, **kwargs):
         log.setLevel(level)
 
 
-def pt2e_calibrated(model: nn.Module, calibration: np.ndarray, quantizer, max_batch: int):
-    """`prepare_pt2e(export(model), quantizer)` run over `calibration` (N, C, H, W) one image at a time: the
-    observed GraphModule, ready for the runtime's `convert_pt2e` (batch dynamic up to `max_batch`)."""
-    from torch.export import Dim
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+def pt2e_quantize(model: nn.Module, calibration: np.ndarray, quantizer, max_batch: int, **convert_kwargs):
+    """`prepare_pt2e(export(model), quantizer)` run over `calibration` (N, C, H, W) one image at a time, then
+    `convert_pt2e(..., **convert_kwargs)`: the quantized GraphModule (batch dynamic up to `max_batch`)."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     x = torch.from_numpy(np.ascontiguousarray(calibration[:2], dtype=np.float32))
     if len(x) < 2:  # export specialises a batch of 1
         x = x.expand(2, -1, -1, -1).contiguous()
-    gm = _quiet_export(torch.export.export, model.eval(), (x,),
-                       dynamic_shapes=({0: Dim("batch", min=1, max=max_batch)},)).module()
+    gm = _quiet_export(torch.export.export, model.eval(), (x,), dynamic_shapes=dynamic_shapes(max_batch)).module()
     prepared = _quiet_export(prepare_pt2e, gm, quantizer)
     with torch.no_grad():
         for i in range(len(calibration)):
             prepared(torch.from_numpy(np.ascontiguousarray(calibration[i:i + 1], dtype=np.float32)))
-    return prepared
+    return _quiet_export(convert_pt2e, prepared, **convert_kwargs)
 
 
-def _first_line(err: BaseException) -> str:
+def _first_line(err: BaseException, limit: int = 300) -> str:
     text = str(err).strip()
-    return (text.splitlines()[0] if text else type(err).__name__)[:300]
+    return (text.splitlines()[0] if text else type(err).__name__)[:limit]
 
 
 def export_form(model: nn.Module) -> nn.Module:
@@ -169,14 +170,15 @@ def prepare_export(model: nn.Module, path: str | os.PathLike, input_size, fuse_f
     return model, cfg, path, trial_forward(model, c, h, w)
 
 
-def trial_forward(model: nn.Module, c: int, h: int, w: int) -> torch.Tensor:
-    """Run `model` once on a (1, c, h, w) input (returned); ValueError naming the size if it cannot take it."""
+def trial_forward(model: nn.Module, c: int, h: int, w: int, what: str = "model") -> torch.Tensor:
+    """Run `model` once on a (1, c, h, w) input (returned); ValueError naming `what` and the size if it cannot
+    take it."""
     example = torch.randn(1, c, h, w, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         try:
             model(example)
         except Exception as err:  # noqa: BLE001 - any failure here means the size does not fit
-            raise ValueError(f"model cannot take input size {h}x{w}: {_first_line(err)}") from None
+            raise ValueError(f"{what} cannot take input size {h}x{w}: {_first_line(err)}") from None
     return example
 
 
@@ -200,12 +202,6 @@ def write_sidecar(path: str | os.PathLike, meta: dict) -> None:
     sidecar_path(path).write_text(json.dumps(meta, indent=2))
 
 
-def read_sidecar(path: str | os.PathLike) -> dict:
-    """The sidecar metadata of the exported file `path` ({} if the sidecar is missing)."""
-    side = sidecar_path(path)
-    return json.loads(side.read_text()) if side.is_file() else {}
-
-
 def torch_export(model: nn.Module, c: int, h: int, w: int, dynamic: bool, max_batch: int = 4096,
                  max_side: int | None = None) -> torch.export.ExportedProgram:
     """`torch.export` of `model` with a dynamic batch (up to `max_batch`) and, with `dynamic`, dynamic H / W (up to
@@ -213,14 +209,9 @@ def torch_export(model: nn.Module, c: int, h: int, w: int, dynamic: bool, max_ba
 
     Traced as `export_onnx` traces: at batch 2 and, for dynamic H / W, at a size where no map is 1 and H != W;
     when the model's code fixes H / W the program is traced again at (h, w)."""
-    from torch.export import Dim
-
     def run(x: torch.Tensor, spatial: bool) -> torch.export.ExportedProgram:
-        shapes = {0: Dim("batch", min=1, max=max_batch)}
-        if spatial:
-            auto = Dim.AUTO if max_side is None else Dim.AUTO(min=1, max=max_side)
-            shapes.update({2: auto, 3: auto})
-        return _quiet_export(torch.export.export, model, (x,), dynamic_shapes=(shapes,))
+        shapes = dynamic_shapes(max_batch, spatial, max_side)
+        return _quiet_export(torch.export.export, model, (x,), dynamic_shapes=shapes)
 
     at_size = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(0))
     if dynamic:
@@ -230,12 +221,24 @@ def torch_export(model: nn.Module, c: int, h: int, w: int, dynamic: bool, max_ba
     return run(at_size, False)
 
 
+def dynamic_shapes(max_batch: int = 4096, spatial: bool = False, max_side: int | None = None) -> tuple[dict]:
+    """torch.export's `dynamic_shapes` for the one (B, C, H, W) input: the batch dynamic up to `max_batch`; with
+    `spatial`, H / W too (up to `max_side`), as `Dim.AUTO`, which keeps them static where the model's code needs
+    them fixed."""
+    from torch.export import Dim
+
+    shapes = {0: Dim("batch", min=1, max=max_batch)}
+    if spatial:
+        auto = Dim.AUTO if max_side is None else Dim.AUTO(min=1, max=max_side)
+        shapes.update({2: auto, 3: auto})
+    return (shapes,)
+
+
 def traced_dynamic_dims(program: torch.export.ExportedProgram) -> list[str]:
     """Names of the program input's symbolic dims, among batch, channels, height, width."""
     node = next(n for n in program.graph.nodes if n.op == "placeholder"
                 and n.name in program.graph_signature.user_inputs)
-    names = ("batch", "channels", "height", "width")
-    return [n for n, d in zip(names, node.meta["val"].shape) if not isinstance(d, int)]
+    return [n for n, d in zip(DIMS, node.meta["val"].shape) if not isinstance(d, int)]
 
 
 def export_model(model: nn.Module, path: str | os.PathLike, format: str = "onnx",
@@ -257,21 +260,10 @@ def export_model(model: nn.Module, path: str | os.PathLike, format: str = "onnx"
         raise ValueError(_INT8_ELSEWHERE[format])
     if format == "onnx":
         return export_onnx(model, path, input_size, dynamic, fuse_first=fuse_first, metadata=metadata, **kwargs)
-    if format == "openvino":
-        from .openvino_ir import export_openvino
-
-        return export_openvino(model, path, input_size, dynamic, fuse_first, metadata)
-    if format == "coreml":
-        from .coreml_package import export_coreml
-
-        return export_coreml(model, path, input_size, dynamic, fuse_first, metadata)
-    if format == "tflite":
-        from .litert_tflite import export_litert
-
-        return export_litert(model, path, input_size, dynamic, fuse_first, metadata, calibration)
-    from .executorch_pte import export_executorch
-
-    return export_executorch(model, path, input_size, dynamic, fuse_first, metadata, calibration)
+    module, name = _EXPORTERS[format]
+    export = getattr(importlib.import_module(module, __package__), name)
+    int8 = {} if calibration is None else {"calibration": calibration}
+    return export(model, path, input_size, dynamic, fuse_first, metadata, **int8)
 
 
 def file_bytes(path: str | os.PathLike) -> int:
@@ -324,20 +316,13 @@ def _dynamic_dims(path_or_proto) -> list[str]:
 
     proto = path_or_proto if isinstance(path_or_proto, onnx.ModelProto) else onnx.load(str(path_or_proto))
     dims = proto.graph.input[0].type.tensor_type.shape.dim
-    names = ("batch", "channels", "height", "width")
-    return [n for n, d in zip(names, dims) if not d.HasField("dim_value")]
+    return [n for n, d in zip(DIMS, dims) if not d.HasField("dim_value")]
 
 
 def _export_dynamo(model: nn.Module, x: torch.Tensor, path: Path, dynamic: bool, opset: int) -> None:
-    from torch.export import Dim
-
-    shapes = {0: Dim("batch", min=1, max=4096)}
-    if dynamic:
-        # AUTO lets torch.export keep H / W static where the model's code needs them fixed
-        shapes.update({2: Dim.AUTO, 3: Dim.AUTO})
-    _quiet_export(torch.onnx.export, model, (x,), str(path), dynamo=True, external_data=False,
-                  opset_version=opset, dynamic_shapes=(shapes,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                  verbose=False, report=False)
+    _quiet_export(torch.onnx.export, model, (x,), str(path), dynamo=True, external_data=False, opset_version=opset,
+                  dynamic_shapes=dynamic_shapes(spatial=dynamic), input_names=[INPUT_NAME],
+                  output_names=[OUTPUT_NAME], verbose=False, report=False)
 
 
 def _export_legacy(model: nn.Module, x: torch.Tensor, path: Path, dynamic: bool, opset: int) -> None:
@@ -360,8 +345,9 @@ def read_metadata(path_or_proto) -> dict:
         from .openvino_ir import read_openvino_metadata
 
         return read_openvino_metadata(path_or_proto)
-    if suffix in (".pte", ".tflite"):
-        return read_sidecar(path_or_proto)
+    if suffix in (".pte", ".tflite"):  # {} if the sidecar is missing
+        side = sidecar_path(path_or_proto)
+        return json.loads(side.read_text()) if side.is_file() else {}
     if suffix == ".mlpackage":
         from .coreml_package import read_coreml_metadata
 
@@ -486,8 +472,8 @@ def verify_onnx(model: nn.Module, path: str | os.PathLike, sizes: Sequence[tuple
 
 def verify_exported(model: nn.Module, path: str | os.PathLike, sizes: Sequence[tuple[int, int]] | None = None,
                     batch: int = 2, photos: bool = True, fuse_first: bool = True, **runner_kwargs) -> list[dict]:
-    """`verify_onnx` for any exported format that runs here (.onnx / .xml / .pte / .tflite), run on its own runtime (`load_exported`,
-    which takes `runner_kwargs`, e.g. precision="bf16" for OpenVINO). Same rows."""
+    """`verify_onnx` for any exported format that runs here (.onnx / .xml / .pte / .tflite), run on its own runtime
+    (`load_exported`, which takes `runner_kwargs`, e.g. precision="bf16" for OpenVINO). Same rows."""
     from .runtime import load_exported
 
     cfg = resolve_data_config(model)

@@ -48,7 +48,8 @@ class FuseReport:
 
 def _is_random(m: nn.Module) -> bool:
     name = type(m).__name__.lower()
-    return isinstance(m, _DROPOUT_TYPES) or any(k in name for k in ("droppath", "dropblock", "dropout", "stochasticdepth"))
+    return isinstance(m, _DROPOUT_TYPES) or any(k in name for k in ("droppath", "dropblock", "dropout",
+                                                                     "stochasticdepth"))
 
 
 def strip_random(model: nn.Module) -> list[str]:
@@ -105,7 +106,8 @@ def find_folds(model: nn.Module, example: torch.Tensor) -> list[Fold]:
                     if x.ndim >= 2 and x.shape[dim] == c:
                         shape = [1] * x.ndim
                         shape[dim] = c
-                        if output.shape == x.shape and torch.allclose(output, x * p.reshape(shape), atol=1e-6, rtol=1e-5):
+                        if output.shape == x.shape and torch.allclose(output, x * p.reshape(shape), atol=1e-6,
+                                                                      rtol=1e-5):
                             last = dim == x.ndim - 1 and (x.ndim != 4 or dim != 1)
                             found.append(("scale", name, producer[id(x)], -1 if last else dim, id(x)))
                         break
@@ -124,9 +126,9 @@ def find_folds(model: nn.Module, example: torch.Tensor) -> list[Fold]:
         t = model.get_submodule(target)
         if calls.get(source) != 1 or calls.get(target) != 1 or consumers.get(tid, 0) != 1:
             continue  # shared modules, or an output that also feeds another module, cannot be folded
-        if kind == "bn" and isinstance(t, nn.Conv2d) and type(model.get_submodule(source)) is nn.BatchNorm2d:
-            folds.append(Fold("bn", target, source))
-        elif kind == "bn" and isinstance(t, nn.Linear) and type(model.get_submodule(source)) is nn.BatchNorm1d:
+        bn = type(model.get_submodule(source))
+        if kind == "bn" and ((isinstance(t, nn.Conv2d) and bn is nn.BatchNorm2d)
+                             or (isinstance(t, nn.Linear) and bn is nn.BatchNorm1d)):
             folds.append(Fold("bn", target, source))
         elif kind == "scale" and ((isinstance(t, nn.Conv2d) and dim == 1) or (isinstance(t, nn.Linear) and dim == -1)):
             folds.append(Fold("scale", target, source, dim))

@@ -83,12 +83,10 @@ def predict(model: nn.Module, images: Sequence[Image.Image], topk: int = 5, labe
     `model` is a module or an `OnnxClassifier`: anything mapping (B, C, H, W) to logits (B, classes).
     """
     cfg = resolve_data_config(model if cfg is None else cfg)
-    tf = create_transform(cfg)
-    mode = "L" if cfg.input_size[0] == 1 else "RGB"
     model.eval()
     out: list[list[tuple[str, float]]] = []
     for i in range(0, len(images), batch_size):
-        x = torch.stack([tf(img.convert(mode)) for img in images[i:i + batch_size]])  # (B, C, H, W)
+        x = torch.stack([preprocess(img, cfg) for img in images[i:i + batch_size]])  # (B, C, H, W)
         probs = model(x).float().softmax(-1)  # (B, num_classes)
         n = probs.shape[-1]
         if labels is not None and len(labels) != n:

@@ -9,6 +9,7 @@ metadata (data config, labels) is a sidecar JSON next to it: `model.tflite` -> `
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import os
@@ -17,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .export import (ExportResult, _dynamic_example, _quiet_export, export_metadata, prepare_export, pt2e_calibrated,
-                     quiet_tool, write_sidecar)
+from .export import (DIMS, ExportResult, _dynamic_example, dynamic_shapes, export_metadata, prepare_export,
+                     pt2e_quantize, quiet_tool, write_sidecar)
 
 # the batch is dynamic up to this bound (the interpreter re-plans its memory when the batch changes)
 MAX_BATCH = 64
@@ -39,12 +40,10 @@ def export_litert(model: nn.Module, path: str | os.PathLike, input_size: tuple[i
     litert-torch's `PT2EQuantizer` (INT8, full-integer: int8 input and output, which `LiteRTRunner` converts;
     H / W at the export size). The result's `graph` counts the TFLite ops."""
     import litert_torch
-    from torch.export import Dim
 
     model, cfg, path, _ = prepare_export(model, path, input_size, fuse_first, ".tflite", "LiteRT model")
     c, h, w = cfg.input_size
     at_size = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(0))
-    batch = {0: Dim("batch", min=1, max=MAX_BATCH)}
     kwargs: dict = {}
     if calibration is not None:
         from litert_torch.quantize.quant_config import QuantConfig
@@ -53,28 +52,27 @@ def export_litert(model: nn.Module, path: str | os.PathLike, input_size: tuple[i
         kwargs["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
         dynamic = False
 
-    def convert(example: torch.Tensor, shapes: dict) -> tuple:
-        """Convert at `example` with `shapes`, write `path`: (interpreter on it, its dynamic dims)."""
-        edge = _quiet(litert_torch.convert, model, (example,), dynamic_shapes=(shapes,), **kwargs)
+    def convert(example: torch.Tensor, spatial: bool) -> tuple:
+        """Convert at `example` (H / W dynamic with `spatial`), write `path`: (interpreter on it, its dynamic dims)."""
+        edge = _quiet(litert_torch.convert, model, (example,), dynamic_shapes=dynamic_shapes(MAX_BATCH, spatial),
+                      **kwargs)
         _quiet(edge.export, str(path))
         interp = _interpreter(path, 1)
-        return interp, _dynamic_dims(interp)
+        sig = interp.get_input_details()[0]["shape_signature"]
+        return interp, [n for n, d in zip(DIMS, sig) if int(d) < 0]
 
     interp, dims = None, []
     if dynamic:
         try:
-            interp, dims = convert(_dynamic_example(c, h, w), {**batch, 2: Dim.AUTO, 3: Dim.AUTO})
+            interp, dims = convert(_dynamic_example(c, h, w), True)
         except Exception:  # noqa: BLE001 - the model or the converter fixes H / W: convert at the size asked
             interp = None
     if interp is None or "height" not in dims:  # not dynamic, or converted at fixed H / W: at the asked size
-        interp, dims = convert(at_size, batch)
-    ops: dict[str, int] = {}
-    for op in interp._get_ops_details():
-        ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
-    meta = export_metadata(model, cfg, {"exporter": "litert_torch.convert", "max_batch": MAX_BATCH,
-                                        "precision": "int8" if calibration is not None else "fp32",
-                                        "dynamic_dims": dims, **(metadata or {})})
-    write_sidecar(path, meta)
+        interp, dims = convert(at_size, False)
+    ops = collections.Counter(op["op_name"] for op in interp._get_ops_details())
+    write_sidecar(path, export_metadata(model, cfg, {"exporter": "litert_torch.convert", "max_batch": MAX_BATCH,
+                                                     "precision": "int8" if calibration is not None else "fp32",
+                                                     "dynamic_dims": dims, **(metadata or {})}))
     return ExportResult(path, "litert", dims, (c, h, w), None,
                         {"ops": dict(sorted(ops.items())), "num_nodes": sum(ops.values())})
 
@@ -85,11 +83,9 @@ def quantize_pt2e(model: nn.Module, calibration: np.ndarray):
     (N, C, H, W) through it one image at a time, `convert_pt2e(fold_quantize=False)` (the converter folds)."""
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from torchao.quantization.pt2e import move_exported_model_to_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    prepared = pt2e_calibrated(model, calibration, quantizer, MAX_BATCH)
-    converted = _quiet_export(convert_pt2e, prepared, fold_quantize=False)
+    converted = pt2e_quantize(model, calibration, quantizer, MAX_BATCH, fold_quantize=False)
     return move_exported_model_to_eval(converted), quantizer
 
 
@@ -98,11 +94,6 @@ def _interpreter(path: str | os.PathLike, threads: int):
 
     with contextlib.redirect_stderr(io.StringIO()):
         return Interpreter(model_path=str(path), num_threads=threads or None)
-
-
-def _dynamic_dims(interp) -> list[str]:
-    sig = interp.get_input_details()[0]["shape_signature"]
-    return [n for n, d in zip(("batch", "channels", "height", "width"), sig) if int(d) < 0]
 
 
 class LiteRTRunner:
@@ -120,31 +111,18 @@ class LiteRTRunner:
         self.out_classes = out_sig[-1] if out_sig and out_sig[-1] > 0 else None
         self._shape: tuple | None = None
 
-    def _fit(self, shape: tuple) -> None:
-        if shape != self._shape:
-            self.interp.resize_tensor_input(self.input["index"], list(shape))
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if x.shape != self._shape:  # resize the input (and re-plan the memory) only when the shape changed
+            self.interp.resize_tensor_input(self.input["index"], list(x.shape))
             self.interp.allocate_tensors()
-            self._shape = shape
-
-    def set_input(self, x: np.ndarray) -> None:
-        """Resize (when the shape changed) and fill the input tensor; `invoke` then runs it."""
-        self._fit(tuple(x.shape))
+            self._shape = x.shape
         if self.input["dtype"] == np.int8:
             scale, zero = self.input["quantization"]
             x = np.clip(np.round(x / scale) + zero, -128, 127).astype(np.int8)
         self.interp.set_tensor(self.input["index"], np.ascontiguousarray(x))
-
-    def invoke(self) -> None:
         self.interp.invoke()
-
-    def get_output(self) -> np.ndarray:
         out = self.interp.get_tensor(self.output["index"])
         if self.output["dtype"] == np.int8:
             scale, zero = self.output["quantization"]
             return (out.astype(np.float32) - zero) * scale
         return np.array(out, dtype=np.float32, copy=True)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        self.set_input(x)
-        self.invoke()
-        return self.get_output()

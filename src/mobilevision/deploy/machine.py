@@ -1,6 +1,7 @@
 """The machine a benchmark ran on, recorded with its figures."""
 from __future__ import annotations
 
+import functools
 import platform
 from pathlib import Path
 
@@ -50,23 +51,18 @@ def last_level_cache_bytes(default: int = 32 * 2**20,
 
 # glibc mallopt parameters
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_STEADY = False
 
 
+@functools.cache
 def steady_allocator(threshold_bytes: int = 1 << 30) -> bool:
     """Keep freed memory in the process's heap for reuse (glibc: static mmap and trim thresholds of
     `threshold_bytes`); True where it took effect, False on another C library. Once per process, for timing.
 
     glibc serves a block above its mmap threshold with a fresh mapping and unmaps it on free, and moves that
-    threshold with the process's history of frees. An eager forward pass that allocates its large activations
-    that way touches new pages every call: at 520 px DeepLabv3-MobileNetV3 took 900 to 7000 page faults a call
-    and LR-ASPP 0 or 8800 (35 or 52 ms) depending on the process, so two identical models timed in one process
-    differed by up to 25 %. With fixed thresholds the faults go and the times repeat. Latency measured here is
-    the model's, not the allocator's state.
+    threshold with the process's history of frees, so an eager forward pass allocating its large activations that
+    way may touch new pages every call (thousands of page faults; identical models timed up to 25 % apart
+    depending on the process). With fixed thresholds the faults go and the times repeat.
     """
-    global _STEADY
-    if _STEADY:
-        return True
     import ctypes
     import ctypes.util
 
@@ -75,5 +71,4 @@ def steady_allocator(threshold_bytes: int = 1 << 30) -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    _STEADY = bool(mallopt(_M_MMAP_THRESHOLD, threshold_bytes)) and bool(mallopt(_M_TRIM_THRESHOLD, threshold_bytes))
-    return _STEADY
+    return bool(mallopt(_M_MMAP_THRESHOLD, threshold_bytes)) and bool(mallopt(_M_TRIM_THRESHOLD, threshold_bytes))

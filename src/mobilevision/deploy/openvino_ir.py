@@ -7,7 +7,9 @@ the hint explicitly: "fp32" (the default) is real FP32; "bf16" is its own, named
 """
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
 import json
 import os
 from pathlib import Path
@@ -21,7 +23,6 @@ from .export import (INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ExportResult, _quiet
 
 # our precision names -> the CPU plugin's INFERENCE_PRECISION_HINT
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
-_CORE = None
 
 
 @contextlib.contextmanager
@@ -43,15 +44,13 @@ def no_usage_telemetry():
         TelemetrySender.send = send
 
 
+@functools.cache
 def ov_core():
     """One openvino.Core per process (creating one loads the plugins)."""
-    global _CORE
     with no_usage_telemetry():
         import openvino as ov
 
-    if _CORE is None:
-        _CORE = ov.Core()
-    return _CORE
+    return ov.Core()
 
 
 def export_openvino(model: nn.Module, path: str | os.PathLike, input_size: tuple[int, int, int] | None = None,
@@ -76,9 +75,7 @@ def export_openvino(model: nn.Module, path: str | os.PathLike, input_size: tuple
                                         **(metadata or {})})
     ovm.set_rt_info(json.dumps(meta), [METADATA_KEY])
     ov.save_model(ovm, str(path), compress_to_fp16=False)
-    ops: dict[str, int] = {}
-    for op in ovm.get_ordered_ops():
-        ops[op.get_type_name()] = ops.get(op.get_type_name(), 0) + 1
+    ops = collections.Counter(op.get_type_name() for op in ovm.get_ordered_ops())
     graph = {"ops": dict(sorted(ops.items())), "num_nodes": sum(ops.values())}
     return ExportResult(path, "openvino", traced_dynamic_dims(program), (c, h, w), None, graph)
 
@@ -123,10 +120,11 @@ def quantize_openvino(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
         types = {op.get_type_name() for op in ovm.get_ordered_ops()}
         transformer = "MVN" in types or "Softmax" in types
     samples = [calibration[i:i + 1].astype(np.float32) for i in range(len(calibration))]
-    q = _quiet_nncf(nncf.quantize, ovm, nncf.Dataset(samples), subset_size=len(samples),
-                      preset=nncf.QuantizationPreset.PERFORMANCE,
-                      model_type=nncf.ModelType.TRANSFORMER if transformer else None,
-                      fast_bias_correction=fast_bias_correction)
+    with no_usage_telemetry():
+        q = quiet_tool("nncf", nncf.quantize, ovm, nncf.Dataset(samples), subset_size=len(samples),
+                       preset=nncf.QuantizationPreset.PERFORMANCE,
+                       model_type=nncf.ModelType.TRANSFORMER if transformer else None,
+                       fast_bias_correction=fast_bias_correction)
     meta = read_openvino_metadata(src)
     meta["precision"] = "int8"
     q.set_rt_info(json.dumps(meta), [METADATA_KEY])
@@ -134,11 +132,6 @@ def quantize_openvino(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
     out.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(q, str(out), compress_to_fp16=False)
     return out
-
-
-def _quiet_nncf(fn, *args, **kwargs):
-    with no_usage_telemetry():
-        return quiet_tool("nncf", fn, *args, **kwargs)
 
 
 class OpenVINORunner:

@@ -73,13 +73,10 @@ def stage_table(model: nn.Module, input_size: tuple[int, int, int]) -> list[dict
     device = next(model.parameters()).device
     counter = FlopCounterMode(display=False)
     infos = list(getattr(model, "feature_info", []))
+    subs = [_submodule(model, info.get("module", "")) for info in infos]
     done: dict[int, int] = {}
     handles = []
-    for i, info in enumerate(infos):
-        try:
-            sub = model.get_submodule(info.get("module", "")) if info.get("module") else None
-        except AttributeError:
-            sub = None
+    for i, sub in enumerate(subs):
         if sub is not None:  # live flop total when the stage module returns
             def hook(*_args, i=i) -> None:
                 done.setdefault(i, counter.get_total_flops())
@@ -89,16 +86,11 @@ def stage_table(model: nn.Module, input_size: tuple[int, int, int]) -> list[dict
         fn = getattr(model, "forward_stages", None)
         maps = fn(torch.zeros((1, *input_size), device=device)) if fn is not None else []
     rows, prev = [], 0
-    for i, info in enumerate(infos):
-        name = info.get("module", "")
-        try:
-            sub = model.get_submodule(name) if name else None
-        except AttributeError:
-            sub = None
+    for i, (info, sub) in enumerate(zip(infos, subs)):
         cum = done.get(i)
         rows.append({
             "stage": i,
-            "module": name,
+            "module": info.get("module", ""),
             "num_chs": info["num_chs"],
             "reduction": info["reduction"],
             "shape": tuple(maps[i].shape[1:]) if i < len(maps) else None,
@@ -108,6 +100,13 @@ def stage_table(model: nn.Module, input_size: tuple[int, int, int]) -> list[dict
         })
         prev = cum if cum is not None else prev
     return rows
+
+
+def _submodule(model: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(name) if name else None
+    except AttributeError:
+        return None
 
 
 def parts_table(model: nn.Module, input_size: tuple[int, int, int]) -> list[dict]:

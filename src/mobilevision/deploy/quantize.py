@@ -12,22 +12,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mobilevision.data.config import create_transform, resolve_data_config
+from mobilevision.data.config import resolve_data_config
 from mobilevision.data.datasets import IMAGE_EXTENSIONS, DigitsSource
 
-from .bench import time_onnxruntime
-from .inference import load_image
+from .bench import time_exported, time_onnxruntime
+from .inference import load_image, preprocess
 from .runtime import OnnxClassifier
 
 logger = logging.getLogger("mobilevision.deploy")
 
 COMPUTE_OPS = ("Conv", "MatMul", "Gemm")
-
-
-def _arrays(images, cfg) -> np.ndarray:
-    tf = create_transform(cfg)
-    mode = "L" if cfg.input_size[0] == 1 else "RGB"
-    return np.stack([tf(img.convert(mode)).numpy() for img in images])
 
 
 def digits_arrays(cfg: Any, split: str = "val") -> tuple[np.ndarray, np.ndarray]:
@@ -39,7 +33,8 @@ def digits_arrays(cfg: Any, split: str = "val") -> tuple[np.ndarray, np.ndarray]
     """
     cfg = resolve_data_config(cfg)
     source = DigitsSource(split, image_size=max(cfg.size))
-    return _arrays(source.images, cfg), np.asarray(source.targets, dtype=np.int64)
+    x = np.stack([preprocess(img, cfg).numpy() for img in source.images])
+    return x, np.asarray(source.targets, dtype=np.int64)
 
 
 def folder_arrays(directory: str | os.PathLike, cfg: Any, size: tuple[int, int] | None = None,
@@ -76,7 +71,7 @@ def folder_arrays(directory: str | os.PathLike, cfg: Any, size: tuple[int, int] 
     if limit:
         step = max(1, len(files) // limit)
         files = files[::step][:limit]
-    x = _arrays([load_image(f) for f, _ in files], resolve_data_config(cfg, input_size=size))
+    x = np.stack([preprocess(load_image(f), cfg, size).numpy() for f, _ in files])
     y = np.array([lab for _, lab in files], dtype=np.int64) if classes else None
     return x, y, classes
 
@@ -85,19 +80,10 @@ class ArrayCalibrationReader:
     """onnxruntime CalibrationDataReader over an (N, C, H, W) array, one sample per call."""
 
     def __init__(self, input_name: str, images: np.ndarray) -> None:
-        self.input_name = input_name
-        self.images = images
-        self.i = 0
+        self.feeds = ({input_name: images[i:i + 1]} for i in range(len(images)))
 
     def get_next(self) -> dict | None:
-        if self.i >= len(self.images):
-            return None
-        x = self.images[self.i:self.i + 1]
-        self.i += 1
-        return {self.input_name: x}
-
-    def rewind(self) -> None:
-        self.i = 0
+        return next(self.feeds, None)
 
 
 @dataclass
@@ -122,12 +108,6 @@ class QuantizeReport:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "latency_ratio": self.latency_ratio}
-
-
-def ort_latency_ms(path: str | os.PathLike, x: np.ndarray, threads: int = 2, warmup: int = 5, runs: int = 30
-                   ) -> float:
-    """Median wall time (ms) of one onnxruntime run on `x` with `threads` intra-op threads."""
-    return time_onnxruntime(path, x, threads, warmup, runs)["median_ms"]
 
 
 @contextlib.contextmanager
@@ -163,17 +143,27 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
     (onnxruntime's documented caveat); on this project's AVX2 test machine full-range per-channel weights cost
     3 points of digits top-1 and reduce_range costs none.
     """
-    src = Path(fp32_path).expanduser()
-    if not src.is_file():
-        raise FileNotFoundError(f"ONNX file not found: {src}")
-    fp32 = OnnxClassifier(src)
-    cfg, input_name = fp32.data_config, fp32.input_name  # the graph's own input size
-    calib, x_eval, y_eval = calibration_data(cfg, calibration, num_calibration, fp32.labels, fp32.num_classes)
+    return _quantize(OnnxClassifier(fp32_path), out_path, calibration, num_calibration, threads,
+                     per_channel=per_channel, reduce_range=reduce_range)
 
-    out = Path(out_path).expanduser()
-    _quantize_onnx_graph(src, out, input_name, calib, per_channel, reduce_range)
-    return quantize_report(src, out, fp32, OnnxClassifier(out), x_eval, y_eval, calib, calibration,
-                   ort_latency_ms(src, x_eval[:1], threads), ort_latency_ms(out, x_eval[:1], threads))
+
+def _quantize(fp32, out_path: str | os.PathLike, calibration: str, num_calibration: int, threads: int,
+              **options) -> QuantizeReport:
+    """`quantize_onnx` / `quantize_exported` on a loaded FP32 runner (`OnnxClassifier` / `OpenVINOClassifier`):
+    calibration data at the file's own input size, the runtime's quantizer, the report."""
+    calib, x_eval, y_eval = calibration_data(fp32.data_config, calibration, num_calibration, fp32.labels,
+                                             fp32.num_classes)
+    src, out = fp32.path, Path(out_path).expanduser()
+    if fp32.runtime == "onnxruntime":
+        _quantize_onnx_graph(src, out, fp32.input_name, calib, **options)
+        timer = time_onnxruntime
+    else:
+        from .openvino_ir import quantize_openvino
+
+        out, timer = quantize_openvino(src, out, calib, **options), time_exported
+    one = x_eval[:1]
+    return quantize_report(src, out, fp32, type(fp32)(out), x_eval, y_eval, calib, calibration,
+                           timer(src, one, threads)["median_ms"], timer(out, one, threads)["median_ms"])
 
 
 def _quantize_onnx_graph(src: Path, out: Path, input_name: str, calib: np.ndarray, per_channel: bool = True,
@@ -241,15 +231,14 @@ def calibration_data(cfg: Any, calibration: str, num_calibration: int = 128, lab
     subdirectory (matched to `labels` by name; by sorted order when there are no labels and the folder count
     equals `num_classes`)."""
     if calibration == "digits":
-        calib, _ = digits_arrays(cfg, "train")
-        calib = calib[:: max(1, len(calib) // num_calibration)][:num_calibration]
+        pool, _ = digits_arrays(cfg, "train")
         x_eval, y_eval = digits_arrays(cfg, "val")
     else:
         x_eval, y_eval, classes = folder_arrays(calibration, cfg, labels=labels)
         if y_eval is not None and labels is None and len(classes) != num_classes:
             y_eval = None  # folder order means nothing for a graph of another class count
-        calib = x_eval[:: max(1, len(x_eval) // num_calibration)][:num_calibration]
-    return calib, x_eval, y_eval
+        pool = x_eval
+    return pool[:: max(1, len(pool) // num_calibration)][:num_calibration], x_eval, y_eval
 
 
 def quantize_report(src: Path, out: Path, fp32, int8, x_eval: np.ndarray, y_eval: np.ndarray | None,
@@ -277,7 +266,6 @@ def quantize_exported(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
     `quantize_onnx`: ONNX (.onnx) with onnxruntime's static QDQ quantizer (`options` as `quantize_onnx`'s),
     OpenVINO IR (.xml) with NNCF post-training quantization (`options`: transformer=, as `quantize_openvino`'s).
     An ExecuTorch program is quantized from the PyTorch model at export (`export_model(..., calibration=)`)."""
-    from .bench import time_exported
     from .export import format_of
     from .runtime import OpenVINOClassifier
 
@@ -287,17 +275,7 @@ def quantize_exported(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
     if fmt in ("executorch", "tflite", "coreml"):
         raise ValueError(f"a {fmt} file is quantized from the model, not from the file: `mobilevision export NAME "
                          f"--format {fmt} --int8 --calibration ...` (coreml: no INT8)")
-    from .openvino_ir import quantize_openvino
-
-    src = Path(fp32_path).expanduser()
-    fp32 = OpenVINOClassifier(src)
-    calib, x_eval, y_eval = calibration_data(fp32.data_config, calibration, num_calibration, fp32.labels,
-                                             fp32.num_classes)
-    out = quantize_openvino(src, out_path, calib, **options)
-    int8 = OpenVINOClassifier(out)
-    one = x_eval[:1]
-    return quantize_report(src, out, fp32, int8, x_eval, y_eval, calib, calibration,
-                   time_exported(src, one, threads)["median_ms"], time_exported(out, one, threads)["median_ms"])
+    return _quantize(OpenVINOClassifier(fp32_path), out_path, calibration, num_calibration, threads, **options)
 
 
 def _copy_metadata(src: Path, dst: Path) -> None:

@@ -1,6 +1,7 @@
 """Run an exported (FP32 or INT8) model where a model is expected: `OnnxClassifier(path)(x) -> logits` for ONNX on
 onnxruntime, `OpenVINOClassifier` (.xml, OpenVINO's CPU plugin), `ExecuTorchClassifier` (.pte, ExecuTorch with
-XNNPACK) and `LiteRTClassifier` (.tflite, the ai-edge-litert interpreter), each with the data config and labels the file was exported with; `load_exported(path)` picks by suffix."""
+XNNPACK) and `LiteRTClassifier` (.tflite, the ai-edge-litert interpreter), each with the data config and labels
+the file was exported with; `load_exported(path)` picks by suffix."""
 from __future__ import annotations
 
 import os
@@ -12,16 +13,16 @@ import torch
 from mobilevision.data.config import DataConfig, resolve_data_config
 from mobilevision.models.features import CarriesDataConfig
 
-from .export import format_of, ort_session, read_metadata
+from .export import DIMS, _first_line, format_of, ort_session, read_metadata
 
 
 class ExportedClassifier(CarriesDataConfig):
     """An exported model with a model's call signature: (B, C, H, W) float tensor -> (B, classes) logits.
 
-    Carries `data_config` (DataConfig; `default_cfg` its dict view), `labels`, `num_classes` and `model_name` from the file's metadata. A
-    file with a fixed batch is fed in chunks of that batch (the last one padded), one with a bounded batch in
-    chunks of at most that bound, so any batch works. Subclasses set `runtime` and `runner` (a callable on
-    (B, C, H, W) float32 arrays) or override `_run(chunk)`.
+    Carries `data_config` (DataConfig; `default_cfg` its dict view), `labels`, `num_classes` and `model_name`
+    from the file's metadata. A file with a fixed batch is fed in chunks of that batch (the last one padded), one
+    with a bounded batch in chunks of at most that bound, so any batch works. Subclasses set `runtime` and
+    `runner` (a callable on (B, C, H, W) float32 arrays) or override `_run(chunk)`.
     """
 
     runtime = "?"
@@ -43,17 +44,19 @@ class ExportedClassifier(CarriesDataConfig):
     def _run(self, chunk: np.ndarray) -> np.ndarray:
         return self.runner(chunk)  # the runtimes wrapped by a runner object (ONNX overrides)
 
-    def _open_runner(self, path: str | os.PathLike, what: str, make) -> dict:
+    def _open_runner(self, path: str | os.PathLike, what: str, make, keep: tuple = (ModuleNotFoundError,)) -> dict:
         """`self.runner = make(checked path)` and the file's metadata (returned); a file the runtime refuses is a
-        one-line ValueError naming `what`."""
-        self.path = _check_file(path, what)
+        one-line ValueError naming `what` (errors of the `keep` types pass as they are)."""
+        self.path = Path(path).expanduser()
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{what} file not found: {self.path}")
         try:
             self.runner = make(self.path)
-        except ModuleNotFoundError:
+            return read_metadata(self.path)
+        except keep:
             raise
         except Exception as err:  # noqa: BLE001 - each runtime raises its own types for bad files
-            raise ValueError(f"{self.path} is not a loadable {what}: {_first(err)}") from None
-        return read_metadata(self.path)
+            raise ValueError(f"{self.path} is not a loadable {what}: {_first_line(err, 200)}") from None
 
     def run(self, x: np.ndarray, batch: int = 64) -> np.ndarray:
         """Logits (N, classes) of an (N, C, H, W) float32 array, fed in chunks of `batch` (or the file's)."""
@@ -77,31 +80,14 @@ class ExportedClassifier(CarriesDataConfig):
         return self  # a CPU runtime; outputs follow the input's device
 
 
-def _first(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-
-
-def _check_file(path: str | os.PathLike, what: str) -> Path:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} file not found: {path}")
-    return path
-
-
 class OnnxClassifier(ExportedClassifier):
     """An onnxruntime CPU session (`threads` intra-op threads, 0 = ORT default) as an `ExportedClassifier`."""
 
     runtime = "onnxruntime"
 
     def __init__(self, path: str | os.PathLike, threads: int = 0) -> None:
-        self.path = _check_file(path, "ONNX")
-        try:
-            self.session = ort_session(self.path, threads=threads, spin=False)
-            meta = read_metadata(self.path)
-        except ModuleNotFoundError:
-            raise
-        except Exception as err:  # noqa: BLE001 - onnx / onnxruntime raise their own types for bad files
-            raise ValueError(f"{self.path} is not a loadable ONNX model: {_first(err)}") from None
+        meta = self._open_runner(path, "ONNX model", lambda p: ort_session(p, threads=threads, spin=False))
+        self.session = self.runner
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         out_dims = self.session.get_outputs()[0].shape
@@ -118,16 +104,10 @@ class OpenVINOClassifier(ExportedClassifier):
     runtime = "openvino"
 
     def __init__(self, path: str | os.PathLike, threads: int = 0, precision: str = "fp32") -> None:
-        from .openvino_ir import OpenVINORunner, read_openvino_metadata
+        from .openvino_ir import OpenVINORunner
 
-        self.path = _check_file(path, "OpenVINO IR")
-        try:
-            self.runner = OpenVINORunner(self.path, threads, precision)
-            meta = read_openvino_metadata(self.path)
-        except (ModuleNotFoundError, ValueError):
-            raise
-        except Exception as err:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses for bad files
-            raise ValueError(f"{self.path} is not a loadable OpenVINO IR: {_first(err)}") from None
+        meta = self._open_runner(path, "OpenVINO IR", lambda p: OpenVINORunner(p, threads, precision),
+                                 keep=(ModuleNotFoundError, ValueError))
         self._init_meta(meta, self.runner.input_dims, self.runner.out_classes)
         # the compute precision of the float parts: an INT8 IR's float ops follow the hint too
         self.precision = meta.get("precision", "fp32") if precision == "fp32" else precision
@@ -144,9 +124,9 @@ class ExecuTorchClassifier(ExportedClassifier):
 
         meta = self._open_runner(path, "ExecuTorch program", lambda p: ExecuTorchRunner(p, threads))
         dynamic = meta.get("dynamic_dims", ["batch"])
-        dims = [None] + [None if name in dynamic else int(v) for name, v in
-                         zip(("channels", "height", "width"), self.runner.upper_bound[1:])]
-        self.max_batch = int(self.runner.upper_bound[0])
+        bound = self.runner.upper_bound
+        dims = [None] + [None if name in dynamic else int(v) for name, v in zip(DIMS[1:], bound[1:])]
+        self.max_batch = int(bound[0])
         self._init_meta(meta, dims, self.runner.out_classes)
 
 
