@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from . import common
 
@@ -17,7 +18,6 @@ def _add_measure_args(p: argparse.ArgumentParser, runtimes: tuple[str, ...],
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-# ---------------------------------------------------------------- choose
 def configure_choose(p: argparse.ArgumentParser) -> None:
     from mobilevision.deploy.choose import RUNTIMES, TASKS
 
@@ -59,7 +59,6 @@ def run_choose(args: argparse.Namespace) -> int:
     return 0 if c.best is not None else 1
 
 
-# ---------------------------------------------------------------- lut
 def configure_lut(p: argparse.ArgumentParser) -> None:
     from mobilevision.deploy.latency_table import LUT_RUNTIMES
 
@@ -79,8 +78,6 @@ def configure_lut(p: argparse.ArgumentParser) -> None:
 def _model_kwargs(text: str | None) -> dict:
     if not text:
         return {}
-    from pathlib import Path
-
     src = Path(text).read_text() if Path(text).is_file() else text
     try:
         kw = json.loads(src)
@@ -133,7 +130,6 @@ def run_lut(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- search
 def configure_search(p: argparse.ArgumentParser) -> None:
     from mobilevision.deploy.latency_table import LUT_RUNTIMES
 

@@ -12,7 +12,6 @@ def _fmt_bytes(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
-# ---------------------------------------------------------------- profile
 def configure_profile(p: argparse.ArgumentParser) -> None:
     common.add_model(p)
     common.add_input_size(p, help="input size (default: the model's default size)")
@@ -43,7 +42,6 @@ def run_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- bench
 def configure_bench(p: argparse.ArgumentParser) -> None:
     common.add_model(p, multiple=True, help="model names")
     p.add_argument("--backend", default="eager",
@@ -105,7 +103,6 @@ def _run_runtime_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- export
 def configure_export(p: argparse.ArgumentParser) -> None:
     common.add_model(p)
     p.add_argument("--checkpoint", default=None, help="weights file or directory (default: random init)")
@@ -332,7 +329,6 @@ def _export_detector(args: argparse.Namespace, model) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- quantize
 def configure_quantize(p: argparse.ArgumentParser) -> None:
     p.add_argument("onnx_file", metavar="FILE",
                    help="FP32 file written by `mobilevision export`: .onnx (onnxruntime QDQ) or .xml (OpenVINO, NNCF)")

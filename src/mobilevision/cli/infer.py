@@ -17,7 +17,6 @@ CHECKPOINT_HELP = ("weights file or directory (its config.json gives classes, la
                    "exported .onnx / .int8.onnx graph (run with onnxruntime)")
 
 
-# ---------------------------------------------------------------- predict
 def configure_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="*", metavar="[NAME] IMAGE",
                    help="the model name (optional when the checkpoint records it: an .onnx graph or a saved "
@@ -198,7 +197,6 @@ def _write_predictions(rows: list[dict], path: Path, topk: int) -> None:
     common.write_text(path, text)
 
 
-# ---------------------------------------------------------------- eval
 def configure_eval(p: argparse.ArgumentParser) -> None:
     common.add_model(p, required=False, help="registered model name (optional when the checkpoint records it: "
                                              "an .onnx graph or a saved config.json)")
