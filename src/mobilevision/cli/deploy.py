@@ -164,7 +164,7 @@ def run_export(args: argparse.Namespace) -> int:
           + ", ".join(f"{k} {v}" for k, v in g["ops"].items()))
     _check_export(args, model, res, "onnxruntime")
     if args.int8:
-        _int8_copy(args, res.path)
+        _int8_copy(args, model, res.path)
     return 0
 
 
@@ -190,11 +190,6 @@ def _check_export(args: argparse.Namespace, model, res, runtime: str) -> None:
         raise RuntimeError(f"{runtime} outputs differ from PyTorch by {worst:.2e} (> --atol {args.atol})")
 
 
-def _int8_path(path) -> Path:
-    path = Path(path)
-    return path.with_name(f"{path.stem}_int8{path.suffix}")
-
-
 def _print_quant(rep, threads: int, title: str = "  INT8") -> None:
     """The title line, then the size, latency and top-1 lines of a QuantizeReport."""
     print(f"{title} -> {rep.int8_path}, calibrated on {rep.calibration_images} images")
@@ -208,14 +203,6 @@ def _print_quant(rep, threads: int, title: str = "  INT8") -> None:
     else:
         print(f"  top-1    no labels matching the model's classes; INT8 agrees with FP32 on "
               f"{rep.top1_agreement * 100:.1f} % of {rep.eval_images} images")
-
-
-def _int8_copy(args: argparse.Namespace, fp32_path) -> None:
-    """The --int8 copy of an exported ONNX graph or OpenVINO IR, with its report."""
-    from mobilevision.deploy.quantize import quantize_exported
-
-    rep = quantize_exported(fp32_path, _int8_path(fp32_path), args.calibration, args.num_calibration, threads=2)
-    _print_quant(rep, 2)
 
 
 def _export_runtime(args: argparse.Namespace, model) -> int:
@@ -242,10 +229,7 @@ def _export_runtime(args: argparse.Namespace, model) -> int:
         print(f"  IR: {g['num_nodes']} ops: " + ", ".join(f"{k} {v}" for k, v in g["ops"].items()))
     _check_export(args, model, res, args.format)
     if args.int8:
-        if args.format == "openvino":
-            _int8_copy(args, res.path)
-        else:
-            _pt2e_int8(args, model, res.path)
+        _int8_copy(args, model, res.path)
     return 0
 
 
@@ -263,17 +247,20 @@ def _print_coreml(g: dict) -> int:
     return 0
 
 
-def _pt2e_int8(args: argparse.Namespace, model, fp32_path) -> None:
-    """PT2E INT8 program (ExecuTorch) or model (LiteRT) from the model itself, compared with the FP32 file on the
-    calibration source."""
+def _int8_copy(args: argparse.Namespace, model, fp32_path: Path) -> None:
+    """The --int8 copy beside the FP32 file (NAME_int8.SUFFIX), with its report: ONNX and OpenVINO quantize the
+    file; ExecuTorch and LiteRT (PT2E) the model itself, compared with the FP32 file on the calibration source."""
     from mobilevision.deploy.bench import time_exported
     from mobilevision.deploy.export import export_model
-    from mobilevision.deploy.quantize import calibration_data, quantize_report
+    from mobilevision.deploy.quantize import calibration_data, quantize_exported, quantize_report
     from mobilevision.deploy.runtime import load_exported
 
+    out = fp32_path.with_name(f"{fp32_path.stem}_int8{fp32_path.suffix}")
+    if args.format in ("onnx", "openvino"):
+        _print_quant(quantize_exported(fp32_path, out, args.calibration, args.num_calibration, threads=2), 2)
+        return
     calib, x_eval, y_eval = calibration_data(model, args.calibration, args.num_calibration,
                                              getattr(model, "labels", None), getattr(model, "num_classes", None))
-    out = _int8_path(fp32_path)
     export_model(model, out, args.format, dynamic=args.dynamic, fuse_first=False, calibration=calib)
     rep = quantize_report(fp32_path, out, load_exported(fp32_path), load_exported(out), x_eval, y_eval, calib,
                           args.calibration, time_exported(fp32_path, x_eval[:1], 2)["median_ms"],

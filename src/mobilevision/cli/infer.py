@@ -44,15 +44,13 @@ def _split_predict_inputs(args: argparse.Namespace) -> None:
     from mobilevision.deploy.runtime import is_onnx
     from mobilevision.models.registry import list_models
 
-    inputs = list(args.inputs)
+    args.images = list(args.inputs)
     del args.inputs
-    args.images = inputs
-    if args.model or not inputs:
+    if args.model or not args.images:
         return
-    first = inputs[0]
-    if first not in list_models() and (is_onnx(args.checkpoint) or Path(first).exists()):
-        return
-    args.model, args.images = first, inputs[1:]
+    first = args.images[0]
+    if first in list_models() or not (is_onnx(args.checkpoint) or Path(first).exists()):
+        args.model, args.images = first, args.images[1:]
 
 
 def run_predict(args: argparse.Namespace) -> int:
