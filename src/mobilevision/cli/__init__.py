@@ -116,11 +116,11 @@ class _OneLine(logging.Formatter):
 
 
 def _setup_logging() -> None:
-    from mobilevision.train.log import StderrHandler as _StderrHandler  # follows the current sys.stderr
+    from mobilevision.train.log import StderrHandler  # follows the current sys.stderr
 
     log = logging.getLogger("mobilevision")
-    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
-        h = _StderrHandler()
+    if not any(isinstance(h, StderrHandler) for h in log.handlers):
+        h = StderrHandler()
         h.setFormatter(_OneLine())
         log.addHandler(h)
     if log.level == logging.NOTSET:

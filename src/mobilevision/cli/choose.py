@@ -43,7 +43,7 @@ def _split(values):
 
 
 def run_choose(args: argparse.Namespace) -> int:
-    from mobilevision.deploy.choose import choose, format_choice, verdict, write_choice
+    from mobilevision.deploy.choose import choose, format_choice, write_choice
 
     size = common.square(args.input_size, "choose") or 224
     c = choose(args.budget_ms, args.runtime, args.threads, size, args.batch_size, families=_split(args.family),
@@ -99,8 +99,7 @@ def run_lut(args: argparse.Namespace) -> int:
     kwargs = _model_kwargs(args.model_kwargs)
     if args.action == "build":
         table.flush = not args.no_flush if not table.entries else table.flush
-        names = args.models or family_models()
-        models = [fused_model(n, **kwargs) for n in names]
+        models = [fused_model(n, **kwargs) for n in args.models or family_models()]
         n = table.measure(models, args.size, progress=not args.json, on_entry=lambda t: t.save(path))
         table.save(path)
         coef = table.cache_model["coef"] if table.cache_model else None
