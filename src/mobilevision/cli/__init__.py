@@ -33,14 +33,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("mobilevision.cli.infer", "top-k classes of images (files or folders) with a checkpoint or graph"),
     "eval": ("mobilevision.cli.infer", "top-1 / top-5 of a checkpoint or ONNX graph on a data set, as JSON"),
     "train": ("mobilevision.cli.train", "train a model on an ImageFolder directory or the built-in digits set"),
-    "pretrain": ("mobilevision.cli.train", "FCMAE masked-autoencoder pre-training of a ConvNeXt V2 encoder (same engine as train)"),
+    "pretrain": ("mobilevision.cli.train", "FCMAE masked-autoencoder pre-training of a ConvNeXt V2 encoder (same "
+                                           "engine as train)"),
     "choose": ("mobilevision.cli.choose", "the best backbone under a latency budget on this machine: measured latency "
                                           "vs published top-1, Pareto front, cached per device"),
     "lut": ("mobilevision.cli.choose", "MoGA-style per-block latency look-up table: build (measure each block kind "
                                        "once) | predict (a model as the sum of its blocks)"),
     "search": ("mobilevision.cli.choose", "MoGA-style evolutionary search (kernel / expansion / SE per layer) under a "
                                           "latency budget, with the look-up table and a NASWOT proxy"),
-    "explain": ("mobilevision.cli.explain", "see inside a model: Mobile-Former attention, feature collapse, stage activations"),
+    "explain": ("mobilevision.cli.explain", "see inside a model: Mobile-Former attention, feature collapse, stage "
+                                            "activations"),
 }
 
 
@@ -55,17 +57,6 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _recipe_epilog() -> str:
-    import dataclasses
-    import textwrap
-
-    from mobilevision.train.recipe import Recipe, recipe_names
-
-    keys = ", ".join(f.name for f in dataclasses.fields(Recipe))
-    return "\n".join([textwrap.fill(f"recipes (--recipe): {', '.join(recipe_names())}, or a YAML file.", 78),
-                      textwrap.fill(f"--set keys (any recipe field): {keys}", 78)])
-
-
 def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
     """The command tree; every subparser binds its run function as `func`. `commands`: configure only these
     subparsers (the others are listed with their help line but take no arguments); default all."""
@@ -76,16 +67,11 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     wanted = set(COMMANDS if commands is None else commands)
     for name, (module, help_text) in COMMANDS.items():
-        if name not in wanted:  # configuring imports the command's module: only for the command being run
-            sub.add_parser(name, help=help_text, description=help_text)
-            continue
-        extra = {}
-        if name == "train":
-            extra = {"epilog": _recipe_epilog(), "formatter_class": argparse.RawDescriptionHelpFormatter}
-        p = sub.add_parser(name, help=help_text, description=help_text, **extra)
-        mod = importlib.import_module(module)
-        getattr(mod, f"configure_{name}")(p)
-        p.set_defaults(func=getattr(mod, f"run_{name}"))
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name in wanted:  # configuring imports the command's module: only for the command being run
+            mod = importlib.import_module(module)
+            getattr(mod, f"configure_{name}")(p)
+            p.set_defaults(func=getattr(mod, f"run_{name}"))
     return parser
 
 
@@ -114,24 +100,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return common.finalize(args) if getattr(args, "command", None) else args
 
 
+def _first_line(text: str, default: str = "") -> str:
+    lines = str(text).strip().splitlines()
+    return lines[0] if lines else default
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    text = str(message).strip().splitlines()
-    print(f"mobilevision: warning: {text[0] if text else category.__name__}", file=sys.stderr)
+    print(f"mobilevision: warning: {_first_line(message, category.__name__)}", file=sys.stderr)
 
 
 class _OneLine(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        msg = record.getMessage().strip().splitlines()
-        msg = msg[0] if msg else ""
+        msg = _first_line(record.getMessage())
         return f"mobilevision: warning: {msg}" if record.levelno >= logging.WARNING else msg
 
 
 def _setup_logging() -> None:
-    from mobilevision.train.log import StderrHandler as _StderrHandler  # follows the current sys.stderr
+    from mobilevision.train.log import StderrHandler  # follows the current sys.stderr
 
     log = logging.getLogger("mobilevision")
-    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
-        h = _StderrHandler()
+    if not any(isinstance(h, StderrHandler) for h in log.handlers):
+        h = StderrHandler()
         h.setFormatter(_OneLine())
         log.addHandler(h)
     if log.level == logging.NOTSET:
@@ -143,10 +132,8 @@ def _error(msg: str) -> int:
     return 2
 
 
-# commands whose OpenMP threads should sleep, not spin, while they wait (OMP_WAIT_POLICY=PASSIVE unless set):
-# spinning threads collapsed training next to other jobs (246 -> 4.5 images/s on 2 cores), but passive waits slow
-# batch-1 inference at 2 threads 1.7-5x (every parallel region waits for its threads to wake), so bench, choose,
-# profile and predict keep OpenMP's default
+# commands whose OpenMP threads sleep, not spin, while they wait (OMP_WAIT_POLICY=PASSIVE unless set): spinning
+# collapses training next to other jobs, but passive waits slow batch-1 inference 1.7-5x at 2 threads
 SLEEPING_OPENMP_COMMANDS = ("train", "pretrain")
 
 
@@ -173,13 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             return _error(f"this command needs the package {err.name!r}; install it with "
                           f"pip install 'mobilevision[{extra}]'")
         except (ValueError, OSError, RuntimeError) as err:
-            # OSError covers FileNotFoundError, IsADirectoryError, FileExistsError, PermissionError
-            text = str(err).strip()
-            return _error(text.splitlines()[0] if text else type(err).__name__)
+            return _error(_first_line(err, type(err).__name__))  # OSError: FileNotFoundError, PermissionError, ...
         except KeyboardInterrupt:
             print("mobilevision: interrupted", file=sys.stderr)
             return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

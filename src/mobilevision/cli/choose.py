@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from . import common
 
@@ -17,7 +18,6 @@ def _add_measure_args(p: argparse.ArgumentParser, runtimes: tuple[str, ...],
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-# ---------------------------------------------------------------- choose
 def configure_choose(p: argparse.ArgumentParser) -> None:
     from mobilevision.deploy.choose import RUNTIMES, TASKS
 
@@ -43,7 +43,7 @@ def _split(values):
 
 
 def run_choose(args: argparse.Namespace) -> int:
-    from mobilevision.deploy.choose import choose, format_choice, verdict, write_choice
+    from mobilevision.deploy.choose import choose, format_choice, write_choice
 
     size = common.square(args.input_size, "choose") or 224
     c = choose(args.budget_ms, args.runtime, args.threads, size, args.batch_size, families=_split(args.family),
@@ -59,7 +59,6 @@ def run_choose(args: argparse.Namespace) -> int:
     return 0 if c.best is not None else 1
 
 
-# ---------------------------------------------------------------- lut
 def configure_lut(p: argparse.ArgumentParser) -> None:
     from mobilevision.deploy.latency_table import LUT_RUNTIMES
 
@@ -79,8 +78,6 @@ def configure_lut(p: argparse.ArgumentParser) -> None:
 def _model_kwargs(text: str | None) -> dict:
     if not text:
         return {}
-    from pathlib import Path
-
     src = Path(text).read_text() if Path(text).is_file() else text
     try:
         kw = json.loads(src)
@@ -102,8 +99,7 @@ def run_lut(args: argparse.Namespace) -> int:
     kwargs = _model_kwargs(args.model_kwargs)
     if args.action == "build":
         table.flush = not args.no_flush if not table.entries else table.flush
-        names = args.models or family_models()
-        models = [fused_model(n, **kwargs) for n in names]
+        models = [fused_model(n, **kwargs) for n in args.models or family_models()]
         n = table.measure(models, args.size, progress=not args.json, on_entry=lambda t: t.save(path))
         table.save(path)
         coef = table.cache_model["coef"] if table.cache_model else None
@@ -133,7 +129,6 @@ def run_lut(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- search
 def configure_search(p: argparse.ArgumentParser) -> None:
     from mobilevision.deploy.latency_table import LUT_RUNTIMES
 

@@ -54,7 +54,7 @@ def add_input_size(p: argparse.ArgumentParser, *, sweep: bool = False,
 
 
 def add_num_classes(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--num-classes", type=_positive_int("--num-classes"), default=None, metavar="N",
+    p.add_argument("--num-classes", type=_num_classes, default=None, metavar="N",
                    help="classes of the model's head; needed for bare weights without config.json, and "
                         "asks for a new N-class head if the checkpoint's differs")
 
@@ -63,17 +63,14 @@ def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
 
 
-def _positive_int(flag: str):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be an integer, got {text!r}") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{flag} must be >= 1, got {v}")
-        return v
-
-    return parse
+def _num_classes(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--num-classes must be an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"--num-classes must be >= 1, got {v}")
+    return v
 
 
 def parse_size(tokens: list[str] | tuple[str, ...] | str) -> tuple[int, int]:
@@ -111,23 +108,20 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
     if hook is not None:
         hook(args)
     spec = getattr(args, "_model_spec", None)
-    if spec is None and hasattr(args, "model") and args.model is None:  # commands with their own layout
-        args.model = model_of_checkpoint(getattr(args, "checkpoint", None))
     if spec is not None:
         multiple, required = spec
         pos, opt = args.model_pos, args.model_opt
+        del args.model_pos, args.model_opt
         if multiple:
-            names = list(pos or []) + list(opt or [])
-            if required and not names:
-                raise ValueError("give a model: NAME or --model NAME")
-            args.model = names
+            args.model = list(pos or []) + list(opt or [])
         else:
             if pos and opt and pos != opt:
                 raise ValueError(f"two different models given: {pos!r} and --model {opt!r}")
             args.model = pos or opt or model_of_checkpoint(getattr(args, "checkpoint", None))
-            if required and not args.model:
-                raise ValueError("give a model: NAME or --model NAME")
-        del args.model_pos, args.model_opt
+        if required and not args.model:
+            raise ValueError("give a model: NAME or --model NAME")
+    elif hasattr(args, "model") and args.model is None:  # commands with their own layout
+        args.model = model_of_checkpoint(getattr(args, "checkpoint", None))
     batch = getattr(args, "batch_size", None)
     if isinstance(batch, int) and batch < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch} (--batch-size)")
@@ -173,3 +167,17 @@ def square(size: tuple[int, int] | None, what: str = "this command") -> int | No
     if h != w:
         raise ValueError(f"{what} takes a square --input-size, got {h} {w}")
     return h
+
+
+def or_dash(value: float | None, spec: str, scale: float = 1.0) -> str:
+    """`value / scale` formatted with `spec`, or "-" for a figure that is missing (report tables)."""
+    return "-" if value is None else format(value / scale, spec)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write a result file atomically (its folder made); returns its path."""
+    from mobilevision.models.checkpoint import atomic_write_bytes
+
+    out = Path(path).expanduser()
+    atomic_write_bytes(out, lambda tmp: Path(tmp).write_text(text))
+    return out

@@ -12,7 +12,6 @@ def _fmt_bytes(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
-# ---------------------------------------------------------------- profile
 def configure_profile(p: argparse.ArgumentParser) -> None:
     common.add_model(p)
     common.add_input_size(p, help="input size (default: the model's default size)")
@@ -32,18 +31,17 @@ def run_profile(args: argparse.Namespace) -> int:
     print(f"  MACs          {info['macs'] / 1e9:.4f} G")
     print(f"  activations   {_fmt_bytes(info['activation_bytes'])} (sum of layer outputs, fp32), "
           f"largest {_fmt_bytes(info['peak_activation_bytes'])}")
-    print(f"\n  {'stage':<6}{'module':<24}{'out shape':>18}{'reduction':>10}{'params(M)':>11}{'GMACs':>9}{'cum.GMACs':>11}")
+    print(f"\n  {'stage':<6}{'module':<24}{'out shape':>18}{'reduction':>10}{'params(M)':>11}{'GMACs':>9}"
+          f"{'cum.GMACs':>11}")
+    num = common.or_dash
     for r in info["stages"]:
         shape = "x".join(map(str, r["shape"])) if r["shape"] else "-"
-        params = f"{r['params'] / 1e6:.3f}" if r["params"] is not None else "-"
-        macs = f"{r['macs'] / 1e9:.4f}" if r["macs"] is not None else "-"
-        cum = f"{r['cum_macs'] / 1e9:.4f}" if r["cum_macs"] is not None else "-"
         red = r["reduction"] if r["reduction"] is not None else "-"
-        print(f"  {r['stage']:<6}{r['module']:<24}{shape:>18}{red:>10}{params:>11}{macs:>9}{cum:>11}")
+        print(f"  {r['stage']:<6}{r['module']:<24}{shape:>18}{red:>10}{num(r['params'], '.3f', 1e6):>11}"
+              f"{num(r['macs'], '.4f', 1e9):>9}{num(r['cum_macs'], '.4f', 1e9):>11}")
     return 0
 
 
-# ---------------------------------------------------------------- bench
 def configure_bench(p: argparse.ArgumentParser) -> None:
     common.add_model(p, multiple=True, help="model names")
     p.add_argument("--backend", default="eager",
@@ -63,7 +61,8 @@ def configure_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch / onnxruntime (default 2)")
     p.add_argument("--runs", type=int, default=30, help="timed runs per point (default 30)")
     p.add_argument("--warmup", type=int, default=5, help="warm-up runs per point (default 5)")
-    common.add_output(p, kind="dir", default="bench_results", help="directory for CSV / JSON / PNG (default bench_results)")
+    common.add_output(p, kind="dir", default="bench_results",
+                      help="directory for CSV / JSON / PNG (default bench_results)")
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -104,7 +103,6 @@ def _run_runtime_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- export
 def configure_export(p: argparse.ArgumentParser) -> None:
     common.add_model(p)
     p.add_argument("--checkpoint", default=None, help="weights file or directory (default: random init)")
@@ -137,7 +135,7 @@ def configure_export(p: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> int:
     import mobilevision
     from mobilevision.data.config import resolve_data_config
-    from mobilevision.deploy.export import FORMATS, export_form, export_onnx, verify_onnx
+    from mobilevision.deploy.export import FORMATS, export_form, export_onnx
 
     from .infer import _task_of
 
@@ -146,29 +144,27 @@ def run_export(args: argparse.Namespace) -> int:
         raise ValueError(f"--output {args.output}: give a {suffix} file name for --format {args.format}")
     if args.num_calibration < 1:
         raise ValueError(f"--num-calibration must be >= 1, got {args.num_calibration}")
-    model = mobilevision.create_model(args.model, checkpoint_path=args.checkpoint, num_classes=args.num_classes)
-    model = model.eval()
+    model = mobilevision.create_model(args.model, checkpoint_path=args.checkpoint, num_classes=args.num_classes).eval()
     # the export size becomes the model's data config, so the graph's metadata and the check agree
     model.data_config = resolve_data_config(model, input_size=args.input_size)
-    task = _task_of(args.model)
-    if task == "detect":
+    if _task_of(args.model) == "detect":
         if args.format != "onnx" or args.int8:
             raise ValueError(f"{args.model} is a detector: only --format onnx without --int8 exports it for now")
         return _export_detector(args, model)
-    if args.format != "onnx":
-        return _export_runtime(args, export_form(model))
     model = export_form(model)  # a segmenter: one logits tensor (B, classes, H, W) at the input size
+    if args.format != "onnx":
+        return _export_runtime(args, model)
     res = export_onnx(model, args.output, dynamic=args.dynamic, opset=args.opset, exporter=args.exporter)
-    print(f"exported {args.model} -> {res.path} ({res.path.stat().st_size / 2**20:.1f} MiB) with the "
+    print(f"exported {args.model} -> {res.path} ({_fmt_bytes(res.path.stat().st_size)}) with the "
           f"{res.exporter} exporter, opset {args.opset}; dynamic dims: {', '.join(res.dynamic_dims) or 'none'}")
     if res.fallback_reason:
         print(f"  fell back to the legacy exporter: {res.fallback_reason}")
     g = res.graph
     print(f"  graph: {g['num_nodes']} nodes, max tensor rank {g['max_rank']}, ops: "
           + ", ".join(f"{k} {v}" for k, v in g["ops"].items()))
-    _check_export(args, model, res, "onnxruntime", verify_onnx)
+    _check_export(args, model, res, "onnxruntime")
     if args.int8:
-        _int8_copy(args, res.path)
+        _int8_copy(args, model, res.path)
     return 0
 
 
@@ -176,27 +172,22 @@ RUNTIME_NAME = {"onnx": "onnxruntime", "openvino": "OpenVINO (CPU, f32)", "execu
                 "tflite": "LiteRT (XNNPACK)", "coreml": "Core ML (mlprogram; runs on macOS only)"}
 
 
-def _check_export(args: argparse.Namespace, model, res, runtime: str, verify) -> None:
-    """`verify` the exported file against the unfused PyTorch model at the export size (and another size where
+def _check_export(args: argparse.Namespace, model, res, runtime: str) -> None:
+    """The exported file on `runtime` against the unfused PyTorch model at the export size (and another size where
     H and W are dynamic), one line per size; RuntimeError beyond --atol (relative to max(1, |logit|))."""
-    from mobilevision.deploy.export import other_size
+    from mobilevision.deploy.export import other_size, verify_exported
 
     h, w = model.data_config.input_size[1:]
     sizes = [(h, w)]
     if "height" in res.dynamic_dims and "width" in res.dynamic_dims:
         sizes.append(other_size(h, w))
     worst = 0.0
-    for r in verify(model, res.path, sizes=sizes, fuse_first=False):
+    for r in verify_exported(model, res.path, sizes=sizes, fuse_first=False):
         worst = max(worst, r["max_abs_diff"] / max(1.0, r["max_abs_logit"]))
         print(f"  {runtime} vs PyTorch at {r['size'][0]}x{r['size'][1]} on {r['inputs']:<7}: max abs diff "
               f"{r['max_abs_diff']:.2e} (max |logit| {r['max_abs_logit']:.2f}), top-1 agreement {r['top1_agree']:.2f}")
     if worst > args.atol:
         raise RuntimeError(f"{runtime} outputs differ from PyTorch by {worst:.2e} (> --atol {args.atol})")
-
-
-def _int8_path(path) -> Path:
-    path = Path(path)
-    return path.with_name(f"{path.stem}_int8{path.suffix}")
 
 
 def _print_quant(rep, threads: int, title: str = "  INT8") -> None:
@@ -214,50 +205,36 @@ def _print_quant(rep, threads: int, title: str = "  INT8") -> None:
               f"{rep.top1_agreement * 100:.1f} % of {rep.eval_images} images")
 
 
-def _int8_copy(args: argparse.Namespace, fp32_path) -> None:
-    """The --int8 copy of an exported ONNX graph or OpenVINO IR, with its report."""
-    from mobilevision.deploy.quantize import quantize_exported
-
-    rep = quantize_exported(fp32_path, _int8_path(fp32_path), args.calibration, args.num_calibration, threads=2)
-    _print_quant(rep, 2)
-
-
 def _export_runtime(args: argparse.Namespace, model) -> int:
     """OpenVINO IR or ExecuTorch program of a classifier / segmenter, verified on its runtime against PyTorch
     (FP32 at the export size and, where H / W are dynamic, another size), plus the --int8 copy."""
-    from mobilevision.deploy.export import export_model, verify_exported
+    from mobilevision.deploy.export import export_model
 
     if args.exporter != "auto" or args.opset != 18:
         raise ValueError("--exporter and --opset are ONNX options; leave them out for --format " + args.format)
     if args.format == "coreml" and args.int8:
         raise ValueError("--int8 is not available for --format coreml (Core ML runs on macOS only)")
     res = export_model(model, args.output, args.format, dynamic=args.dynamic)
-    if args.format == "coreml":
-        return _print_coreml(args, res)
-    extra = f" and {res.path.with_suffix('.bin').name}" if args.format == "openvino" else \
-        f" (metadata in {res.path.name}.json)"
+    extra = {"openvino": f" and {res.path.with_suffix('.bin').name}", "coreml": ""}.get(
+        args.format, f" (metadata in {res.path.name}.json)")
     print(f"exported {args.model} -> {res.path}{extra} for {RUNTIME_NAME[args.format]}; dynamic dims: "
           f"{', '.join(res.dynamic_dims) or 'none'}")
     g = res.graph
+    if args.format == "coreml":
+        return _print_coreml(g)
     if "delegate_calls" in g:
         left = ", ".join(f"{k} {v}" for k, v in g["ops_outside_delegate"].items()) or "none"
         print(f"  {g['delegate_calls']} XNNPACK delegate calls; ops outside the delegate: {left}")
     else:
         print(f"  IR: {g['num_nodes']} ops: " + ", ".join(f"{k} {v}" for k, v in g["ops"].items()))
-    _check_export(args, model, res, args.format, verify_exported)
+    _check_export(args, model, res, args.format)
     if args.int8:
-        if args.format == "openvino":
-            _int8_copy(args, res.path)
-        else:
-            _pt2e_int8(args, model, res.path)
+        _int8_copy(args, model, res.path)
     return 0
 
 
-def _print_coreml(args: argparse.Namespace, res) -> int:
-    """What was checked of a Core ML package on this machine (it is not run off macOS)."""
-    g = res.graph
-    print(f"exported {args.model} -> {res.path} for {RUNTIME_NAME['coreml']}; dynamic dims: "
-          f"{', '.join(res.dynamic_dims) or 'none'}")
+def _print_coreml(g: dict) -> int:
+    """What was checked of a Core ML package (its graph report) on this machine (it is not run off macOS)."""
     print(f"  MIL program: {g['num_nodes']} ops, max tensor rank {g['max_rank']}, compute precision "
           f"{g['compute_precision']}; ops: " + ", ".join(f"{k} {v}" for k, v in g["ops"].items()))
     fp16 = g["fp16"]
@@ -270,21 +247,24 @@ def _print_coreml(args: argparse.Namespace, res) -> int:
     return 0
 
 
-def _pt2e_int8(args: argparse.Namespace, model, fp32_path) -> None:
-    """PT2E INT8 program (ExecuTorch) or model (LiteRT) from the model itself, compared with the FP32 file on the
-    calibration source."""
+def _int8_copy(args: argparse.Namespace, model, fp32_path: Path) -> None:
+    """The --int8 copy beside the FP32 file (NAME_int8.SUFFIX), with its report: ONNX and OpenVINO quantize the
+    file; ExecuTorch and LiteRT (PT2E) the model itself, compared with the FP32 file on the calibration source."""
     from mobilevision.deploy.bench import time_exported
     from mobilevision.deploy.export import export_model
-    from mobilevision.deploy.quantize import calibration_data, quantize_report
+    from mobilevision.deploy.quantize import calibration_data, quantize_exported, quantize_report
     from mobilevision.deploy.runtime import load_exported
 
+    out = fp32_path.with_name(f"{fp32_path.stem}_int8{fp32_path.suffix}")
+    if args.format in ("onnx", "openvino"):
+        _print_quant(quantize_exported(fp32_path, out, args.calibration, args.num_calibration, threads=2), 2)
+        return
     calib, x_eval, y_eval = calibration_data(model, args.calibration, args.num_calibration,
                                              getattr(model, "labels", None), getattr(model, "num_classes", None))
-    out = _int8_path(fp32_path)
     export_model(model, out, args.format, dynamic=args.dynamic, fuse_first=False, calibration=calib)
-    rep = quantize_report(fp32_path, out, load_exported(fp32_path), load_exported(out), x_eval, y_eval,
-                  calib, args.calibration, time_exported(fp32_path, x_eval[:1], 2)["median_ms"],
-                  time_exported(out, x_eval[:1], 2)["median_ms"])
+    rep = quantize_report(fp32_path, out, load_exported(fp32_path), load_exported(out), x_eval, y_eval, calib,
+                          args.calibration, time_exported(fp32_path, x_eval[:1], 2)["median_ms"],
+                          time_exported(out, x_eval[:1], 2)["median_ms"])
     _print_quant(rep, 2)
 
 
@@ -292,6 +272,7 @@ def _export_detector(args: argparse.Namespace, model) -> int:
     """A detector as ONNX: raw (boxes + per-class scores, batch and size dynamic) or with NMS inside (batch 1),
     checked with onnxruntime against PyTorch on scikit-image's photos at the export size."""
     import numpy as np
+    import onnx
     import onnxruntime as ort
     import torch
     from torchvision.transforms.v2 import functional as TF
@@ -311,8 +292,6 @@ def _export_detector(args: argparse.Namespace, model) -> int:
     dynamic = ({0: torch.export.Dim("batch", min=1, max=1024)},) if args.no_nms else None
     _quiet_export(torch.onnx.export, wrapper, (x,), str(args.output), dynamo=True, input_names=["images"],
                   output_names=outputs, opset_version=args.opset, dynamic_shapes=dynamic)
-    import onnx
-
     report = graph_report(onnx.load(str(args.output)))
     print(f"exported {args.model} -> {args.output} ({'raw outputs, no NMS' if args.no_nms else 'NMS inside'}); "
           f"graph: {report['num_nodes']} nodes, max tensor rank {report['max_rank']}")
@@ -323,7 +302,8 @@ def _export_detector(args: argparse.Namespace, model) -> int:
             ref = [t.numpy() for t in wrapper(img[None])]
         got = sess.run(None, {"images": img[None].numpy()})
         if any(g.shape != r.shape for g, r in zip(got, ref)):
-            raise RuntimeError(f"onnxruntime gives {[g.shape for g in got]} detections, PyTorch {[r.shape for r in ref]}")
+            raise RuntimeError(f"onnxruntime gives {[g.shape for g in got]} detections, PyTorch "
+                               f"{[r.shape for r in ref]}")
         if args.no_nms:
             diff = max(float(np.abs(g - r).max(initial=0.0)) for g, r in zip(got, ref))
         else:  # equal scores may come out in another order: compare the sorted scores
@@ -336,11 +316,11 @@ def _export_detector(args: argparse.Namespace, model) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- quantize
 def configure_quantize(p: argparse.ArgumentParser) -> None:
     p.add_argument("onnx_file", metavar="FILE",
                    help="FP32 file written by `mobilevision export`: .onnx (onnxruntime QDQ) or .xml (OpenVINO, NNCF)")
-    p.add_argument("--calibration", required=True, help="'digits' or a directory of images (class subdirs for accuracy)")
+    p.add_argument("--calibration", required=True,
+                   help="'digits' or a directory of images (class subdirs for accuracy)")
     common.add_output(p, required=True, help="output INT8 file (.onnx or .xml, as the input)")
     p.add_argument("--num-calibration", type=int, default=128, help="calibration images (default 128)")
     p.add_argument("--threads", type=int, default=2, help="onnxruntime threads for the latency measurement")
@@ -354,7 +334,8 @@ def run_quantize(args: argparse.Namespace) -> int:
 
     if args.num_calibration < 1 or args.threads < 1:
         raise ValueError("--num-calibration and --threads must be >= 1")
-    if str(args.onnx_file).lower().endswith(".xml"):
+    src = str(args.onnx_file).lower()
+    if src.endswith(".xml"):
         if not str(args.output).lower().endswith(".xml"):
             raise ValueError(f"--output {args.output}: give a .xml file name for an OpenVINO IR")
         if args.per_tensor or args.full_range:
@@ -363,8 +344,8 @@ def run_quantize(args: argparse.Namespace) -> int:
         rep = quantize_exported(args.onnx_file, args.output, args.calibration, args.num_calibration, args.threads)
         _print_quant(rep, args.threads, "INT8 (NNCF post-training, per-channel weights)")
         return 0
-    if str(args.onnx_file).lower().endswith((".pte", ".tflite")):
-        fmt = "executorch" if str(args.onnx_file).lower().endswith(".pte") else "tflite"
+    if src.endswith((".pte", ".tflite")):
+        fmt = "executorch" if src.endswith(".pte") else "tflite"
         raise ValueError(f"an {'ExecuTorch program' if fmt == 'executorch' else 'LiteRT model'} is quantized from "
                          f"the model: mobilevision export NAME --format {fmt} --int8 --calibration digits|DIR")
     rep = quantize_onnx(args.onnx_file, args.output, args.calibration, args.num_calibration, args.threads,

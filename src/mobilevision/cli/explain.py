@@ -92,9 +92,9 @@ def run_explain(args: argparse.Namespace) -> int:
 
 
 def _model_and_inputs(args: argparse.Namespace):
-    from mobilevision.explain.inputs import data_config, image_batch, load_model, read_images
-
+    """The model of NAME / --checkpoint, its data config, the images as (B, C, H, W) and their files."""
     from mobilevision.deploy.inference import image_files
+    from mobilevision.explain.inputs import data_config, image_batch, load_model, read_images
 
     files = image_files(args.images)
     model = load_model(args.model, args.checkpoint, args.num_classes)
@@ -103,16 +103,10 @@ def _model_and_inputs(args: argparse.Namespace):
 
 
 def _png_output(output: str | None, default: Path) -> Path:
-    out = common.check_output(output, "file") if output else default
+    out = Path(output).expanduser() if output else default  # finalize checked --output
     if out.suffix.lower() != ".png":
         raise ValueError(f"--output {output}: give a .png file name (companion files go beside it)")
     return out
-
-
-def _write(path: Path, write_fn) -> None:
-    from mobilevision.models.checkpoint import atomic_write_bytes
-
-    atomic_write_bytes(path, write_fn)
 
 
 def _attention(args: argparse.Namespace) -> int:
@@ -120,22 +114,24 @@ def _attention(args: argparse.Namespace) -> int:
 
     from mobilevision.explain.attention import attention_arrays, capture_mobile_former_attention, plot_attention
     from mobilevision.explain.plotting import display_image
+    from mobilevision.models.checkpoint import atomic_write_bytes
 
     out = _png_output(args.output, Path("explain") / f"attention_{Path(args.images[0]).stem}.png")
     model, cfg, x, files = _model_and_inputs(args)
     blocks, _ = capture_mobile_former_attention(model, x)
     _warn_random(args.checkpoint, args.model)
+    image = display_image(x[0], cfg)
     title = (f"{args.model} attention on {files[0].name} ({x.shape[-2]}x{x.shape[-1]} px, heads "
              f"averaged){'' if args.checkpoint else ', random weights'}")
-    plot_attention(blocks, display_image(x[0], cfg), out, title=title)
-    arrays = attention_arrays(blocks)
-    arrays["image"] = display_image(x[0], cfg).astype(np.float32)
+    plot_attention(blocks, image, out, title=title)
+    arrays = {**attention_arrays(blocks), "image": image.astype(np.float32)}
     npz = out.with_suffix(".npz")
+
     def write_npz(tmp: str) -> None:
         with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
             np.savez_compressed(f, **arrays)
 
-    _write(npz, write_npz)
+    atomic_write_bytes(npz, write_npz)
     t = blocks[0].mobile_to_former.shape[2]
     print(f"{len(blocks)} Mobile->Former maps ({t} tokens) and {sum(b.former_to_mobile is not None for b in blocks)} "
           f"Mobile<-Former maps -> {out}, {npz}")
@@ -192,7 +188,7 @@ def _collapse(args: argparse.Namespace) -> int:
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))
     w.writeheader()
     w.writerows(rows)
-    _write(csv_path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+    common.write_text(csv_path, buf.getvalue())
     print(f"-> {out}, {csv_path}")
     return 0
 

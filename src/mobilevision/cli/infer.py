@@ -17,19 +17,10 @@ CHECKPOINT_HELP = ("weights file or directory (its config.json gives classes, la
                    "exported .onnx / .int8.onnx graph (run with onnxruntime)")
 
 
-def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
-    common.add_model(p, required=False, help="registered model name (optional when the checkpoint records it: "
-                                             "an .onnx graph or a saved config.json)")
-    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
-    common.add_num_classes(p)
-
-
-# ---------------------------------------------------------------- predict
 def configure_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="*", metavar="[NAME] IMAGE",
                    help="the model name (optional when the checkpoint records it: an .onnx graph or a saved "
-                        "config.json; or give --model), then image files "
-                        "or folders (searched recursively)")
+                        "config.json; or give --model), then image files or folders (searched recursively)")
     p.add_argument("--model", dest="model", metavar="NAME", help="the same as NAME")
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     common.add_num_classes(p)
@@ -53,15 +44,13 @@ def _split_predict_inputs(args: argparse.Namespace) -> None:
     from mobilevision.deploy.runtime import is_onnx
     from mobilevision.models.registry import list_models
 
-    inputs = list(args.inputs)
+    args.images = list(args.inputs)
     del args.inputs
-    args.images = inputs
-    if args.model or not inputs:
+    if args.model or not args.images:
         return
-    first = inputs[0]
-    if first not in list_models() and (is_onnx(args.checkpoint) or Path(first).exists()):
-        return
-    args.model, args.images = first, inputs[1:]
+    first = args.images[0]
+    if first in list_models() or not (is_onnx(args.checkpoint) or Path(first).exists()):
+        args.model, args.images = first, args.images[1:]
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -88,7 +77,8 @@ def run_predict(args: argparse.Namespace) -> int:
             failed.append((f, str(err)))
     if not images:
         first = failed[0][1]
-        raise ValueError(first if len(failed) == 1 else f"none of the {len(failed)} images is readable; first: {first}")
+        raise ValueError(first if len(failed) == 1 else
+                         f"none of the {len(failed)} images is readable; first: {first}")
     for _, reason in failed:
         logger.warning("%s; skipped", reason)
     results = predict(model, images, topk=args.topk, labels=labels, cfg=cfg, batch_size=args.batch_size)
@@ -171,21 +161,18 @@ def _predict_dense(args: argparse.Namespace, files: list[Path]) -> int:
                 rows.append({"image": str(f), "mask": str(mask_path), "overlay": str(overlay_path),
                              "pixels": {(labels[c] if c < len(labels) else str(c)): int(n)
                                         for c, n in enumerate(present) if n}})
+    if args.output:
+        common.write_text(args.output, json.dumps(rows, indent=2))
     if args.json:
         print(json.dumps(rows, indent=2))
-    else:
-        for r in rows:
-            if "error" in r:
-                continue
-            if task == "detect":
-                print(f"{r['image']}: {len(r['detections'])} detections -> {r['drawn']}")
-                for d in r["detections"]:
-                    print(f"  {d['score']:.2f}  {d['label']}  {d['box_xyxy']}")
-            else:
-                print(f"{r['image']}: mask -> {r['mask']}, overlay -> {r['overlay']}")
-    if args.output:
-        path = common.check_output(args.output, "file")
-        path.write_text(json.dumps(rows, indent=2))
+        return 0
+    for r in (r for r in rows if "error" not in r):
+        if task == "detect":
+            print(f"{r['image']}: {len(r['detections'])} detections -> {r['drawn']}")
+            for d in r["detections"]:
+                print(f"  {d['score']:.2f}  {d['label']}  {d['box_xyxy']}")
+        else:
+            print(f"{r['image']}: mask -> {r['mask']}, overlay -> {r['overlay']}")
     return 0
 
 
@@ -205,13 +192,14 @@ def _write_predictions(rows: list[dict], path: Path, topk: int) -> None:
         text = buf.getvalue()
     else:
         raise ValueError(f"--output {path}: give a .json or .csv file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    common.write_text(path, text)
 
 
-# ---------------------------------------------------------------- eval
 def configure_eval(p: argparse.ArgumentParser) -> None:
-    _add_checkpoint_args(p)
+    common.add_model(p, required=False, help="registered model name (optional when the checkpoint records it: "
+                                             "an .onnx graph or a saved config.json)")
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
+    common.add_num_classes(p)
     p.add_argument("--data", required=True, help="'digits' or a directory with val/ (or class folders); detectors / "
                                                  "segmenters: 'digits-detect', 'digits-segment', COCO or VOC data")
     p.add_argument("--split", default="val", help="sub-directory / split to evaluate (default: val)")
@@ -253,7 +241,7 @@ def run_eval(args: argparse.Namespace) -> int:
     result = {"model": args.model or getattr(model, "model_name", None), "checkpoint": str(args.checkpoint),
               "data": args.data, "split": args.split, "images": len(source),
               "skipped_images": len(getattr(source, "skipped", [])), "input_size": list(cfg.size), **m}
-    out = _write_json(args.output, result)
+    out = common.write_text(args.output, json.dumps(result, indent=2))
     print(f"top-1 {m['top1']:.2f}  top-5 {m['top5']:.2f}  ({len(source)} images) -> {out}")
     return 0
 
@@ -270,8 +258,6 @@ def _eval_task(args: argparse.Namespace, task_name: str) -> int:
 
     if args.split != "val":
         raise ValueError(f"--split {args.split!r}: detectors and segmenters are evaluated on the data's val split")
-    if not Path(args.checkpoint).expanduser().exists():
-        raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
     model = mobilevision.create_model(args.model, checkpoint_path=args.checkpoint, num_classes=args.num_classes).eval()
     size = int(args.input_size[0]) if args.input_size else int(model.data_config.size[0])
     task = create_task(task_name, args.model, {})
@@ -281,25 +267,17 @@ def _eval_task(args: argparse.Namespace, task_name: str) -> int:
                          f"{data.info.get('num_classes')}: evaluate on the data it was trained on")
     labels = getattr(model, "labels", None)
     if labels and data.info.get("labels") and list(labels) != list(data.info["labels"]):
-        raise ValueError(f"the data's classes {data.info['labels'][:5]}... differ from the checkpoint's {labels[:5]}...")
+        raise ValueError(f"the data's classes {data.info['labels'][:5]}... differ from the checkpoint's "
+                         f"{labels[:5]}...")
     split = data.val
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
     metrics = task.evaluate(model, DataLoader(split, batch_size=args.batch_size, collate_fn=data.collate), device)
     result = {"model": args.model, "checkpoint": str(args.checkpoint), "data": args.data, "split": args.split,
               "images": len(split), "input_size": size, "skipped": data.skipped, **metrics}
-    out = _write_json(args.output, result)
+    out = common.write_text(args.output, json.dumps(result, indent=2))
     if task_name == "detect":
         print(f"mAP@[.5:.95] {metrics['map']:.4f}  mAP@0.5 {metrics['map_50']:.4f}  ({len(split)} images) -> {out}")
     else:
         print(f"mIoU {metrics['miou']:.4f}  pixel accuracy {metrics['pixel_acc']:.4f}  ({len(split)} images) -> {out}")
     return 0
-
-
-def _write_json(path: str | Path, result: dict) -> Path:
-    from mobilevision.models.checkpoint import atomic_write_bytes
-
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
-    return out

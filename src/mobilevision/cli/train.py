@@ -25,9 +25,10 @@ def configure_train(p: argparse.ArgumentParser, task: str = "classify") -> None:
     p.add_argument("--data", required=True,
                    help="'digits' (built-in) or a directory of images (DIR/train/<folder>/... or DIR/<folder>/...; "
                         "labels are ignored, DIR/val/ if present gives a validation loss)" if pre else
-                        "classify: 'digits' or 'digits-photos' (built-in; the digits on photo crops) or a directory with train/<class>/ and val/<class>/; detect: "
-                        "'digits-detect' or COCO data (annotations JSON, or a folder with annotations/instances_"
-                        "{train,val}.json and train/, val/); segment: 'digits-segment', a VOC folder or images/ + masks/")
+                        "classify: 'digits' or 'digits-photos' (built-in; the digits on photo crops) or a directory "
+                        "with train/<class>/ and val/<class>/; detect: 'digits-detect' or COCO data (annotations "
+                        "JSON, or a folder with annotations/instances_{train,val}.json and train/, val/); segment: "
+                        "'digits-segment', a VOC folder or images/ + masks/")
     if not pre:
         p.add_argument("--task", choices=("classify", "detect", "segment"),
                        help="default: the model's (detector / segmenter presets), else the built-in data set's, "
@@ -39,10 +40,12 @@ def configure_train(p: argparse.ArgumentParser, task: str = "classify") -> None:
     common.add_batch_size(p, help="per-process batch size (at the base resolution)")
     p.add_argument("--lr", "--blr", dest="lr", type=float,
                    help="learning rate (at lr_base_batch images per step if the recipe sets it)")
-    common.add_input_size(p, help="training / eval resolution in pixels, square" + (", a multiple of 32" if pre else ""))
+    common.add_input_size(p, help="training / eval resolution in pixels, square"
+                          + (", a multiple of 32" if pre else ""))
     if pre:
         p.add_argument("--mask-ratio", type=float, help="fraction of 32x32 patches masked (task_options.mask_ratio)")
-    common.add_output(p, kind="dir", help=f"run directory (default: runs/{'fcmae-' if pre else ''}<model>-<data name>)")
+    common.add_output(p, kind="dir",
+                      help=f"run directory (default: runs/{'fcmae-' if pre else ''}<model>-<data name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from last/ (a finished run "
                                                          "with a larger --epochs is extended)")
     if not pre:
@@ -67,7 +70,7 @@ def configure_pretrain(p: argparse.ArgumentParser) -> None:
 
 def _choose_recipe(args: argparse.Namespace, out: Path):
     """The recipe to run and a sentence saying where it came from."""
-    from mobilevision.train import default_recipe, load_recipe
+    from mobilevision.train import apply_overrides, default_recipe, load_recipe
     from mobilevision.train.recipe import BUILTIN_DATA
 
     if args.resume and (out / "recipe.yaml").is_file():
@@ -77,8 +80,6 @@ def _choose_recipe(args: argparse.Namespace, out: Path):
     name, why = default_recipe(args.model, args.data, args.task)
     recipe = load_recipe(name)
     if args.data not in BUILTIN_DATA and args.input_size is None:
-        from mobilevision.train import apply_overrides
-
         recipe = apply_overrides(recipe, ["input_size=null"])  # the model's own resolution
     return recipe, f"recipe {name}: {why}"
 
@@ -94,12 +95,10 @@ def run_train(args: argparse.Namespace) -> int:
     if args.task is None:
         args.task = infer_task(args.model, args.data)
     if args.data not in BUILTIN_DATA and not Path(args.data).expanduser().exists():
-        raise FileNotFoundError(f"--data {args.data!r}: not a built-in set ({', '.join(BUILTIN_DATA)}), not a directory "
-                                "and not a COCO annotations file")
+        raise FileNotFoundError(f"--data {args.data!r}: not a built-in set ({', '.join(BUILTIN_DATA)}), not a "
+                                "directory and not a COCO annotations file")
     prefix = "fcmae-" if args.task == "fcmae" else ""
-    out = Path(args.output) if args.output else Path("runs") / f"{prefix}{args.model}-{Path(args.data).name or 'data'}"
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--output {out} is an existing file; give a directory for the run")
+    out = common.check_output(args.output or f"runs/{prefix}{args.model}-{Path(args.data).name or 'data'}", "dir")
     recipe, origin = _choose_recipe(args, out)
     pairs = list(args.overrides)
     if getattr(args, "mask_ratio", None) is not None:
@@ -119,9 +118,8 @@ def run_train(args: argparse.Namespace) -> int:
         command = "pretrain" if recipe.task == "fcmae" else f"train --task {recipe.task}"
         raise ValueError(f"recipe {recipe.name!r} is for task {recipe.task!r}: run it with `mobilevision {command}`")
     task = create_task(recipe.task, args.model, recipe.task_options)
-    rank0 = os.environ.get("RANK", "0") == "0"
     summary = fit(task, recipe, args.data, out, resume=args.resume, device=args.device, origin=origin)
-    if rank0:
+    if os.environ.get("RANK", "0") == "0":  # one result line from a torchrun job
         print(_result_line(summary, out))
     return 0
 

@@ -40,20 +40,17 @@ def run_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    head = f"{'model':<32}{'input':>6}{'params(M)':>11}{'GMACs':>9}{'pub.params':>12}{'pub.GMACs':>11}  paper (top-1 / MACs / params)"
+    head = (f"{'model':<32}{'input':>6}{'params(M)':>11}{'GMACs':>9}{'pub.params':>12}{'pub.GMACs':>11}  "
+            "paper (top-1 / MACs / params)")
     print(head)
     print("-" * len(head))
+    num = common.or_dash
     for r in rows:
-        cells = [_num(r["params_m"], 11, 3), _num(r["gmacs"], 9, 4), _num(r["published_params_m"], 12, 3),
-                 _num(r["published_gmacs"], 11, 4)]
-        print(f"{r['model']:<32}{r['input']:>6}{''.join(cells)}  {r['paper']}")
+        print(f"{r['model']:<32}{r['input']:>6}{num(r['params_m'], '.3f'):>11}{num(r['gmacs'], '.4f'):>9}"
+              f"{num(r['published_params_m'], '.3f'):>12}{num(r['published_gmacs'], '.4f'):>11}  {r['paper']}")
     if not args.count:
         print("(measured params / MACs: add --count)")
     return 0
-
-
-def _num(v: float | None, width: int, digits: int) -> str:
-    return f"{v:>{width}.{digits}f}" if v is not None else f"{'-':>{width}}"
 
 
 def configure_info(p: argparse.ArgumentParser) -> None:
