@@ -30,9 +30,7 @@ from mobilevision.layers.activations import create_act
 from mobilevision.layers.helpers import check_choice, make_divisible
 from mobilevision.layers.weight_init import init_weights
 from mobilevision.models.inverted_residual import BlockSpec, SERule, build_stages
-from mobilevision.models.registry import (
-    IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD, WeightSource, register_variants,
-)
+from mobilevision.models.registry import INCEPTION_MEAN, INCEPTION_STD, WeightSource, register_variants
 
 HEAD_KINDS = ("none", "pre_pool", "post_pool")
 
@@ -330,59 +328,38 @@ def torchvision_filter(state_dict: dict[str, torch.Tensor], model: MobileNet) ->
     return out
 
 
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    kwargs: dict
-    hf_hub_id: str | None = None  # timm's default tag; None where timm has no trained weights
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: str = "bicubic"
-
-
 _NO_V1 = "timm publishes MobileNetV1 weights only at width 1.0 (mobilenetv1_100)"
-_UNTRAINED = "timm registers {} without trained weights"
 _MINIMAL = ("the published minimalistic weights are TF ports (timm tf_mobilenetv3_*_minimal_100) with TF 'same' "
             "padding and BN eps 1e-3; they do not fit this PyTorch-padded model")
 
-V1_VARIANTS = [Variant("mobilenetv1_100", dict(width=1.0), "timm/mobilenetv1_100.ra4_e3600_r224_in1k",
-                       INCEPTION_MEAN, INCEPTION_STD)] + [
-    Variant(f"mobilenetv1_{w}", dict(width=int(w) / 100), None, INCEPTION_MEAN, INCEPTION_STD)
-    for w in ("075", "050", "025")
-]
-V2_VARIANTS = [
-    Variant("mobilenetv2_140", dict(width=1.4), "timm/mobilenetv2_140.ra_in1k"),
-    Variant("mobilenetv2_100", dict(width=1.0), "timm/mobilenetv2_100.ra_in1k"),
-    Variant("mobilenetv2_075", dict(width=0.75)),
-    Variant("mobilenetv2_050", dict(width=0.5), "timm/mobilenetv2_050.lamb_in1k"),
-    Variant("mobilenetv2_035", dict(width=0.35)),
-]
-V3_VARIANTS = [
-    Variant("mobilenetv3_large_100", dict(size="large", width=1.0), "timm/mobilenetv3_large_100.ra_in1k"),
-    Variant("mobilenetv3_large_075", dict(size="large", width=0.75), interpolation="bilinear"),
-    Variant("mobilenetv3_small_100", dict(size="small", width=1.0), "timm/mobilenetv3_small_100.lamb_in1k"),
-    Variant("mobilenetv3_small_075", dict(size="small", width=0.75), "timm/mobilenetv3_small_075.lamb_in1k"),
-    Variant("mobilenetv3_large_minimal_100", dict(size="large", width=1.0, minimal=True)),
-    Variant("mobilenetv3_small_minimal_100", dict(size="small", width=1.0, minimal=True)),
-]
 
-
-def _weights(v: Variant) -> WeightSource:
-    if v.hf_hub_id:
-        return WeightSource(hf_hub_id=v.hf_hub_id)
-    if v.kwargs.get("minimal"):
-        return WeightSource(note=_MINIMAL)
-    if v.name.startswith("mobilenetv1"):
-        return WeightSource(note=_NO_V1)
-    return WeightSource(note=_UNTRAINED.format(v.name))
+def _variants(rows: Sequence[tuple], no_weights: str | None = None) -> dict[str, dict]:
+    """(name, builder kwargs, timm's default weights tag or None[, other ModelConfig fields]) -> registry rows."""
+    out = {}
+    for name, kwargs, tag, *fields in rows:
+        note = no_weights or f"timm registers {name} without trained weights"
+        weights = WeightSource(hf_hub_id=f"timm/{name}.{tag}") if tag else WeightSource(note=note)
+        out[name] = dict(kwargs=kwargs, weights=weights, **(fields[0] if fields else {}))
+    return out
 
 
 # timm's layout is ours, so timm checkpoints need no filter; torchvision's V2 / V3 are matched by position.
-for _family, _builder, _variants in (("mobilenetv1", mobilenet_v1, V1_VARIANTS),
-                                     ("mobilenetv2", mobilenet_v2, V2_VARIANTS),
-                                     ("mobilenetv3", mobilenet_v3, V3_VARIANTS)):
-    register_variants(_family, _builder, {v.name: dict(kwargs=v.kwargs, mean=v.mean, std=v.std,
-                                                       interpolation=v.interpolation, weights=_weights(v))
-                                          for v in _variants},
-                      input_size=(3, 224, 224), crop_pct=0.875,
-                      checkpoint_filter=None if _family == "mobilenetv1" else torchvision_filter)
+register_variants("mobilenetv1", mobilenet_v1, _variants(
+    [(f"mobilenetv1_{w}", dict(width=int(w) / 100), "ra4_e3600_r224_in1k" if w == "100" else None)
+     for w in ("100", "075", "050", "025")], no_weights=_NO_V1), mean=INCEPTION_MEAN, std=INCEPTION_STD)
+register_variants("mobilenetv2", mobilenet_v2, _variants([
+    ("mobilenetv2_140", dict(width=1.4), "ra_in1k"),
+    ("mobilenetv2_100", dict(width=1.0), "ra_in1k"),
+    ("mobilenetv2_075", dict(width=0.75), None),
+    ("mobilenetv2_050", dict(width=0.5), "lamb_in1k"),
+    ("mobilenetv2_035", dict(width=0.35), None),
+]), checkpoint_filter=torchvision_filter)
+register_variants("mobilenetv3", mobilenet_v3, {**_variants([
+    ("mobilenetv3_large_100", dict(size="large", width=1.0), "ra_in1k"),
+    ("mobilenetv3_large_075", dict(size="large", width=0.75), None, dict(interpolation="bilinear")),
+    ("mobilenetv3_small_100", dict(size="small", width=1.0), "lamb_in1k"),
+    ("mobilenetv3_small_075", dict(size="small", width=0.75), "lamb_in1k"),
+]), **_variants([
+    ("mobilenetv3_large_minimal_100", dict(size="large", width=1.0, minimal=True), None),
+    ("mobilenetv3_small_minimal_100", dict(size="small", width=1.0, minimal=True), None),
+], no_weights=_MINIMAL)}, checkpoint_filter=torchvision_filter)
