@@ -463,7 +463,7 @@ def checkpoint_filter(state_dict: dict[str, torch.Tensor], model: MobileFormer) 
 
 register_variants(
     "mobileformer", MobileFormer, {n: dict(kwargs=dict(cfg=c)) for n, c in MOBILE_FORMER_CONFIGS.items()},
-    input_size=(3, 224, 224), crop_pct=0.875, interpolation="bilinear",
+    interpolation="bilinear",
     weights=WeightSource(note=(
         "the authors' ImageNet checkpoints are linked from the AAboys/MobileFormer README (a cloud-drive "
         "download); they are not fetched automatically: download one and pass checkpoint_path=FILE "

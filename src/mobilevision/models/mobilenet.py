@@ -68,7 +68,6 @@ class MobileNet(Classifier):
         stem_chs: int,
         head: HeadSpec,
         act: str,
-        stem_act: str | None = None,
         se_rule: SERule = SERule(),
         hidden_divisor: int = 8,
         num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
@@ -83,7 +82,7 @@ class MobileNet(Classifier):
         self.head_kind = head.kind
         self.conv_stem = nn.Conv2d(in_chans, stem_chs, 3, 2, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem_chs, eps=bn_eps)
-        self.act1 = create_act(stem_act or act)
+        self.act1 = create_act(act)
         self.blocks, self.feature_info, chs = build_stages(
             stages, stem_chs, act=act, se_rule=se_rule, hidden_divisor=hidden_divisor,
             drop_path_rate=drop_path_rate, bn_eps=bn_eps, output_stride=output_stride, dilate_first=dilate_first,
@@ -293,9 +292,8 @@ def _modules_in_order(state_dict: dict[str, torch.Tensor], natural: bool = False
 
     out: dict[str, dict[str, torch.Tensor]] = {}
     for key in sorted(state_dict, key=order) if natural else state_dict:
-        value = state_dict[key]
         module, _, leaf = key.rpartition(".")
-        out.setdefault(module, {})[leaf] = value
+        out.setdefault(module, {})[leaf] = state_dict[key]
     return out
 
 

@@ -43,7 +43,6 @@ def moga_searched(*, layers: Sequence[Sequence[int]] | None = None, **kwargs) ->
     return moga_net(moga_blocks(check_layers(layers if layers is not None else MOGA_C_LAYERS)), **kwargs)
 
 
-register_variants("moga_searched", moga_searched, {"moga_searched": dict(kwargs={})}, input_size=(3, 224, 224),
-                  crop_pct=0.875, interpolation="bilinear",
+register_variants("moga_searched", moga_searched, {"moga_searched": dict(kwargs={})}, interpolation="bilinear",
                   weights=WeightSource(note="a searched architecture: train it with `mobilevision train moga_searched "
                                             "--set model_kwargs=...` (`mobilevision search` prints the command)"))
