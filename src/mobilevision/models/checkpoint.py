@@ -166,8 +166,7 @@ def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], sourc
             f"checkpoint {source} does not fit model {name}: " + " | ".join(parts)
             + ". Check that the model name (and num_classes / in_chans) match the checkpoint."
         )
-    own_dtype = {k: v.dtype for k, v in own.items()}
-    state = {k: (v.to(own_dtype[k]) if k in own_dtype and v.is_floating_point() else v) for k, v in state.items()}
+    state = {k: (v.to(own[k].dtype) if k in own and v.is_floating_point() else v) for k, v in state.items()}
     target.load_state_dict(state, strict=False)
     return model
 
@@ -215,9 +214,8 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, labels: list
         "overrides": getattr(target, "creation_overrides", {}),
         "data_config": resolve_data_config(target).to_dict(),
         "labels": labels,
+        **(extra or {}),
     }
-    if extra:
-        config.update(extra)
     text = json.dumps(config, indent=2)
     atomic_write_bytes(d / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
     return d
@@ -235,5 +233,5 @@ def read_config(path: str | os.PathLike) -> dict | None:
         raise ValueError(f"{cfg_path} is not valid JSON: {err}") from None
 
 
-# downloads moved to hub.py; these names stay importable from here
+# the download helpers are importable from here too
 from .hub import cache_dir, download_hf, download_url, sha256_of  # noqa: E402,F401

@@ -86,22 +86,18 @@ class MetaFormerBlock(nn.Module):
 
 
 class Downsampling(nn.Module):
-    """(optional norm) -> conv; the stem (7x7 s4 p2, norm after) and stage transitions (norm before, 3x3 s2 p1)."""
+    """conv with an optional norm, after it (the stem: 7x7 s4 p2) or with `norm_first` before it (stage
+    transitions: 3x3 s2 p1)."""
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int, padding: int,
-                 pre_norm: nn.Module | None = None, post_norm: nn.Module | None = None, dilation: int = 1) -> None:
+                 norm: nn.Module | None = None, norm_first: bool = False, dilation: int = 1) -> None:
         super().__init__()
-        if pre_norm is not None and post_norm is not None:
-            raise ValueError("Downsampling takes a pre_norm or a post_norm, not both")
-        self.pre = pre_norm is not None
+        self.norm_first = norm_first
         self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation)
-        norm = pre_norm if pre_norm is not None else post_norm
         self.norm = norm if norm is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pre:
-            return self.conv(self.norm(x))
-        return self.norm(self.conv(x))
+        return self.conv(self.norm(x)) if self.norm_first else self.norm(self.conv(x))
 
 
 class MetaFormerStage(nn.Module):
@@ -180,7 +176,7 @@ class MetaFormer(Classifier):
         def conv_norm(dim: int) -> nn.Module | None:
             return channel_layer_norm(dim, eps=1e-6, bias=False) if conv_norms else None
 
-        self.stem = Downsampling(in_chans, dims[0], 7, 4, 2, post_norm=conv_norm(dims[0]))
+        self.stem = Downsampling(in_chans, dims[0], 7, 4, 2, norm=conv_norm(dims[0]))
         rates = drop_path_rates(drop_path_rate, depths)
         stages, self.feature_info, reduction, dilation = [], [], 4, 1
         for i in range(n):
@@ -192,7 +188,8 @@ class MetaFormer(Classifier):
                                  f"mixer of stage {i}: use output_stride=32 (the four maps at strides 4..32)")
             reduction *= stride
             down = nn.Identity() if i == 0 else Downsampling(dims[i - 1], dims[i], 3, stride, prev_dilation,
-                                                             pre_norm=conv_norm(dims[i - 1]), dilation=prev_dilation)
+                                                             norm=conv_norm(dims[i - 1]), norm_first=True,
+                                                             dilation=prev_dilation)
             mixer_kwargs = {"num_tokens": (img_size // 2 ** (i + 2)) ** 2} if mixers[i] == "random" else {}
             if mixers[i] == "sepconv" and dilation > 1:
                 mixer_kwargs["dilation"] = dilation

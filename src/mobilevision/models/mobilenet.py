@@ -40,8 +40,8 @@ class HeadSpec:
     """The layers between the last stage and the classifier.
 
     "none": pool -> classifier (MobileNetV1). "pre_pool": conv 1x1 -> BN -> act -> pool -> classifier
-    (V2, EfficientNet; `conv_head`, `bn2`). "post_pool": pool -> conv 1x1 (bias?) -> act -> classifier,
-    MobileNetV3's "efficient last stage" (also MoGA, whose head conv has no bias).
+    (V2, EfficientNet; `conv_head`, `bn2`). "post_pool": pool -> conv 1x1 -> act -> classifier,
+    MobileNetV3's "efficient last stage" (also MoGA, whose head conv has no bias). `bias`: the head conv's.
     """
 
     kind: str = "pre_pool"
@@ -95,18 +95,14 @@ class MobileNet(Classifier):
         self._feature_stages = {int(t[1]) for t in taps if len(t) == 2}
         self._expansion_stages = {int(t[1]) for t in taps if len(t) > 2}
         self._stem_feature = any(f["module"] == "bn1" for f in self.feature_info)
+        self.num_features = chs if head.kind == "none" else head.width
         if head.kind == "none":
             self.conv_head, self.bn2, self.act2 = nn.Identity(), nn.Identity(), nn.Identity()
-            self.num_features = chs
-        elif head.kind == "pre_pool":
-            self.conv_head = nn.Conv2d(chs, head.width, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(head.width, eps=bn_eps)
-            self.act2 = create_act(act)
-            self.num_features = head.width
         else:
             self.conv_head = nn.Conv2d(chs, head.width, 1, bias=head.bias)
+            if head.kind == "pre_pool":
+                self.bn2 = nn.BatchNorm2d(head.width, eps=bn_eps)
             self.act2 = create_act(act)
-            self.num_features = head.width
         self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         init_weights(self, "tf_mobilenet")
 

@@ -26,7 +26,8 @@ def check_layers(layers: Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:
                          f"{len(rows)} rows")
     for i, (t, k, se) in enumerate(rows):
         if t < 1 or k < 1 or k % 2 == 0 or se not in (0, 1):
-            raise ValueError(f"moga_searched layer {i}: [{t}, {k}, {se}] needs expansion >= 1, an odd kernel and se 0/1")
+            raise ValueError(f"moga_searched layer {i}: [{t}, {k}, {se}] needs expansion >= 1, an odd kernel "
+                             "and se 0/1")
     return rows
 
 
