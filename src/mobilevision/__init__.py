@@ -11,7 +11,8 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it (imported on first access)
 _LAZY = {
-    "load_checkpoint": ".models.checkpoint", "read_config": ".models.checkpoint", "save_pretrained": ".models.checkpoint",
+    "load_checkpoint": ".models.checkpoint", "read_config": ".models.checkpoint",
+    "save_pretrained": ".models.checkpoint",
     "create_model": ".models.factory",
     "download_hf": ".models.hub", "download_url": ".models.hub",
     "Classifier": ".models.features", "FeatureExtractor": ".models.features",
@@ -27,5 +28,6 @@ __getattr__, __dir__ = lazy_names(__name__, globals(), _LAZY, _SUBPACKAGES)
 
 __all__ = [
     "create_model", "list_models", "model_info", "load_checkpoint", "save_pretrained",
-    "register_model", "published_figures", "create_detector", "SSDLite", "create_segmenter", "Segmenter", "Classifier", "FeatureExtractor", "__version__",
+    "register_model", "published_figures", "create_detector", "SSDLite", "create_segmenter", "Segmenter",
+    "Classifier", "FeatureExtractor", "__version__",
 ]

@@ -12,7 +12,7 @@ from .squeeze_excite import SqueezeExcite
 from .weight_init import init_weights
 
 __all__ = [
-    "AtrousConv2d", "Attention", "ClassifierHead", "ConvNormAct", "DropPath", "LayerNorm2d", "Mlp", "MlpHead", "SqueezeExcite",
-    "SquaredReLU", "StarReLU", "TransformerEncoderLayer", "create_act", "drop_path", "drop_path_rates",
+    "AtrousConv2d", "Attention", "ClassifierHead", "ConvNormAct", "DropPath", "LayerNorm2d", "Mlp", "MlpHead",
+    "SqueezeExcite", "SquaredReLU", "StarReLU", "TransformerEncoderLayer", "create_act", "drop_path", "drop_path_rates",
     "get_padding", "init_weights", "make_divisible",
 ]

@@ -30,11 +30,8 @@ class SquaredReLU(nn.Module):
 
 
 def create_act(act: str | Callable[..., nn.Module] | None, inplace: bool = True) -> nn.Module:
-    """An activation module from a name, a module class (called with no arguments) or None (identity).
-
-    Names: 'relu', 'relu6', 'hard_swish', 'hard_sigmoid', 'silu' / 'swish', 'sigmoid', 'gelu', 'tanh',
-    'star_relu', 'squared_relu', 'identity'. `inplace` applies to the ones that support it.
-    """
+    """An activation module from a name (below), a module class (called with no arguments) or None (identity).
+    `inplace` applies to the ones that support it."""
     if act is None or act == "identity":
         return nn.Identity()
     if not isinstance(act, str):

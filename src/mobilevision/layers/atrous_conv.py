@@ -8,9 +8,8 @@ from torch import nn
 from .helpers import capturing_graph
 
 # Below this share of the dense MACs the tap-by-tap form beats oneDNN's dense dilated convolution on NCHW input
-# at 1 and 2 threads (960 -> 256 channels, AMD EPYC Zen 4): share 0.11 ran in 0.25 / 0.12 of the dense time,
-# 0.27 in 0.55 / 0.35, 0.40 in 0.95 / 0.52; at 0.57 the one-thread run was 1.1-1.4x slower. oneDNN's 1x1
-# convolutions reorder their NCHW input each call, so the tap form pays that nine times.
+# (960 -> 256 channels, 1-2 threads: 0.40 ran in 0.5-0.95 of the dense time, 0.57 was 1.1-1.4x slower), whose
+# 1x1 convolutions reorder their NCHW input each call, so the tap form pays that nine times.
 TAP_FORM_MAX_SHARE = 0.4
 
 

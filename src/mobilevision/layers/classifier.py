@@ -27,7 +27,8 @@ class ClassifierHead(nn.Module):
                  init: str | None = None) -> None:
         super().__init__()
         check_choice(fc, FC_KINDS, "classifier fc")
-        self.in_chs, self.fc_kind, self.mlp_norm_eps, self.norm_first, self.init = in_chs, fc, mlp_norm_eps, norm_first, init
+        self.in_chs, self.fc_kind, self.mlp_norm_eps = in_chs, fc, mlp_norm_eps
+        self.norm_first, self.init = norm_first, init
         self.norm = norm if norm is not None else nn.Identity()
         self.drop = nn.Dropout(drop_rate)
         self.fc = self.make_fc(num_classes, drop_rate)

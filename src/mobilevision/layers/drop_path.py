@@ -1,6 +1,7 @@
 """Stochastic depth: the DropPath layer and the one per-block rate schedule."""
 from __future__ import annotations
 
+from itertools import islice
 from typing import Sequence
 
 import torch
@@ -40,9 +41,5 @@ def drop_path_rates(rate: float, depths: Sequence[int], endpoint: bool = True) -
     """
     total = sum(depths)
     div = total - 1 if endpoint else total
-    flat = [rate * i / div if div > 0 else 0.0 for i in range(total)]
-    out, start = [], 0
-    for d in depths:
-        out.append(flat[start:start + d])
-        start += d
-    return out
+    flat = iter([rate * i / div if div > 0 else 0.0 for i in range(total)])
+    return [list(islice(flat, d)) for d in depths]

@@ -16,10 +16,7 @@ The last hyper FC starts at zero, so A and B are exactly ReLU at initialisation;
 
 Mobile-Former's form (`TokenDynamicReLU`): the hyper-function reads a global token instead of pooled
 features (token 0: Linear(d -> d/4) -> ReLU -> Linear(d/4 -> 2C) -> hard-sigmoid), K = 2 slopes per
-channel and no intercepts: a1 = 2 (h1 - 0.5) + 1, a2 = 2 (h2 - 0.5), y = max(a1 x, a2 x). Its spatial-aware
-form computes coefficients for every token and mixes them per pixel with the Mobile->Former attention;
-`SpatialDynamicReLU` is that form as a layer of its own: it takes the bridge's attention logits and normalises
-them over the tokens itself (the Mobile-Former DETR head's activation).
+channel and no intercepts: a1 = 2 (h1 - 0.5) + 1, a2 = 2 (h2 - 0.5), y = max(a1 x, a2 x).
 """
 from __future__ import annotations
 
@@ -37,23 +34,20 @@ class DynamicReLU(nn.Module):
 
     Args: `channels` C; `variant` "A" | "B" | "C"; `k` number of linear pieces (2); `reduction` squeeze
     ratio of the hyper-function (4); `lambda_a`, `lambda_b` residual ranges of slopes and intercepts
-    (1.0, 0.5); `use_bias` False gives slopes only; `temperature` tau of the C-variant spatial softmax.
+    (1.0, 0.5); `temperature` tau of the C-variant spatial softmax.
     """
 
     def __init__(self, channels: int, variant: str = "B", k: int = 2, reduction: int = 4, lambda_a: float = 1.0,
-                 lambda_b: float = 0.5, use_bias: bool = True, temperature: float = 10.0) -> None:
+                 lambda_b: float = 0.5, temperature: float = 10.0) -> None:
         super().__init__()
         check_choice(variant, _VARIANTS, "DY-ReLU variant")
         if k < 1:
             raise ValueError(f"k (number of linear pieces) must be >= 1, got {k}")
         self.channels, self.variant, self.k = channels, variant, k
-        self.lambda_a, self.lambda_b, self.use_bias = lambda_a, lambda_b, use_bias
-        self.temperature = temperature
-        per_piece = 1 if variant == "A" else channels
-        self.num_coef = k * per_piece * (2 if use_bias else 1)
+        self.lambda_a, self.lambda_b, self.temperature = lambda_a, lambda_b, temperature
         squeeze = max(1, channels // reduction)
         self.fc1 = nn.Linear(channels, squeeze)
-        self.fc2 = nn.Linear(squeeze, self.num_coef)
+        self.fc2 = nn.Linear(squeeze, 2 * k * (1 if variant == "A" else channels))
         nn.init.zeros_(self.fc2.weight)  # residuals start at 0: the function starts as ReLU
         nn.init.zeros_(self.fc2.bias)
         init_a = torch.zeros(k)
@@ -62,16 +56,13 @@ class DynamicReLU(nn.Module):
         if variant == "C":
             self.spatial = nn.Sequential(nn.Conv2d(channels, 1, 1), nn.BatchNorm2d(1))
 
-    def coefficients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Slopes a (B, K, C or 1) and intercepts b (same, or None without bias) for the input x."""
-        b = x.shape[0]
-        theta = self.fc2(F.relu(self.fc1(x.mean((2, 3)))))  # (B, num_coef)
+    def coefficients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slopes a and intercepts b, each (B, K, C or 1), for the input x."""
+        theta = self.fc2(F.relu(self.fc1(x.mean((2, 3)))))  # (B, 2 * K * C')
         theta = 2.0 * torch.sigmoid(theta) - 1.0  # residuals in [-1, 1]
-        per_piece = 1 if self.variant == "A" else self.channels
-        theta = theta.reshape(b, -1, self.k, per_piece)  # (B, 1 or 2, K, C')
+        theta = theta.reshape(x.shape[0], 2, self.k, -1)  # (B, 2, K, C')
         a = self.init_a.to(theta.dtype)[None, :, None] + self.lambda_a * theta[:, 0]
-        intercept = self.lambda_b * theta[:, 1] if self.use_bias else None
-        return a, intercept
+        return a, self.lambda_b * theta[:, 1]
 
     def spatial_attention(self, x: torch.Tensor) -> torch.Tensor:
         """pi (B, 1, H, W) = min(HW/3 * softmax_hw(z / tau), 1) (variant C only)."""
@@ -81,13 +72,10 @@ class DynamicReLU(nn.Module):
         return pi.clamp(max=1.0).reshape(b, 1, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, intercept = self.coefficients(x)
-        out = None
-        for i in range(self.k):
-            piece = x * a[:, i, :, None, None]  # (B, C, H, W)
-            if intercept is not None:
-                piece = piece + intercept[:, i, :, None, None]
-            out = piece if out is None else torch.maximum(out, piece)
+        a, b = self.coefficients(x)
+        out = x * a[:, 0, :, None, None] + b[:, 0, :, None, None]  # (B, C, H, W)
+        for i in range(1, self.k):
+            out = torch.maximum(out, x * a[:, i, :, None, None] + b[:, i, :, None, None])
         if self.variant == "C":
             out = out * self.spatial_attention(x)
         return out

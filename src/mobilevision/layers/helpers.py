@@ -25,15 +25,14 @@ def check_choice(value: str, accepted: Iterable[str], what: str) -> None:
         raise ValueError(f"unknown {what} {value!r}; accepted: {', '.join(accepted)}")
 
 
-def make_divisible(value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
-    """Round a channel count to a multiple of `divisor`, never dropping below `round_limit * value`.
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round a channel count to a multiple of `divisor` (at least `divisor`), never dropping below 0.9 * value.
 
     The rule of the TF MobileNet/EfficientNet code (and timm): round to the nearest multiple, and if that
     lost more than 10% go one multiple up.
     """
-    min_value = min_value or divisor
-    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
-    if rounded < round_limit * value:
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
         rounded += divisor
     return int(rounded)
 

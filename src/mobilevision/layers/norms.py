@@ -33,18 +33,17 @@ class GroupNorm1(nn.GroupNorm):
         self.channels_last = channels_last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            x = x.permute(0, 3, 1, 2)  # (B, C, H, W)
-        x = F.group_norm(x, 1, self.weight, self.bias, self.eps)
-        if self.channels_last:
-            x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
-        return x
+        if self.channels_last:  # via (B, C, H, W)
+            return F.group_norm(x.permute(0, 3, 1, 2), 1, self.weight, self.bias, self.eps).permute(0, 2, 3, 1)
+        return F.group_norm(x, 1, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
-        return f"{self.num_channels}, eps={self.eps}, bias={self.bias is not None}, channels_last={self.channels_last}"
+        return (f"{self.num_channels}, eps={self.eps}, bias={self.bias is not None}, "
+                f"channels_last={self.channels_last}")
 
 
-def channel_layer_norm(num_channels: int, eps: float = 1e-6, bias: bool = True, channels_last: bool = False) -> nn.Module:
+def channel_layer_norm(num_channels: int, eps: float = 1e-6, bias: bool = True,
+                       channels_last: bool = False) -> nn.Module:
     """LayerNorm over channels only, for (B, C, H, W) (`LayerNorm2d`) or (B, H, W, C) (`nn.LayerNorm`) input.
 
     `bias=False` gives the bias-free LayerNorm of ConvFormer / CAFormer (parameter `weight` only).

@@ -1,7 +1,7 @@
 """MetaFormer token mixers (Yu et al. 2022): the part of a block that mixes information across positions.
 
-Every mixer takes `dim` first. Mixers with `channels_last = True` take (B, H, W, C) maps, the others (B, C, H, W);
-the MetaFormer stage lays out its tensors for its mixer.
+Every mixer takes `dim` first. Mixers with `channels_last = True` take (B, H, W, C) maps, the others (B, C, H, W)
+(the MetaFormer block reads the attribute, default False, and lays out its tensors for its mixer).
 """
 from __future__ import annotations
 
@@ -13,16 +13,8 @@ from .attention import Attention
 from .helpers import check_choice
 
 
-class IdentityMixer(nn.Module):
-    """No token mixing (IdentityFormer)."""
-
-    channels_last = False
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
+class IdentityMixer(nn.Identity):
+    """No token mixing (IdentityFormer); takes (and ignores) `dim`."""
 
 
 class Pooling(nn.Module):
@@ -30,8 +22,6 @@ class Pooling(nn.Module):
 
     The `- x` removes the identity that the block's shortcut already adds. (B, C, H, W) -> (B, C, H, W).
     """
-
-    channels_last = False
 
     def __init__(self, dim: int, pool_size: int = 3) -> None:
         super().__init__()
@@ -50,8 +40,6 @@ class SepConv(nn.Module):
     and match timm's parameter shapes. `dilation` dilates the depthwise conv (output stride below 32).
     (B, C, H, W) -> (B, C, H, W).
     """
-
-    channels_last = False
 
     def __init__(self, dim: int, expansion_ratio: float = 2.0, kernel_size: int = 7, bias: bool = False,
                  dilation: int = 1) -> None:
@@ -92,8 +80,6 @@ class RandomMixing(nn.Module):
     The matrix is a buffer-like frozen parameter `random_matrix` (N, N), so the input size is fixed.
     Shapes: (B, C, H, W) with H*W == num_tokens -> (B, C, H, W).
     """
-
-    channels_last = False
 
     def __init__(self, dim: int, num_tokens: int = 196) -> None:
         super().__init__()

@@ -19,7 +19,6 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 _NESTED_KEYS = ("state_dict", "model", "model_state", "state_dict_ema", "model_ema", "module")
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
-ONNX_SUFFIX = ".onnx"
 
 
 def resolve_weights_path(path: str | os.PathLike) -> Path:
@@ -48,7 +47,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     p = resolve_weights_path(path)
     if p.stat().st_size == 0:
         raise ValueError(f"checkpoint {p} is empty (0 bytes); re-download or re-save it")
-    if p.suffix == ONNX_SUFFIX:
+    if p.suffix == ".onnx":
         raise ValueError(f"{p} is an ONNX graph, not PyTorch weights: run it with onnxruntime "
                          "(`mobilevision predict` / `eval` take it as --checkpoint) or pass the weights it was "
                          "exported from")
@@ -84,11 +83,7 @@ def unwrap_state_dict(state: Any, source: str = "checkpoint") -> dict[str, torch
             state = inner
     if not isinstance(state, dict) or not _is_tensor_dict(state):
         raise ValueError(f"{source} holds no state dict of tensors (looked under {', '.join(_NESTED_KEYS)})")
-    out = {}
-    for k, v in state.items():
-        if isinstance(v, torch.Tensor):
-            out[k[len("module."):] if k.startswith("module.") else k] = v
-    return out
+    return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 def _is_tensor_dict(d: dict) -> bool:
@@ -149,38 +144,29 @@ def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], sourc
             f"classes; pass num_classes={saved_n} (CLI: --num-classes {saved_n}) to use the trained head, or "
             f"num_classes=N explicitly for a new N-class head"
         )
-    if head_mismatch or (head and not any(k in state for k in head)):
-        if head_mismatch:
-            warnings.warn(
-                f"{source}: classifier shape {tuple(state[head_mismatch[0]].shape)} differs from the model's "
-                f"{tuple(own[head_mismatch[0]].shape)}; the classifier keeps its fresh initialisation",
-                stacklevel=3,
-            )
+    if head_mismatch:
+        warnings.warn(f"{source}: classifier shape {tuple(state[head_mismatch[0]].shape)} differs from the model's "
+                      f"{tuple(own[head_mismatch[0]].shape)}; the classifier keeps its fresh initialisation",
+                      stacklevel=3)
+    own_check = list(own)
+    if head_mismatch or not any(k in state for k in head):  # the classifier keeps its initialisation
         state = {k: v for k, v in state.items() if k not in head}
-        own_check = {k: v for k, v in own.items() if k not in head}
-    else:
-        own_check = own
+        own_check = [k for k in own if k not in head]
     missing = [k for k in own_check if k not in state]
     unexpected = [k for k in state if k not in own]
-    shape_bad = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own_check if k in state and state[k].shape != own[k].shape
-    ]
-    if shape_bad or (strict and (missing or unexpected)):
-        parts = []
-        if shape_bad:
-            parts.append(f"{len(shape_bad)} shape mismatches, first: " + "; ".join(shape_bad[:3]))
-        if strict and missing:
-            parts.append(f"{len(missing)} missing keys, first: " + ", ".join(missing[:5]))
-        if strict and unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys, first: " + ", ".join(unexpected[:5]))
+    shape_bad = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                 for k in own_check if k in state and state[k].shape != own[k].shape]
+    parts = [f"{len(shape_bad)} shape mismatches, first: " + "; ".join(shape_bad[:3])] if shape_bad else []
+    if strict:
+        parts += [f"{len(keys)} {what} keys, first: " + ", ".join(keys[:5])
+                  for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+    if parts:
         name = getattr(target, "model_name", type(target).__name__)
         raise ValueError(
             f"checkpoint {source} does not fit model {name}: " + " | ".join(parts)
             + ". Check that the model name (and num_classes / in_chans) match the checkpoint."
         )
-    own_dtype = {k: v.dtype for k, v in own.items()}
-    state = {k: (v.to(own_dtype[k]) if k in own_dtype and v.is_floating_point() else v) for k, v in state.items()}
+    state = {k: (v.to(own[k].dtype) if k in own and v.is_floating_point() else v) for k, v in state.items()}
     target.load_state_dict(state, strict=False)
     return model
 
@@ -226,18 +212,13 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, labels: list
         "num_classes": getattr(target, "num_classes", None),
         "in_chans": getattr(target, "in_chans", 3),
         "overrides": getattr(target, "creation_overrides", {}),
-        "data_config": _data_config_dict(target),
+        "data_config": resolve_data_config(target).to_dict(),
         "labels": labels,
+        **(extra or {}),
     }
-    if extra:
-        config.update(extra)
     text = json.dumps(config, indent=2)
     atomic_write_bytes(d / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
     return d
-
-
-def _data_config_dict(model: nn.Module) -> dict:
-    return resolve_data_config(model).to_dict()
 
 
 def read_config(path: str | os.PathLike) -> dict | None:
@@ -252,5 +233,5 @@ def read_config(path: str | os.PathLike) -> dict | None:
         raise ValueError(f"{cfg_path} is not valid JSON: {err}") from None
 
 
-# downloads moved to hub.py; these names stay importable from here
+# the download helpers are importable from here too
 from .hub import cache_dir, download_hf, download_url, sha256_of  # noqa: E402,F401

@@ -12,7 +12,6 @@ Linear layers; `checkpoint_filter` reshapes those weights, and remaps the offici
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -157,55 +156,32 @@ def checkpoint_filter(state_dict: dict[str, torch.Tensor], model: nn.Module) -> 
 
 # ---------------------------------------------------------------------------------------------- variants
 
-_V1_URL = "https://dl.fbaipublicfiles.com/convnext/"
-_V2_URL = "https://dl.fbaipublicfiles.com/convnext/convnextv2/im1k/"
-
-
-@dataclass(frozen=True)
-class ConvNeXtVariant:
-    """A row of the papers' tables; `in22k`: the ImageNet-1k weights are the 22k-pre-trained ones (xlarge)."""
-
-    name: str
-    depths: tuple[int, ...]
-    dims: tuple[int, ...]
-    in22k: bool = False
-
-    @property
-    def v2(self) -> bool:
-        return self.name.startswith("convnextv2")
-
-    @property
-    def hf_tag(self) -> str:
-        """The tag of timm's weights on the Hugging Face Hub."""
-        return "fcmae_ft_in1k" if self.v2 else "fb_in22k_ft_in1k" if self.in22k else "fb_in1k"
-
-    @property
-    def url(self) -> str:
-        """The official release file (the 224 px EMA weights)."""
-        if self.v2:
-            return f"{_V2_URL}{self.name}_1k_224_ema.pt"
-        return f"{_V1_URL}{self.name}_{'22k_1k' if self.in22k else '1k'}_224_ema.pth"
-
-
 _DEEP = (3, 3, 27, 3)
 # size: (depths, stage-1 width; the width doubles at each stage)
 _SIZES = {"atto": ((2, 2, 6, 2), 40), "femto": ((2, 2, 6, 2), 48), "pico": ((2, 2, 6, 2), 64),
           "nano": ((2, 2, 8, 2), 80), "tiny": ((3, 3, 9, 3), 96), "small": (_DEEP, 96), "base": (_DEEP, 128),
           "large": (_DEEP, 192), "xlarge": (_DEEP, 256), "huge": (_DEEP, 352)}
-VARIANTS = tuple(
-    ConvNeXtVariant(f"{family}_{size}", _SIZES[size][0], tuple(_SIZES[size][1] * 2 ** i for i in range(4)),
-                    in22k=size == "xlarge")
+
+
+def _record(family: str, size: str) -> dict:
+    """The registry row of `family`_`size`: timm's weights on the Hub; the official release file (the 224 px EMA
+    weights, in `note`) loads too, through checkpoint_filter (its sha256 is not recorded). The ImageNet-1k
+    weights of convnext_xlarge are the 22k-pre-trained ones."""
+    name, v2 = f"{family}_{size}", family == "convnextv2"
+    if v2:
+        tag, url = "fcmae_ft_in1k", f"https://dl.fbaipublicfiles.com/convnext/convnextv2/im1k/{name}_1k_224_ema.pt"
+    else:
+        tag = "fb_in22k_ft_in1k" if size == "xlarge" else "fb_in1k"
+        url = f"https://dl.fbaipublicfiles.com/convnext/{name}_{'22k_1k' if size == 'xlarge' else '1k'}_224_ema.pth"
+    depths, width = _SIZES[size]
+    return dict(family=family, kwargs={"depths": depths, "dims": tuple(width * 2 ** i for i in range(4)),
+                                       "ls_init_value": None if v2 else 1e-6, "use_grn": v2},
+                weights=WeightSource(hf_hub_id=f"timm/{name}.{tag}", note=f"official release: {url}"))
+
+
+register_variants("convnext", ConvNeXt, {
+    f"{family}_{size}": _record(family, size)
     for family, sizes in (("convnext", ("tiny", "small", "base", "large", "xlarge")),
                           ("convnextv2", ("atto", "femto", "pico", "nano", "tiny", "base", "large", "huge")))
     for size in sizes
-)
-
-register_variants(
-    "convnext", ConvNeXt,
-    {v.name: dict(family="convnextv2" if v.v2 else "convnext",
-                  kwargs={"depths": v.depths, "dims": v.dims, "ls_init_value": None if v.v2 else 1e-6, "use_grn": v.v2},
-                  # The official release files (`note`) load too, through checkpoint_filter; their sha256 is not recorded.
-                  weights=WeightSource(hf_hub_id=f"timm/{v.name}.{v.hf_tag}", note=f"official release: {v.url}"))
-     for v in VARIANTS},
-    input_size=(3, 224, 224), crop_pct=0.875, interpolation="bicubic", checkpoint_filter=checkpoint_filter,
-)
+}, checkpoint_filter=checkpoint_filter)

@@ -9,7 +9,7 @@ sigmoid gate. Layout is timm's (`conv_stem`, `bn1`, `blocks.i.j`, `conv_head`, `
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from mobilevision.layers.helpers import make_divisible
 from mobilevision.models.inverted_residual import BlockSpec, SERule
@@ -17,57 +17,50 @@ from mobilevision.models.mobilenet import HeadSpec, MobileNet
 from mobilevision.models.registry import INCEPTION_MEAN, INCEPTION_STD, WeightSource, register_variants
 
 
-@dataclass(frozen=True)
-class MBConvStage:
-    """A row of paper Table 1: MBConv<t>, k x k, stride, output channels, layers."""
-
-    t: int
-    k: int
-    s: int
-    c: int
-    n: int
-
-
-# EfficientNet-B0, paper Table 1 (stage 1 is the 3x3 stem conv, stage 9 the head).
+# EfficientNet-B0, paper Table 1 (stage 1 is the 3x3 stem conv, stage 9 the head): rows (MBConv expansion t,
+# kernel k, stride s, out channels c, layers n).
 B0_STEM, B0_HEAD = 32, 1280
-B0_STAGES: tuple[MBConvStage, ...] = (
-    MBConvStage(1, 3, 1, 16, 1),
-    MBConvStage(6, 3, 2, 24, 2),
-    MBConvStage(6, 5, 2, 40, 2),
-    MBConvStage(6, 3, 2, 80, 3),
-    MBConvStage(6, 5, 1, 112, 3),
-    MBConvStage(6, 5, 2, 192, 4),
-    MBConvStage(6, 3, 1, 320, 1),
+B0_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
+    (6, 3, 1, 320, 1),
 )
 SE_RATIO = 0.25
 
 
-@dataclass(frozen=True)
-class Scaling:
-    """Compound-scaling coefficients of one variant (TF `efficientnet_params`)."""
+class Scaling(NamedTuple):
+    """One variant: compound-scaling coefficients (TF `efficientnet_params`), then timm's default pretrained cfg
+    of the same name (what its default weights were evaluated with)."""
 
     width: float
     depth: float
     resolution: int
     dropout: float
+    hf_hub_id: str | None
+    crop_pct: float
+    inception_norm: bool = False
 
 
 SCALING: dict[str, Scaling] = {
-    "efficientnet_b0": Scaling(1.0, 1.0, 224, 0.2),
-    "efficientnet_b1": Scaling(1.0, 1.1, 240, 0.2),
-    "efficientnet_b2": Scaling(1.1, 1.2, 260, 0.3),
-    "efficientnet_b3": Scaling(1.2, 1.4, 300, 0.3),
-    "efficientnet_b4": Scaling(1.4, 1.8, 380, 0.4),
-    "efficientnet_b5": Scaling(1.6, 2.2, 456, 0.4),
-    "efficientnet_b6": Scaling(1.8, 2.6, 528, 0.5),
-    "efficientnet_b7": Scaling(2.0, 3.1, 600, 0.5),
+    "efficientnet_b0": Scaling(1.0, 1.0, 224, 0.2, "timm/efficientnet_b0.ra_in1k", 0.875),
+    "efficientnet_b1": Scaling(1.0, 1.1, 240, 0.2, "timm/efficientnet_b1.ra4_e3600_r240_in1k", 0.9, True),
+    "efficientnet_b2": Scaling(1.1, 1.2, 260, 0.3, "timm/efficientnet_b2.ra_in1k", 0.875),
+    "efficientnet_b3": Scaling(1.2, 1.4, 300, 0.3, "timm/efficientnet_b3.ra2_in1k", 0.875),
+    "efficientnet_b4": Scaling(1.4, 1.8, 380, 0.4, "timm/efficientnet_b4.ra2_in1k", 0.875),
+    "efficientnet_b5": Scaling(1.6, 2.2, 456, 0.4, "timm/efficientnet_b5.sw_in12k_ft_in1k", 1.0),
+    "efficientnet_b6": Scaling(1.8, 2.6, 528, 0.5, None, 0.942),
+    "efficientnet_b7": Scaling(2.0, 3.1, 600, 0.5, None, 0.949),
 }
 
 
 def scaled_stages(width: float, depth: float) -> list[list[BlockSpec]]:
     """B0's stages with widths make_divisible(c * width, 8) and repeats ceil(n * depth)."""
-    return [[BlockSpec("ds" if st.t == 1 else "ir", st.k, st.s, make_divisible(st.c * width), exp=st.t,
-                       se=SE_RATIO, repeats=int(math.ceil(st.n * depth)))] for st in B0_STAGES]
+    return [[BlockSpec("ds" if t == 1 else "ir", k, s, make_divisible(c * width), exp=t, se=SE_RATIO,
+                       repeats=int(math.ceil(n * depth)))] for t, k, s, c, n in B0_STAGES]
 
 
 def efficientnet(*, width: float = 1.0, depth: float = 1.0, recipe_drop_rate: float = 0.2, **kwargs) -> MobileNet:
@@ -84,34 +77,12 @@ def efficientnet(*, width: float = 1.0, depth: float = 1.0, recipe_drop_rate: fl
     return model
 
 
-@dataclass(frozen=True)
-class DataCfg:
-    """timm's default pretrained cfg of the same name (what its default weights were evaluated with)."""
-
-    hf_hub_id: str | None
-    crop_pct: float
-    inception_norm: bool = False
-
-
-TIMM_DEFAULTS: dict[str, DataCfg] = {
-    "efficientnet_b0": DataCfg("timm/efficientnet_b0.ra_in1k", 0.875),
-    "efficientnet_b1": DataCfg("timm/efficientnet_b1.ra4_e3600_r240_in1k", 0.9, inception_norm=True),
-    "efficientnet_b2": DataCfg("timm/efficientnet_b2.ra_in1k", 0.875),
-    "efficientnet_b3": DataCfg("timm/efficientnet_b3.ra2_in1k", 0.875),
-    "efficientnet_b4": DataCfg("timm/efficientnet_b4.ra2_in1k", 0.875),
-    "efficientnet_b5": DataCfg("timm/efficientnet_b5.sw_in12k_ft_in1k", 1.0),
-    "efficientnet_b6": DataCfg(None, 0.942),
-    "efficientnet_b7": DataCfg(None, 0.949),
-}
-
-
 def _record(name: str, sc: Scaling) -> dict:
-    data = TIMM_DEFAULTS[name]
-    weights = WeightSource(hf_hub_id=data.hf_hub_id) if data.hf_hub_id else WeightSource(
+    weights = WeightSource(hf_hub_id=sc.hf_hub_id) if sc.hf_hub_id else WeightSource(
         note=f"timm registers {name} without trained weights (its tf_{name} ports use TF padding)")
-    norm = dict(mean=INCEPTION_MEAN, std=INCEPTION_STD) if data.inception_norm else {}
+    norm = dict(mean=INCEPTION_MEAN, std=INCEPTION_STD) if sc.inception_norm else {}
     return dict(kwargs=dict(width=sc.width, depth=sc.depth, recipe_drop_rate=sc.dropout),
-                input_size=(3, sc.resolution, sc.resolution), crop_pct=data.crop_pct, weights=weights, **norm)
+                input_size=(3, sc.resolution, sc.resolution), crop_pct=sc.crop_pct, weights=weights, **norm)
 
 
-register_variants("efficientnet", efficientnet, {n: _record(n, sc) for n, sc in SCALING.items()}, interpolation="bicubic")
+register_variants("efficientnet", efficientnet, {n: _record(n, sc) for n, sc in SCALING.items()})

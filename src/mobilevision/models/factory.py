@@ -39,9 +39,10 @@ def create_model(
     the model are an error unless `num_classes` is given here (then the head is new: fine-tuning).
     `features_only=True` returns a `FeatureExtractor` whose forward gives the stage maps chosen by
     `out_indices` (or the blocks named by `out_modules`; `head_conv`: the last map after the pre-pool head
-    conv), with the layers none of them uses removed. `output_stride` (8 | 16 | 32) dilates the last stages instead of striding them;
-    `feature_location="expansion"` taps the inverted-residual families' expansion convs (SSDLite); both reach
-    the family's builder only when not the default, so families without them raise a clear ValueError.
+    conv), with the layers none of them uses removed. `output_stride` (8 | 16 | 32) dilates the last stages
+    instead of striding them; `feature_location="expansion"` taps the inverted-residual families' expansion
+    convs (SSDLite); both reach the family's builder only when not the default, so families without them raise
+    a clear ValueError.
     """
     cfg = get_config(name)
     if (out_modules or head_conv) and not features_only:
@@ -55,10 +56,8 @@ def create_model(
                 f"checkpoint {checkpoint_path} was saved from model {saved_name!r}, not {name!r}; "
                 f"use create_model({saved_name!r}, checkpoint_path=...)"
             )
-        if num_classes is None:
-            num_classes = saved.get("num_classes")
-        if in_chans is None:
-            in_chans = saved.get("in_chans")
+        num_classes = saved.get("num_classes") if num_classes is None else num_classes
+        in_chans = saved.get("in_chans") if in_chans is None else in_chans
         overrides = {**saved.get("overrides", {}), **overrides}
     num_classes = cfg.num_classes if num_classes is None else int(num_classes)  # 1000, or a task preset's (21, 91)
     in_chans = 3 if in_chans is None else int(in_chans)

@@ -75,7 +75,8 @@ class Classifier(CarriesDataConfig, nn.Module):
 OUTPUT_STRIDES = (8, 16, 32)
 
 
-def check_output_stride(output_stride: int, family: str, supported: Sequence[int] = OUTPUT_STRIDES, why: str = "") -> None:
+def check_output_stride(output_stride: int, family: str, supported: Sequence[int] = OUTPUT_STRIDES,
+                        why: str = "") -> None:
     """ValueError naming the accepted strides when a family cannot give maps at `output_stride`."""
     if output_stride not in supported:
         raise ValueError(f"output_stride {output_stride} is not supported by {family} models (use one of "

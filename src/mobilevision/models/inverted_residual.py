@@ -85,9 +85,7 @@ class SERule:
     def reduced_chs(self, hidden: int, block_in: int, ratio: float) -> int:
         if self.width == "divisible":
             return make_divisible(hidden * ratio, 8)
-        if self.width == "block_in":
-            return max(1, int(block_in * ratio))
-        return max(1, int(hidden * ratio))
+        return max(1, int((block_in if self.width == "block_in" else hidden) * ratio))
 
     def make(self, hidden: int, block_in: int, ratio: float, block_act: str) -> SqueezeExcite:
         return SqueezeExcite(hidden, self.reduced_chs(hidden, block_in, ratio), act=self.act or block_act,
@@ -97,10 +95,6 @@ class SERule:
 def _dw_conv(chs: int, kernel: int, stride: int, dilation: int = 1) -> nn.Conv2d:
     return nn.Conv2d(chs, chs, kernel, stride, get_padding(kernel, stride, dilation), dilation=dilation, groups=chs,
                      bias=False)
-
-
-def _pw_conv(in_chs: int, out_chs: int) -> nn.Conv2d:
-    return nn.Conv2d(in_chs, out_chs, 1, bias=False)
 
 
 class DepthwiseSeparable(nn.Module):
@@ -119,7 +113,7 @@ class DepthwiseSeparable(nn.Module):
         self.bn1 = nn.BatchNorm2d(in_chs, eps=bn_eps)
         self.act1 = create_act(act)
         self.se = se if se is not None else nn.Identity()
-        self.conv_pw = _pw_conv(in_chs, out_chs)
+        self.conv_pw = nn.Conv2d(in_chs, out_chs, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_chs, eps=bn_eps)
         self.act2 = create_act(act) if pw_act else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -145,14 +139,14 @@ class InvertedResidual(nn.Module):
                  bn_eps: float = 1e-5, dilation: int = 1) -> None:
         super().__init__()
         self.has_skip = skip and stride == 1 and in_chs == out_chs
-        self.conv_pw = _pw_conv(in_chs, hidden)
+        self.conv_pw = nn.Conv2d(in_chs, hidden, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(hidden, eps=bn_eps)
         self.act1 = create_act(act)
         self.conv_dw = _dw_conv(hidden, kernel, stride, dilation)
         self.bn2 = nn.BatchNorm2d(hidden, eps=bn_eps)
         self.act2 = create_act(act)
         self.se = se if se is not None else nn.Identity()
-        self.conv_pwl = _pw_conv(hidden, out_chs)
+        self.conv_pwl = nn.Conv2d(hidden, out_chs, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_chs, eps=bn_eps)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
@@ -202,8 +196,6 @@ def build_stages(
     hidden_divisor: int = 8,
     drop_path_rate: float = 0.0,
     bn_eps: float = 1e-5,
-    stem_reduction: int = 2,
-    stem_module: str = "bn1",
     output_stride: int = 32,
     dilate_first: bool = False,
     feature_location: str = "",
@@ -212,7 +204,7 @@ def build_stages(
 
     Block i of N (counted over all stages, from 0) gets drop-path rate `drop_path_rate * i / N`, as in TF
     EfficientNet and timm's EfficientNetBuilder. A feature map is taken at the end of every stage that is
-    followed by a strided stage or ends the network, plus the stem output (`stem_module`) when the first
+    followed by a strided stage or ends the network, plus the stem output (`bn1`, at reduction 2) when the first
     block is strided, so the maps have reductions 2, 4, 8, 16, 32.
 
     `output_stride` 8 or 16: the strides that would go beyond it become 1 and the later depthwise convs are
@@ -229,13 +221,13 @@ def build_stages(
     if not stages or any(len(s) == 0 for s in stages):
         raise ValueError("build_stages needs a non-empty list of non-empty stages")
     rates = drop_path_rates(drop_path_rate, [sum(spec.repeats for spec in stage) for stage in stages], endpoint=False)
-    reduction, dilation = stem_reduction, 1
+    reduction, dilation = 2, 1
     taps: list[tuple[int, int, int]] = []  # (stage index whose output is tapped, channels, reduction)
     if stages[0][0].stride > 1:
         taps.append((-1, in_chs, reduction))
     out_stages = []
     for s, stage in enumerate(stages):
-        blocks, idx = [], 0
+        blocks = []
         for spec in stage:
             for r in range(spec.repeats):
                 prev_dilation = dilation
@@ -246,10 +238,9 @@ def build_stages(
                     block_dilation = dilation if dilate_first else prev_dilation
                 reduction *= stride
                 blocks.append(make_block(block_spec, in_chs, stride, act=act, se_rule=se_rule,
-                                         hidden_divisor=hidden_divisor, drop_path=rates[s][idx],
+                                         hidden_divisor=hidden_divisor, drop_path=rates[s][len(blocks)],
                                          bn_eps=bn_eps, dilation=block_dilation))
                 in_chs = spec.out_chs
-                idx += 1
         out_stages.append(nn.Sequential(*blocks))
         if s + 1 == len(stages) or stages[s + 1][0].stride > 1:
             taps.append((s, in_chs, reduction))
@@ -261,5 +252,5 @@ def build_stages(
             feature_info.append(dict(num_chs=nxt.conv_pw.out_channels, reduction=red,
                                      module=f"blocks.{s + 1}.0.conv_pw"))
         else:
-            feature_info.append(dict(num_chs=chs, reduction=red, module=stem_module if s < 0 else f"blocks.{s}"))
+            feature_info.append(dict(num_chs=chs, reduction=red, module="bn1" if s < 0 else f"blocks.{s}"))
     return blocks, feature_info, in_chs

@@ -22,7 +22,6 @@ token_mixers=("pool", "pool", "attention", "attention"))`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -46,13 +45,10 @@ HEADS = ("norm_pool_linear", "pool_norm_linear", "pool_norm_mlp")
 
 def make_norm(kind: str, dim: int, eps: float, channels_last: bool) -> nn.Module:
     """'groupnorm1' (PoolFormer) | 'groupnorm1_nobias' (PoolFormerV2) | 'layernorm_nobias' (ConvFormer/CAFormer)."""
-    if kind == "groupnorm1":
-        return GroupNorm1(dim, eps=eps, channels_last=channels_last)
-    if kind == "groupnorm1_nobias":
-        return GroupNorm1(dim, eps=eps, bias=False, channels_last=channels_last)
-    if kind == "layernorm_nobias":
-        return channel_layer_norm(dim, eps=eps, bias=False, channels_last=channels_last)
-    raise ValueError(f"unknown MetaFormer norm {kind!r}; accepted: {', '.join(NORMS)}")
+    check_choice(kind, NORMS, "MetaFormer norm")
+    if kind.startswith("groupnorm1"):
+        return GroupNorm1(dim, eps=eps, bias=kind == "groupnorm1", channels_last=channels_last)
+    return channel_layer_norm(dim, eps=eps, bias=False, channels_last=channels_last)
 
 
 class MetaFormerBlock(nn.Module):
@@ -90,22 +86,18 @@ class MetaFormerBlock(nn.Module):
 
 
 class Downsampling(nn.Module):
-    """(optional norm) -> conv; the stem (7x7 s4 p2, norm after) and stage transitions (norm before, 3x3 s2 p1)."""
+    """conv with an optional norm, after it (the stem: 7x7 s4 p2) or with `norm_first` before it (stage
+    transitions: 3x3 s2 p1)."""
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int, padding: int,
-                 pre_norm: nn.Module | None = None, post_norm: nn.Module | None = None, dilation: int = 1) -> None:
+                 norm: nn.Module | None = None, norm_first: bool = False, dilation: int = 1) -> None:
         super().__init__()
-        if pre_norm is not None and post_norm is not None:
-            raise ValueError("Downsampling takes a pre_norm or a post_norm, not both")
-        self.pre = pre_norm is not None
+        self.norm_first = norm_first
         self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation)
-        norm = pre_norm if pre_norm is not None else post_norm
         self.norm = norm if norm is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pre:
-            return self.conv(self.norm(x))
-        return self.norm(self.conv(x))
+        return self.conv(self.norm(x)) if self.norm_first else self.norm(self.conv(x))
 
 
 class MetaFormerStage(nn.Module):
@@ -184,7 +176,7 @@ class MetaFormer(Classifier):
         def conv_norm(dim: int) -> nn.Module | None:
             return channel_layer_norm(dim, eps=1e-6, bias=False) if conv_norms else None
 
-        self.stem = Downsampling(in_chans, dims[0], 7, 4, 2, post_norm=conv_norm(dims[0]))
+        self.stem = Downsampling(in_chans, dims[0], 7, 4, 2, norm=conv_norm(dims[0]))
         rates = drop_path_rates(drop_path_rate, depths)
         stages, self.feature_info, reduction, dilation = [], [], 4, 1
         for i in range(n):
@@ -196,7 +188,8 @@ class MetaFormer(Classifier):
                                  f"mixer of stage {i}: use output_stride=32 (the four maps at strides 4..32)")
             reduction *= stride
             down = nn.Identity() if i == 0 else Downsampling(dims[i - 1], dims[i], 3, stride, prev_dilation,
-                                                             pre_norm=conv_norm(dims[i - 1]), dilation=prev_dilation)
+                                                             norm=conv_norm(dims[i - 1]), norm_first=True,
+                                                             dilation=prev_dilation)
             mixer_kwargs = {"num_tokens": (img_size // 2 ** (i + 2)) ** 2} if mixers[i] == "random" else {}
             if mixers[i] == "sepconv" and dilation > 1:
                 mixer_kwargs["dilation"] = dilation
@@ -251,39 +244,27 @@ BASELINE = dict(mlp_act="star_relu", mlp_bias=False, layer_scale_init=None, conv
                 res_scale_init=(None, None, 1.0, 1.0))
 
 
-@dataclass(frozen=True)
-class MetaFormerVariant:
-    name: str
-    depths: tuple[int, ...]
-    dims: tuple[int, ...]
-    arch: dict = field(default_factory=dict)
-    crop_pct: float = 1.0
-    hf_tag: str = "sail_in1k"
-
-
-VARIANTS = (
-    MetaFormerVariant("poolformer_s12", (2, 2, 6, 2), (64, 128, 320, 512), {**V1, "layer_scale_init": 1e-5}, 0.9),
-    MetaFormerVariant("poolformer_s24", (4, 4, 12, 4), (64, 128, 320, 512), {**V1, "layer_scale_init": 1e-5}, 0.9),
-    MetaFormerVariant("poolformer_s36", (6, 6, 18, 6), (64, 128, 320, 512), {**V1, "layer_scale_init": 1e-6}, 0.9),
-    MetaFormerVariant("poolformer_m36", (6, 6, 18, 6), (96, 192, 384, 768), {**V1, "layer_scale_init": 1e-6}, 0.95),
-    MetaFormerVariant("poolformer_m48", (8, 8, 24, 8), (96, 192, 384, 768), {**V1, "layer_scale_init": 1e-6}, 0.95),
-    MetaFormerVariant("poolformerv2_s12", (2, 2, 6, 2), (64, 128, 320, 512),
-                      {**BASELINE, "token_mixers": "pool", "norm": "groupnorm1_nobias", "norm_eps": 1e-6,
-                       "head": "pool_norm_linear"}),
-    MetaFormerVariant("convformer_s18", (3, 3, 9, 3), (64, 128, 320, 512),
-                      {**BASELINE, "token_mixers": "sepconv", "norm": "layernorm_nobias", "norm_eps": 1e-6,
-                       "head": "pool_norm_mlp", "head_mlp_norm_eps": 1e-6}),
-    MetaFormerVariant("caformer_s18", (3, 3, 9, 3), (64, 128, 320, 512),
-                      {**BASELINE, "token_mixers": ("sepconv", "sepconv", "attention", "attention"),
-                       "norm": "layernorm_nobias", "norm_eps": 1e-6, "head": "pool_norm_mlp",
-                       "head_mlp_norm_eps": 1e-6}),
-)
+_S, _M = (64, 128, 320, 512), (96, 192, 384, 768)
+VARIANTS = {  # name: (depths, dims, architecture, crop_pct)
+    "poolformer_s12": ((2, 2, 6, 2), _S, {**V1, "layer_scale_init": 1e-5}, 0.9),
+    "poolformer_s24": ((4, 4, 12, 4), _S, {**V1, "layer_scale_init": 1e-5}, 0.9),
+    "poolformer_s36": ((6, 6, 18, 6), _S, {**V1, "layer_scale_init": 1e-6}, 0.9),
+    "poolformer_m36": ((6, 6, 18, 6), _M, {**V1, "layer_scale_init": 1e-6}, 0.95),
+    "poolformer_m48": ((8, 8, 24, 8), _M, {**V1, "layer_scale_init": 1e-6}, 0.95),
+    "poolformerv2_s12": ((2, 2, 6, 2), _S, {**BASELINE, "token_mixers": "pool", "norm": "groupnorm1_nobias",
+                                            "norm_eps": 1e-6, "head": "pool_norm_linear"}, 1.0),
+    "convformer_s18": ((3, 3, 9, 3), _S, {**BASELINE, "token_mixers": "sepconv", "norm": "layernorm_nobias",
+                                          "norm_eps": 1e-6, "head": "pool_norm_mlp", "head_mlp_norm_eps": 1e-6}, 1.0),
+    "caformer_s18": ((3, 3, 9, 3), _S, {**BASELINE, "token_mixers": ("sepconv", "sepconv", "attention", "attention"),
+                                        "norm": "layernorm_nobias", "norm_eps": 1e-6, "head": "pool_norm_mlp",
+                                        "head_mlp_norm_eps": 1e-6}, 1.0),
+}
 
 register_variants(
     "metaformer", MetaFormer,
-    {v.name: dict(family="poolformer" if v.name.startswith("poolformer_") else "metaformer",
-                  kwargs={"depths": v.depths, "dims": v.dims, **v.arch}, crop_pct=v.crop_pct,
-                  weights=WeightSource(hf_hub_id=f"timm/{v.name}.{v.hf_tag}"))
-     for v in VARIANTS},
-    input_size=(3, 224, 224), interpolation="bicubic", checkpoint_filter=checkpoint_filter,
+    {name: dict(family="poolformer" if name.startswith("poolformer_") else "metaformer",
+                kwargs={"depths": depths, "dims": dims, **arch}, crop_pct=crop_pct,
+                weights=WeightSource(hf_hub_id=f"timm/{name}.sail_in1k"))
+     for name, (depths, dims, arch, crop_pct) in VARIANTS.items()},
+    checkpoint_filter=checkpoint_filter,
 )

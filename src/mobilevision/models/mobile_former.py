@@ -26,7 +26,7 @@ from torch import nn
 from mobilevision.models.features import Classifier, check_output_stride
 from mobilevision.layers.conv_norm_act import ConvNormAct
 from mobilevision.layers.drop_path import DropPath
-from mobilevision.layers.dynamic_relu import TokenDynamicReLU
+from mobilevision.layers.dynamic_relu import SpatialDynamicReLU, TokenDynamicReLU
 from mobilevision.layers.mlp import Mlp
 from mobilevision.layers.weight_init import init_weights
 from mobilevision.models.checkpoint import rename_prefix
@@ -51,10 +51,9 @@ def _shuffle(groups: int, enabled: bool) -> nn.Module:
 
 
 class MobileToFormer(nn.Module):
-    """Cross-attention from the map to the tokens (released `Local2Global`, 'attn' type).
+    """Mobile->Former (released `Local2Global`, 'attn' type): keys = values = the map's channels split into heads.
 
     forward(x (B, C, H, W), tokens (B, T, d)) -> (tokens (B, T, d), logits (B, heads, T, HW)).
-    Keys and values are the map's own channels split into heads; no projection on the local side.
     """
 
     def __init__(self, chs: int, token_dim: int, num_heads: int = 2, gate: bool = True, drop_path: float = 0.0) -> None:
@@ -88,10 +87,7 @@ class MobileToFormer(nn.Module):
 
 
 class Former(nn.Module):
-    """Token self-attention (query projection only, keys = values = tokens) + FFN, both post-LN.
-
-    Shapes: (B, T, d) -> (B, T, d).
-    """
+    """Token self-attention (query projection only, keys = values = tokens) + FFN, both post-LN. (B, T, d) -> same."""
 
     def __init__(self, token_dim: int, num_heads: int = 4, ffn_ratio: int = 2, drop_path: float = 0.0) -> None:
         super().__init__()
@@ -113,10 +109,9 @@ class Former(nn.Module):
 
 
 class FormerToMobile(nn.Module):
-    """Cross-attention from the tokens to the map (released `Global2Local`), added to the map.
+    """Mobile<-Former (released `Global2Local`): softmax over the T tokens at each pixel, added to the map.
 
-    Queries are the map's channels split into heads (no projection); keys/values are Linear(d -> C) of the
-    tokens; softmax over the T tokens at each pixel. (B, C, H, W), (B, T, d) -> (B, C, H, W).
+    (B, C, H, W), (B, T, d) -> (B, C, H, W).
     """
 
     def __init__(self, chs: int, token_dim: int, num_heads: int = 2, drop_path: float = 0.0) -> None:
@@ -178,13 +173,8 @@ class MobileBottleneck(nn.Module):
 
 
 def _token_mix(mix_logits: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
-    """Per-pixel token weights for the spatial-aware DY-ReLU: (B, T, H0, W0) logits, average-pooled to x's
-    size when the block strides, softmax over T -> (B, T, H, W). None passes through."""
-    if mix_logits is None:
-        return None
-    if mix_logits.shape[-2:] != x.shape[-2:]:
-        mix_logits = F.adaptive_avg_pool2d(mix_logits, x.shape[-2:])
-    return torch.softmax(mix_logits, dim=1)
+    """The spatial-aware DY-ReLU's per-pixel token weights (B, T, H, W) at x's size; None passes through."""
+    return None if mix_logits is None else SpatialDynamicReLU.mixing_weights(mix_logits, x.shape[-2:])
 
 
 class MobileDownsample(nn.Module):
@@ -274,9 +264,8 @@ class MobileFormerBlock(nn.Module):
 
 
 class MobileFormerHead(nn.Module):
-    """1x1 conv to `expansion`*C + BN + ReLU6 -> global pool -> h-swish -> concat token 0 -> FC + BatchNorm1d +
-    h-swish (-> pre-logits, width `num_features`) -> dropout -> classifier.
-    forward(x (B, C, H, W), tokens (B, T, d)) -> (B, num_classes) or (B, num_features)."""
+    """1x1 conv to `expansion`*C -> pool -> h-swish, concat token 0 -> FC + BatchNorm1d + h-swish -> classifier.
+    forward(x (B, C, H, W), tokens (B, T, d)) -> (B, num_classes), or the pre-logits (B, num_features)."""
 
     def __init__(self, in_chs: int, token_dim: int, num_features: int, num_classes: int, expansion: int = 6,
                  groups: int = 1, drop_rate: float = 0.0) -> None:
@@ -474,7 +463,7 @@ def checkpoint_filter(state_dict: dict[str, torch.Tensor], model: MobileFormer) 
 
 register_variants(
     "mobileformer", MobileFormer, {n: dict(kwargs=dict(cfg=c)) for n, c in MOBILE_FORMER_CONFIGS.items()},
-    input_size=(3, 224, 224), crop_pct=0.875, interpolation="bilinear",
+    interpolation="bilinear",
     weights=WeightSource(note=(
         "the authors' ImageNet checkpoints are linked from the AAboys/MobileFormer README (a cloud-drive "
         "download); they are not fetched automatically: download one and pass checkpoint_path=FILE "

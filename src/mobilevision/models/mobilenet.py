@@ -30,9 +30,7 @@ from mobilevision.layers.activations import create_act
 from mobilevision.layers.helpers import check_choice, make_divisible
 from mobilevision.layers.weight_init import init_weights
 from mobilevision.models.inverted_residual import BlockSpec, SERule, build_stages
-from mobilevision.models.registry import (
-    IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD, WeightSource, register_variants,
-)
+from mobilevision.models.registry import INCEPTION_MEAN, INCEPTION_STD, WeightSource, register_variants
 
 HEAD_KINDS = ("none", "pre_pool", "post_pool")
 
@@ -42,8 +40,8 @@ class HeadSpec:
     """The layers between the last stage and the classifier.
 
     "none": pool -> classifier (MobileNetV1). "pre_pool": conv 1x1 -> BN -> act -> pool -> classifier
-    (V2, EfficientNet; `conv_head`, `bn2`). "post_pool": pool -> conv 1x1 (bias?) -> act -> classifier,
-    MobileNetV3's "efficient last stage" (also MoGA, whose head conv has no bias).
+    (V2, EfficientNet; `conv_head`, `bn2`). "post_pool": pool -> conv 1x1 -> act -> classifier,
+    MobileNetV3's "efficient last stage" (also MoGA, whose head conv has no bias). `bias`: the head conv's.
     """
 
     kind: str = "pre_pool"
@@ -70,7 +68,6 @@ class MobileNet(Classifier):
         stem_chs: int,
         head: HeadSpec,
         act: str,
-        stem_act: str | None = None,
         se_rule: SERule = SERule(),
         hidden_divisor: int = 8,
         num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
@@ -85,7 +82,7 @@ class MobileNet(Classifier):
         self.head_kind = head.kind
         self.conv_stem = nn.Conv2d(in_chans, stem_chs, 3, 2, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem_chs, eps=bn_eps)
-        self.act1 = create_act(stem_act or act)
+        self.act1 = create_act(act)
         self.blocks, self.feature_info, chs = build_stages(
             stages, stem_chs, act=act, se_rule=se_rule, hidden_divisor=hidden_divisor,
             drop_path_rate=drop_path_rate, bn_eps=bn_eps, output_stride=output_stride, dilate_first=dilate_first,
@@ -98,18 +95,14 @@ class MobileNet(Classifier):
         self._feature_stages = {int(t[1]) for t in taps if len(t) == 2}
         self._expansion_stages = {int(t[1]) for t in taps if len(t) > 2}
         self._stem_feature = any(f["module"] == "bn1" for f in self.feature_info)
+        self.num_features = chs if head.kind == "none" else head.width
         if head.kind == "none":
             self.conv_head, self.bn2, self.act2 = nn.Identity(), nn.Identity(), nn.Identity()
-            self.num_features = chs
-        elif head.kind == "pre_pool":
-            self.conv_head = nn.Conv2d(chs, head.width, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(head.width, eps=bn_eps)
-            self.act2 = create_act(act)
-            self.num_features = head.width
         else:
             self.conv_head = nn.Conv2d(chs, head.width, 1, bias=head.bias)
+            if head.kind == "pre_pool":
+                self.bn2 = nn.BatchNorm2d(head.width, eps=bn_eps)
             self.act2 = create_act(act)
-            self.num_features = head.width
         self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         init_weights(self, "tf_mobilenet")
 
@@ -295,9 +288,8 @@ def _modules_in_order(state_dict: dict[str, torch.Tensor], natural: bool = False
 
     out: dict[str, dict[str, torch.Tensor]] = {}
     for key in sorted(state_dict, key=order) if natural else state_dict:
-        value = state_dict[key]
         module, _, leaf = key.rpartition(".")
-        out.setdefault(module, {})[leaf] = value
+        out.setdefault(module, {})[leaf] = state_dict[key]
     return out
 
 
@@ -330,59 +322,38 @@ def torchvision_filter(state_dict: dict[str, torch.Tensor], model: MobileNet) ->
     return out
 
 
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    kwargs: dict
-    hf_hub_id: str | None = None  # timm's default tag; None where timm has no trained weights
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: str = "bicubic"
-
-
 _NO_V1 = "timm publishes MobileNetV1 weights only at width 1.0 (mobilenetv1_100)"
-_UNTRAINED = "timm registers {} without trained weights"
 _MINIMAL = ("the published minimalistic weights are TF ports (timm tf_mobilenetv3_*_minimal_100) with TF 'same' "
             "padding and BN eps 1e-3; they do not fit this PyTorch-padded model")
 
-V1_VARIANTS = [Variant("mobilenetv1_100", dict(width=1.0), "timm/mobilenetv1_100.ra4_e3600_r224_in1k",
-                       INCEPTION_MEAN, INCEPTION_STD)] + [
-    Variant(f"mobilenetv1_{w}", dict(width=int(w) / 100), None, INCEPTION_MEAN, INCEPTION_STD)
-    for w in ("075", "050", "025")
-]
-V2_VARIANTS = [
-    Variant("mobilenetv2_140", dict(width=1.4), "timm/mobilenetv2_140.ra_in1k"),
-    Variant("mobilenetv2_100", dict(width=1.0), "timm/mobilenetv2_100.ra_in1k"),
-    Variant("mobilenetv2_075", dict(width=0.75)),
-    Variant("mobilenetv2_050", dict(width=0.5), "timm/mobilenetv2_050.lamb_in1k"),
-    Variant("mobilenetv2_035", dict(width=0.35)),
-]
-V3_VARIANTS = [
-    Variant("mobilenetv3_large_100", dict(size="large", width=1.0), "timm/mobilenetv3_large_100.ra_in1k"),
-    Variant("mobilenetv3_large_075", dict(size="large", width=0.75), interpolation="bilinear"),
-    Variant("mobilenetv3_small_100", dict(size="small", width=1.0), "timm/mobilenetv3_small_100.lamb_in1k"),
-    Variant("mobilenetv3_small_075", dict(size="small", width=0.75), "timm/mobilenetv3_small_075.lamb_in1k"),
-    Variant("mobilenetv3_large_minimal_100", dict(size="large", width=1.0, minimal=True)),
-    Variant("mobilenetv3_small_minimal_100", dict(size="small", width=1.0, minimal=True)),
-]
 
-
-def _weights(v: Variant) -> WeightSource:
-    if v.hf_hub_id:
-        return WeightSource(hf_hub_id=v.hf_hub_id)
-    if v.kwargs.get("minimal"):
-        return WeightSource(note=_MINIMAL)
-    if v.name.startswith("mobilenetv1"):
-        return WeightSource(note=_NO_V1)
-    return WeightSource(note=_UNTRAINED.format(v.name))
+def _variants(rows: Sequence[tuple], no_weights: str | None = None) -> dict[str, dict]:
+    """(name, builder kwargs, timm's default weights tag or None[, other ModelConfig fields]) -> registry rows."""
+    out = {}
+    for name, kwargs, tag, *fields in rows:
+        note = no_weights or f"timm registers {name} without trained weights"
+        weights = WeightSource(hf_hub_id=f"timm/{name}.{tag}") if tag else WeightSource(note=note)
+        out[name] = dict(kwargs=kwargs, weights=weights, **(fields[0] if fields else {}))
+    return out
 
 
 # timm's layout is ours, so timm checkpoints need no filter; torchvision's V2 / V3 are matched by position.
-for _family, _builder, _variants in (("mobilenetv1", mobilenet_v1, V1_VARIANTS),
-                                     ("mobilenetv2", mobilenet_v2, V2_VARIANTS),
-                                     ("mobilenetv3", mobilenet_v3, V3_VARIANTS)):
-    register_variants(_family, _builder, {v.name: dict(kwargs=v.kwargs, mean=v.mean, std=v.std,
-                                                       interpolation=v.interpolation, weights=_weights(v))
-                                          for v in _variants},
-                      input_size=(3, 224, 224), crop_pct=0.875,
-                      checkpoint_filter=None if _family == "mobilenetv1" else torchvision_filter)
+register_variants("mobilenetv1", mobilenet_v1, _variants(
+    [(f"mobilenetv1_{w}", dict(width=int(w) / 100), "ra4_e3600_r224_in1k" if w == "100" else None)
+     for w in ("100", "075", "050", "025")], no_weights=_NO_V1), mean=INCEPTION_MEAN, std=INCEPTION_STD)
+register_variants("mobilenetv2", mobilenet_v2, _variants([
+    ("mobilenetv2_140", dict(width=1.4), "ra_in1k"),
+    ("mobilenetv2_100", dict(width=1.0), "ra_in1k"),
+    ("mobilenetv2_075", dict(width=0.75), None),
+    ("mobilenetv2_050", dict(width=0.5), "lamb_in1k"),
+    ("mobilenetv2_035", dict(width=0.35), None),
+]), checkpoint_filter=torchvision_filter)
+register_variants("mobilenetv3", mobilenet_v3, {**_variants([
+    ("mobilenetv3_large_100", dict(size="large", width=1.0), "ra_in1k"),
+    ("mobilenetv3_large_075", dict(size="large", width=0.75), None, dict(interpolation="bilinear")),
+    ("mobilenetv3_small_100", dict(size="small", width=1.0), "lamb_in1k"),
+    ("mobilenetv3_small_075", dict(size="small", width=0.75), "lamb_in1k"),
+]), **_variants([
+    ("mobilenetv3_large_minimal_100", dict(size="large", width=1.0, minimal=True), None),
+    ("mobilenetv3_small_minimal_100", dict(size="small", width=1.0, minimal=True), None),
+], no_weights=_MINIMAL)}, checkpoint_filter=torchvision_filter)

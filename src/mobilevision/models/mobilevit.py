@@ -28,7 +28,8 @@ from mobilevision.models.registry import WeightSource, register_variants
 
 
 class MV2Block(nn.Module):
-    """MobileNetV2 block of MobileViT (ConvNormAct units, cvnets / timm names): 1x1 expand (BN, act) -> 3x3 depthwise/stride (BN, act) -> 1x1 project (BN, linear).
+    """MobileNetV2 block of MobileViT (ConvNormAct units, cvnets / timm names): 1x1 expand (BN, act) -> 3x3
+    depthwise/stride (BN, act) -> 1x1 project (BN, linear).
 
     Residual only when stride 1 and in_chs == out_chs. Shapes: (B, in, H, W) -> (B, out, H/s, W/s).
     """
@@ -228,34 +229,27 @@ _CVNETS_LAYER = {  # inside `global_rep.K.`
 }
 
 
+_CVNETS_TOP = {"conv_1.block.conv": "stem.conv", "conv_1.block.norm": "stem.bn", "classifier.fc": "head.fc",
+               "conv_1x1_exp.block.conv": "final_conv.conv", "conv_1x1_exp.block.norm": "final_conv.bn"}
+
+
 def _remap_cvnets(state: dict[str, torch.Tensor], model: MobileViT) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in state.items():
-        new = None
-        if key.startswith("conv_1.block."):
-            new = key.replace("conv_1.block.conv", "stem.conv").replace("conv_1.block.norm", "stem.bn")
-        elif key.startswith("conv_1x1_exp.block."):
-            new = key.replace("conv_1x1_exp.block.conv", "final_conv.conv").replace(
-                "conv_1x1_exp.block.norm", "final_conv.bn")
-        elif key.startswith("classifier.fc."):
-            new = key.replace("classifier.fc.", "head.fc.")
-        else:
-            m = re.match(r"layer_(\d)\.(\d+)\.(.*)$", key)
-            if m and not (1 <= int(m.group(1)) <= len(model.stages) and int(m.group(2)) < len(
-                    model.stages[int(m.group(1)) - 1])):
+        new = rename_prefix(key, _CVNETS_TOP)
+        m = re.match(r"layer_(\d)\.(\d+)\.(.*)$", key)
+        if m:
+            stage, idx, rest = int(m.group(1)) - 1, int(m.group(2)), m.group(3)
+            if not (0 <= stage < len(model.stages) and idx < len(model.stages[stage])):
                 raise ValueError(f"ml-cvnets key {key!r} names a block this model does not have")
-            if m:
-                stage, idx, rest = int(m.group(1)) - 1, m.group(2), m.group(3)
-                g = re.match(r"global_rep\.(\d+)\.(.*)$", rest)
-                if g:
-                    layer, sub = int(g.group(1)), g.group(2)
-                    n_layers = len(model.stages[stage][int(idx)].transformer)
-                    if layer == n_layers:  # the LayerNorm after the last transformer layer
-                        new = f"stages.{stage}.{idx}.norm.{sub}"
-                    else:
-                        new = rename_prefix(sub, _CVNETS_LAYER, f"stages.{stage}.{idx}.transformer.{layer}.")
-                else:
-                    new = rename_prefix(rest, _CVNETS_BLOCK, f"stages.{stage}.{idx}.")
+            into = f"stages.{stage}.{idx}."
+            g = re.match(r"global_rep\.(\d+)\.(.*)$", rest)
+            if g is None:
+                new = rename_prefix(rest, _CVNETS_BLOCK, into)
+            elif int(g.group(1)) == len(model.stages[stage][idx].transformer):  # the LayerNorm after the last layer
+                new = f"{into}norm.{g.group(2)}"
+            else:
+                new = rename_prefix(g.group(2), _CVNETS_LAYER, f"{into}transformer.{g.group(1)}.")
         if new is None:
             raise ValueError(f"cannot map ml-cvnets MobileViT key {key!r} to this model")
         out[new] = value
@@ -273,5 +267,5 @@ register_variants(
     "mobilevit", MobileViT, {n: dict(kwargs=dict(cfg=c), weights=WeightSource(hf_hub_id=f"timm/{n}.cvnets_in1k"))
                              for n, c in MOBILEVIT_CONFIGS.items()},
     input_size=(3, 256, 256), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),  # cvnets feeds [0, 1] pixels as they are
-    crop_pct=0.9, interpolation="bicubic", checkpoint_filter=checkpoint_filter,
+    crop_pct=0.9, checkpoint_filter=checkpoint_filter,
 )

@@ -131,5 +131,4 @@ _GATED = ("MoGA weights are not public files: the official README gives them on 
 # The repo's eval preprocessing (dataloader.py) is not published; resize-256 / center-crop-224 bilinear with
 # ImageNet mean/std is the standard torchvision evaluation the paper's era used.
 register_variants("moga", moga, {name: dict(kwargs=dict(variant=name)) for name in MOGA_TABLES},
-                  input_size=(3, 224, 224), crop_pct=0.875, interpolation="bilinear", weights=WeightSource(note=_GATED),
-                  checkpoint_filter=checkpoint_filter)
+                  interpolation="bilinear", weights=WeightSource(note=_GATED), checkpoint_filter=checkpoint_filter)

@@ -26,7 +26,8 @@ def check_layers(layers: Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:
                          f"{len(rows)} rows")
     for i, (t, k, se) in enumerate(rows):
         if t < 1 or k < 1 or k % 2 == 0 or se not in (0, 1):
-            raise ValueError(f"moga_searched layer {i}: [{t}, {k}, {se}] needs expansion >= 1, an odd kernel and se 0/1")
+            raise ValueError(f"moga_searched layer {i}: [{t}, {k}, {se}] needs expansion >= 1, an odd kernel "
+                             "and se 0/1")
     return rows
 
 
@@ -43,7 +44,6 @@ def moga_searched(*, layers: Sequence[Sequence[int]] | None = None, **kwargs) ->
     return moga_net(moga_blocks(check_layers(layers if layers is not None else MOGA_C_LAYERS)), **kwargs)
 
 
-register_variants("moga_searched", moga_searched, {"moga_searched": dict(kwargs={})}, input_size=(3, 224, 224),
-                  crop_pct=0.875, interpolation="bilinear",
+register_variants("moga_searched", moga_searched, {"moga_searched": dict(kwargs={})}, interpolation="bilinear",
                   weights=WeightSource(note="a searched architecture: train it with `mobilevision train moga_searched "
                                             "--set model_kwargs=...` (`mobilevision search` prints the command)"))

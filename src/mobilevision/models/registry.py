@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import difflib
 import fnmatch
 import importlib
@@ -143,20 +142,14 @@ def model_info(name: str) -> dict:
         "name": cfg.name,
         "family": cfg.family,
         "arch": {k: _plain(v) for k, v in cfg.kwargs.items()},
-        **dataclasses.asdict(cfg.data_config()),
+        **asdict(cfg.data_config()),
         "weights": asdict(cfg.weights),
     }
     pub = published_figures().get(name)
     if pub is not None:
         info["top1"] = pub["top1"]  # ImageNet-1k top-1 (%) the paper reports
-        info["published"] = {
-            "params_m": pub["params_m"],
-            "gmacs": pub["gmacs"],
-            "paper": pub["paper"],
-            "top1": pub["top1"],
-            "source": pub["source"],
-            "parity_with": pub["parity_with"] or None,
-        }
+        info["published"] = {k: pub[k] for k in ("params_m", "gmacs", "paper", "top1", "source")}
+        info["published"]["parity_with"] = pub["parity_with"] or None
     return info
 
 
