@@ -61,12 +61,15 @@ def test_pt2e_int8_program_runs_the_quantized_graph(tmp_path):
     from mobilevision.deploy.runtime import ExecuTorchClassifier
 
     model = randomize(mobilevision.create_model("test_deploynet", num_classes=10)).eval()
+    model.labels = [f"digit {i}" for i in range(10)]
     calib, x_eval, _ = calibration_data(model, "digits", 32)
     res = export_model(model, tmp_path / "m_int8.pte", "executorch", calibration=calib)
     assert res.graph["delegate_calls"] >= 1
     assert not any("quantize" in op for op in res.graph["ops_outside_delegate"]), res.graph
     int8 = ExecuTorchClassifier(res.path)
     assert int8.precision == "int8" and int8.data_config.input_size == (3, 32, 32)
+    # the metadata is the model's, not the quantized graph's (which drops its attributes)
+    assert (int8.model_name, int8.num_classes, int8.labels) == ("test_deploynet", 10, model.labels)
     x = x_eval[:64]
     with torch.no_grad():
         ref = quantize_pt2e(fuse(model), calib)(torch.from_numpy(x)).numpy()
@@ -74,3 +77,39 @@ def test_pt2e_int8_program_runs_the_quantized_graph(tmp_path):
     scale = max(1.0, float(np.abs(ref).max()))
     assert np.abs(got - ref).max() <= 0.05 * scale, (np.abs(got - ref).max(), scale)
     assert np.mean(got.argmax(-1) == ref.argmax(-1)) >= 0.9
+
+
+@pytest.mark.parametrize("token_id", [0, -1])
+def test_token_dyrelu_keeps_the_batch_dynamic_through_edge_lowering(token_id):
+    """ExecuTorch's edge lowering of `split` fixed the batch of a Mobile-Former program at the traced 2 (its
+    ExecuTorch program then failed at batch 1 and refused batch 3); the DY-ReLU slices instead."""
+    import torch
+    from executorch.exir import to_edge
+    from torch.export import Dim
+
+    from mobilevision.layers.dynamic_relu import TokenDynamicReLU
+
+    layer = TokenDynamicReLU(8, 16, token_id=token_id).eval()
+    x, tokens, mix = torch.randn(2, 8, 5, 5), torch.randn(2, 3, 16), torch.randn(2, 3, 5, 5).softmax(1)
+    batch = Dim("batch", min=1, max=16)
+    program = torch.export.export(layer, (x, tokens, mix), dynamic_shapes=({0: batch}, {0: batch}, {0: batch}))
+    (bound,) = to_edge(program).exported_program().range_constraints.values()
+    assert bound.upper == 16, bound
+
+
+@pytest.mark.slow
+def test_mobileformer_program_runs_other_batches_than_the_traced_one(tmp_path):
+    import torch
+
+    from mobilevision.deploy.fusion import fuse
+    from mobilevision.deploy.runtime import ExecuTorchClassifier
+
+    model = randomize(mobilevision.create_model("mobileformer_26m", num_classes=10)).eval()
+    res = export_model(model, tmp_path / "mf.pte", "executorch", input_size=(96, 96))
+    runner = ExecuTorchClassifier(res.path)
+    assert runner.max_batch > 2  # was fixed at the traced 2
+    x = torch.randn(3, 3, 96, 96)
+    with torch.no_grad():
+        ref = fuse(model)(x).numpy()
+    for b in (1, 3):  # traced at 2
+        assert np.abs(runner.run(x[:b].numpy()) - ref[:b]).max() <= 1e-4 * max(1.0, np.abs(ref).max())

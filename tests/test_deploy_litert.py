@@ -40,11 +40,14 @@ def test_litert_int8_runs_the_quantized_graph(tmp_path):
     from mobilevision.deploy.runtime import LiteRTClassifier
 
     model = randomize(mobilevision.create_model("test_deploynet", num_classes=10)).eval()
+    model.labels = [f"digit {i}" for i in range(10)]
     calib, x_eval, _ = calibration_data(model, "digits", 32)
     fp32 = export_model(model, tmp_path / "m.tflite", "tflite")
     res = export_model(model, tmp_path / "m_int8.tflite", "tflite", calibration=calib)
     int8 = LiteRTClassifier(res.path)
     assert int8.precision == "int8" and int8.data_config.input_size == (3, 32, 32)
+    # the metadata is the model's, not the quantized graph's (which drops its attributes)
+    assert (int8.model_name, int8.num_classes, int8.labels) == ("test_deploynet", 10, model.labels)
     assert int8.runner.input["dtype"] == np.int8 and int8.runner.output["dtype"] == np.int8
     assert res.path.stat().st_size < fp32.path.stat().st_size
     x = x_eval[:70]  # above MAX_BATCH (64): two chunks

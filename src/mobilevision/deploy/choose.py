@@ -32,7 +32,7 @@ log = logging.getLogger("mobilevision.choose")
 RUNTIMES = ("eager", "onnxruntime", "openvino", "executorch")
 RUNTIME_PACKAGE = {"eager": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino", "executorch": "executorch"}
 TASKS = ("classify", "detect", "segment")
-CACHE_VERSION = 2  # 2: OpenMP's wait policy in the key (version 1 caches were measured with it PASSIVE)
+CACHE_VERSION = 3  # 2: OpenMP's wait policy in the key; 3: eager calls timed back to back (no benchmark.Timer)
 
 
 # ---------------------------------------------------------------- candidates

@@ -38,10 +38,11 @@ def export_executorch(model: nn.Module, path: str | os.PathLike, input_size: tup
 
     model, cfg, path, _ = prepare_export(model, path, input_size, fuse_first, ".pte", "ExecuTorch program")
     c, h, w = cfg.input_size
+    traced = model  # the fused model keeps the name, classes and labels the metadata records
     if calibration is not None:
-        model = quantize_pt2e(model, calibration)
+        traced = quantize_pt2e(model, calibration)
         dynamic = False  # the quantized graph is traced at the calibration size; the batch stays dynamic
-    program = torch_export(model, c, h, w, dynamic, max_batch=MAX_BATCH, max_side=max(256, 2 * max(h, w)))
+    program = torch_export(traced, c, h, w, dynamic, max_batch=MAX_BATCH, max_side=max(256, 2 * max(h, w)))
     edge = _quiet_export(to_edge_transform_and_lower, program, partitioner=[XnnpackPartitioner()])
     graph = _delegation_report(edge.exported_program().graph)
     path.write_bytes(_quiet_export(edge.to_executorch).buffer)

@@ -45,16 +45,17 @@ def export_litert(model: nn.Module, path: str | os.PathLike, input_size: tuple[i
     c, h, w = cfg.input_size
     at_size = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(0))
     kwargs: dict = {}
+    traced = model  # the fused model keeps the name, classes and labels the metadata records
     if calibration is not None:
         from litert_torch.quantize.quant_config import QuantConfig
 
-        model, quantizer = quantize_pt2e(model, calibration)
+        traced, quantizer = quantize_pt2e(model, calibration)
         kwargs["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
         dynamic = False
 
     def convert(example: torch.Tensor, spatial: bool) -> tuple:
         """Convert at `example` (H / W dynamic with `spatial`), write `path`: (interpreter on it, its dynamic dims)."""
-        edge = _quiet(litert_torch.convert, model, (example,), dynamic_shapes=dynamic_shapes(MAX_BATCH, spatial),
+        edge = _quiet(litert_torch.convert, traced, (example,), dynamic_shapes=dynamic_shapes(MAX_BATCH, spatial),
                       **kwargs)
         _quiet(edge.export, str(path))
         interp = _interpreter(path, 1)

@@ -114,7 +114,8 @@ class TokenDynamicReLU(nn.Module):
             b, t, hh, ww = mix.shape
             hp = self.hyper(tokens).transpose(1, 2)  # (B, 2C, T)
             h = (hp @ mix.reshape(b, t, hh * ww)).reshape(b, 2 * self.channels, hh, ww)  # (B, 2C, H, W)
-        h1, h2 = h.split(self.channels, dim=1)
+        # slices, not split: ExecuTorch's edge lowering of split fixes the batch at the traced size
+        h1, h2 = h[:, :self.channels], h[:, self.channels:]
         return (h1 - 0.5) * 2.0 + 1.0, (h2 - 0.5) * 2.0
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor, mix: torch.Tensor | None = None) -> torch.Tensor:
