@@ -32,7 +32,8 @@ import torch
 
 from mobilevision.models.moga_searched import EXPANSIONS, KERNELS, SKELETON, check_layers, searched_stages
 
-from .latency_table import LatencyTable, fused_model, model_parts
+from .choose import _progress, check_clock
+from .latency_table import LatencyTable, default_table_path, fused_model, model_parts, open_table
 from .profiling import eval_pass
 
 log = logging.getLogger("mobilevision.search")
@@ -67,22 +68,17 @@ def space_costs(table: LatencyTable, size: int = 224, progress: bool = True, sav
     table.measure(models.values(), size, progress=progress, on_entry=(lambda t: t.save(save)) if save else None)
     if save:
         table.save(save)
-    layer_ms: list[dict] = [{} for _ in range(N_LAYERS)]
-    layer_params: list[dict] = [{} for _ in range(N_LAYERS)]
-    fixed_ms = fixed_params = None
     # one cold fraction for the whole space, MoGA-C's: the candidates' weight and activation bytes stay near it
     f = table.cold_fraction(fused_model("moga_searched"), size)
-    for c, m in models.items():
-        parts = model_parts(m, size, table.batch)
-        # stem, separable, 14 inverted residuals, 1x1 conv, tail
-        blocks = [b for stage in raw[c].blocks for b in stage]
-        for i in range(N_LAYERS):
-            layer_ms[i][c] = table.part_ms(parts[2 + i][0], f)
-            layer_params[i][c] = sum(p.numel() for p in blocks[1 + i].parameters())
-        if fixed_ms is None:
-            fixed = [parts[0], parts[1], parts[-2], parts[-1]]
-            fixed_ms = (table.overhead_ms or 0.0) + sum(table.part_ms(p[0], f) for p in fixed)
-            fixed_params = sum(p.numel() for p in raw[c].parameters()) - sum(layer_params[i][c] for i in range(N_LAYERS))
+    # parts: stem, separable, 14 inverted residuals, 1x1 conv, tail; blocks: separable, 14 inverted residuals, ...
+    parts = {c: model_parts(m, size, table.batch) for c, m in models.items()}
+    blocks = {c: [b for stage in m.blocks for b in stage] for c, m in raw.items()}
+    layer_ms = [{c: table.part_ms(parts[c][2 + i][0], f) for c in CHOICES} for i in range(N_LAYERS)]
+    layer_params = [{c: sum(p.numel() for p in blocks[c][1 + i].parameters()) for c in CHOICES}
+                    for i in range(N_LAYERS)]
+    first = CHOICES[0]
+    fixed_ms = (table.overhead_ms or 0.0) + sum(table.part_ms(parts[first][j][0], f) for j in (0, 1, -2, -1))
+    fixed_params = sum(p.numel() for p in raw[first].parameters()) - sum(lp[first] for lp in layer_params)
     return SpaceCosts(fixed_ms, fixed_params, layer_ms, layer_params)
 
 
@@ -145,13 +141,9 @@ def _rank01(values: Sequence[float]) -> np.ndarray:
     v = np.asarray(values, dtype=float)
     if len(v) == 1:
         return np.array([0.5])
-    order = v.argsort(kind="stable")
-    ranks = np.empty(len(v))
-    ranks[order] = np.arange(len(v))
-    for val in np.unique(v):
-        same = v == val
-        ranks[same] = ranks[same].mean()
-    return ranks / (len(v) - 1)
+    _, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
+    first = np.cumsum(counts) - counts  # the lowest 0-based rank of each distinct value
+    return (first + (counts - 1) / 2)[inverse] / (len(v) - 1)
 
 
 def weighted_fitness(proxy: Sequence[float], latency: Sequence[float], params: Sequence[float], budget_ms: float,
@@ -183,48 +175,31 @@ def evolve(costs: SpaceCosts, budget_ms: float, x: torch.Tensor, population: int
             cache[ind] = (proxy, lat, costs.params(ind))
         return cache[ind]
 
-    def feasible_random() -> tuple:
-        ind = [rng.choice(CHOICES) for _ in range(N_LAYERS)]
-        while costs.latency(ind) > budget_ms:  # repair: move a random layer to its fastest choice
+    def repair(ind: list) -> tuple:
+        while costs.latency(ind) > budget_ms:  # move a random layer to its fastest choice
             i = rng.randrange(N_LAYERS)
             ind[i] = fastest[i]
         return tuple(ind)
 
-    def mutate(ind: tuple) -> tuple:
-        out = [rng.choice(CHOICES) if rng.random() < mutation else c for c in ind]
-        while costs.latency(out) > budget_ms:
-            i = rng.randrange(N_LAYERS)
-            out[i] = fastest[i]
-        return tuple(out)
-
-    pop = [feasible_random() for _ in range(population)]
-    history = []
-    gens = range(generations)
-    if progress:
-        try:
-            from tqdm import tqdm
-
-            gens = tqdm(gens, desc="searching", unit="gen", leave=False)
-        except ImportError:
-            pass
-    for g in gens:
+    def fitness(pop: list[tuple]) -> tuple[list, np.ndarray]:
         scores = [evaluate(i) for i in pop]
-        fit = weighted_fitness([s[0] for s in scores], [s[1] for s in scores], [s[2] for s in scores], budget_ms,
-                               weights)
+        return scores, weighted_fitness(*zip(*scores), budget_ms, weights)
+
+    pop = [repair([rng.choice(CHOICES) for _ in range(N_LAYERS)]) for _ in range(population)]
+    history = []
+    for g in _progress(list(range(generations)), progress, unit="gen", desc="searching"):
+        scores, fit = fitness(pop)
         order = np.argsort(-fit)
-        best = pop[int(order[0])]
-        history.append({"generation": g, "best_proxy": scores[int(order[0])][0], "best_ms": scores[int(order[0])][1],
+        top = int(order[0])
+        history.append({"generation": g, "best_proxy": scores[top][0], "best_ms": scores[top][1],
                         "evaluated": len(cache)})
-        elite = [pop[int(i)] for i in order[: max(2, population // 4)]]
-        children = list(elite)
+        children = [pop[int(i)] for i in order[: max(2, population // 4)]]  # the elite
         while len(children) < population:
             a, b = (max(rng.sample(range(population), 3), key=lambda i: fit[i]) for _ in range(2))
-            child = tuple(pa if rng.random() < 0.5 else pb for pa, pb in zip(pop[a], pop[b]))
-            children.append(mutate(child))
+            child = [pa if rng.random() < 0.5 else pb for pa, pb in zip(pop[a], pop[b])]
+            children.append(repair([rng.choice(CHOICES) if rng.random() < mutation else c for c in child]))
         pop = children
-    scores = [evaluate(i) for i in pop]
-    fit = weighted_fitness([s[0] for s in scores], [s[1] for s in scores], [s[2] for s in scores], budget_ms, weights)
-    best = pop[int(np.argmax(fit))]
+    best = pop[int(np.argmax(fitness(pop)[1]))]
     proxy, lat, params = evaluate(best)
     return SearchResult([list(c) for c in best], lat, params, proxy, budget_ms, history, len(cache))
 
@@ -233,9 +208,6 @@ def search(budget_ms: float, runtime: str = "eager", threads: int = 2, size: int
            table_path: str | os.PathLike | None = None, population: int = 16, generations: int = 8, seed: int = 0,
            weights: tuple[float, float, float] = (1.0, 0.6, 0.4), progress: bool = True) -> SearchResult:
     """Measure the space's table (cached at `table_path`, default `default_table_path`) and search it."""
-    from .choose import check_clock
-    from .latency_table import default_table_path, open_table
-
     check_clock(clock, threads)
     if not budget_ms > 0:
         raise ValueError(f"--budget-ms must be > 0, got {budget_ms}")
