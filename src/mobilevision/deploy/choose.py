@@ -243,7 +243,6 @@ def measure_round_robin(names: Sequence[str], probe_ms: dict[str, float], runtim
 
     from .bench import torch_threads
 
-    out: dict[str, dict] = {}
     with torch_threads(threads), tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         timers = {}
         for i, name in enumerate(_progress(list(names), progress, desc="preparing the re-timing")):
@@ -256,12 +255,11 @@ def measure_round_robin(names: Sequence[str], probe_ms: dict[str, float], runtim
             for n in names:
                 blocks[n].append(timers[n](warmup, runs[n]))
     load = machine_load()
-    for n, bs in blocks.items():
-        meds = [b["median_ms"] for b in bs]
-        out[n] = {"median_ms": float(statistics.median(meds)),
-                  "p90_ms": float(statistics.median(b["p90_ms"] for b in bs)), "spread": relative_iqr(meds),
-                  "rounds": rounds, "runs": rounds * runs[n], **load}
-    return out
+    meds = {n: [b["median_ms"] for b in bs] for n, bs in blocks.items()}
+    return {n: {"median_ms": float(statistics.median(meds[n])),
+                "p90_ms": float(statistics.median(b["p90_ms"] for b in bs)), "spread": relative_iqr(meds[n]),
+                "rounds": rounds, "runs": rounds * runs[n], **load}
+            for n, bs in blocks.items()}
 
 
 # ---------------------------------------------------------------- the cache
@@ -293,9 +291,8 @@ def cache_key(runtime: str, threads: int, size: int, batch: int, clock: str = "w
 
 def cache_path(key: dict, directory: str | os.PathLike | None = None) -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    k = key
-    return Path(directory or cache_dir()) / (f"choose_{k['runtime']}_t{k['threads']}_s{k['size']}_b{k['batch']}_{k.get('clock', 'wall')}_"
-                                        f"{digest}.json")
+    name = f"choose_{key['runtime']}_t{key['threads']}_s{key['size']}_b{key['batch']}_{key.get('clock', 'wall')}"
+    return Path(directory or cache_dir()) / f"{name}_{digest}.json"
 
 
 FIGURE_FIELDS = ("family", "top1", "params_m", "gmacs")
@@ -373,14 +370,13 @@ def choose(budget_ms: float, runtime: str = "eager", threads: int = 2, size: int
            together: Callable[..., dict] | None = None, **stable_kwargs) -> Choice:
     """Measure (or read from the cache) each candidate's latency and rank them against published top-1.
 
-    Each new candidate is measured alone (`measure(name, runtime, threads, size, batch)`, default
-    `measure_model`); then (`confirm`, when anything was measured or a model near the front has no round-robin
-    figure yet) the models near the front (`near_front`) are
-    timed again together, in turn in one run (`together(names, probe_ms, runtime, threads, size, batch)`, default
-    `measure_round_robin`), and those figures rank them: the front's order is one run's comparison, not that of
-    measurements minutes apart. Their latency is the round robin's median times the group's median ratio of
-    alone to round-robin figures (the level of a model run alone); each keeps its alone figures under "alone"
-    (rows: "alone_ms", "round_robin_ms").
+    Each new candidate is measured alone (`measure(name, runtime, threads, size, batch)`, default `measure_model`);
+    then (`confirm`, when anything was measured or a model near the front has no round-robin figure yet) the
+    models near the front (`near_front`) are timed again together, in turn in one run (`together(names, probe_ms,
+    runtime, threads, size, batch)`, default `measure_round_robin`), and those figures rank them: the front's order
+    is one run's comparison, not that of measurements minutes apart. Their latency is the round robin's median
+    times the group's median ratio of alone to round-robin figures (the level of a model run alone); each keeps
+    its alone figures under "alone" (rows: "alone_ms", "round_robin_ms").
     `cache`: the cache directory (default `cache_dir()`). Tests pass fakes for `measure` and `together`.
     ValueError on a bad argument, an unknown family or runtime.
     """
@@ -407,11 +403,10 @@ def choose(budget_ms: float, runtime: str = "eager", threads: int = 2, size: int
     # a hit takes the published figures from the cache too: classifiers() imports the registry, and with it torch
     figures = stored["figures"] or classifiers()
     cands = candidates(families, names, figures)
-    results = {} if refresh else dict(stored["results"])
+    results = dict(stored["results"])
+    if refresh:  # keep the other models' figures of a refreshed subset
+        results = {n: v for n, v in results.items() if n not in cands}
     todo = [n for n in cands if n not in results]
-    if refresh:
-        # keep the other models' figures of a refreshed subset
-        results = {n: v for n, v in stored["results"].items() if n not in cands}
     if todo:
         bar = _progress(todo, progress)
         for name in bar:
@@ -474,7 +469,8 @@ def format_choice(c: Choice) -> str:
     for n in c.front:
         r = rows[n]
         mark = "  <- best under budget" if n == c.best else ""
-        lines.append(f"  {n:<30}{r['latency_ms']:>11.2f}{r['top1']:>9.1f}{r['params_m']:>10.2f}{r['gmacs']:>8.3f}{mark}")
+        lines.append(f"  {n:<30}{r['latency_ms']:>11.2f}{r['top1']:>9.1f}{r['params_m']:>10.2f}{r['gmacs']:>8.3f}"
+                     f"{mark}")
     lines.append(verdict(c))
     return "\n".join(lines)
 
@@ -490,15 +486,13 @@ def verdict(c: Choice) -> str:
 
 def plot_choice(c: Choice, path: str | os.PathLike) -> None:
     """PNG: every candidate (latency, log scale; top-1), the front as a line, the budget as a vertical line."""
-    import matplotlib
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    fams = sorted({r["family"] for r in c.rows})
-    cmap = plt.get_cmap("tab20")
-    for i, fam in enumerate(fams):
+    fig = Figure(figsize=(8, 5.5))
+    ax = fig.subplots()
+    cmap = colormaps["tab20"]
+    for i, fam in enumerate(sorted({r["family"] for r in c.rows})):
         rs = [r for r in c.rows if r["family"] == fam]
         ax.scatter([r["latency_ms"] for r in rs], [r["top1"] for r in rs], s=18, color=cmap(i % 20), label=fam)
     rows = {r["model"]: r for r in c.rows}
@@ -518,11 +512,6 @@ def plot_choice(c: Choice, path: str | os.PathLike) -> None:
     ax.legend(fontsize=6, ncol=2, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-# the fields of Choice.to_dict() that plot_choice draws
-DRAWN = ("budget_ms", "best", "front", "key", "rows")
 
 
 def write_choice(c: Choice, out_dir: str | os.PathLike) -> dict[str, Path]:
@@ -535,9 +524,10 @@ def write_choice(c: Choice, out_dir: str | os.PathLike) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "choose.json", "csv": out / "choose.csv", "png": out / "choose.png"}
     data = c.to_dict()
+    shown = ("budget_ms", "best", "front", "key", "rows")  # the fields plot_choice draws
     try:
         old = json.loads(paths["json"].read_text())
-        drawn = isinstance(old, dict) and all(old.get(k) == data[k] for k in DRAWN)
+        drawn = isinstance(old, dict) and all(old.get(k) == data[k] for k in shown)
     except (OSError, ValueError):
         drawn = False
     if not (drawn and paths["png"].is_file()):

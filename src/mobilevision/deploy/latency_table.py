@@ -41,8 +41,10 @@ from torch import nn
 
 from mobilevision.models.checkpoint import atomic_write_bytes
 
-from .choose import RUNTIMES, _progress, cache_dir, cache_key, stable_time
+from .choose import (RUNTIMES, _progress, cache_dir, cache_key, call_timer, check_clock, classifiers, runner_for,
+                     stable_time)
 from .machine import last_level_cache_bytes, machine_load
+from .profiling import eval_pass
 
 LUT_RUNTIMES = ("eager", "onnxruntime")
 TABLE_VERSION = 3  # 3: warm and cold entries, the device's cold fraction fitted on CALIBRATION
@@ -125,7 +127,7 @@ def part_key(part: nn.Module, role: str, shape: Sequence[int]) -> tuple[str, dic
     else:
         raise ValueError(f"the latency table has no entry kind for {type(part).__name__} ({role}); it covers "
                          f"the inverted-residual family (MobileNetV1-3, EfficientNet, MoGA)")
-    key = "|".join(f"{k}={v}" for k, v in d.items() if k not in ("exp",))
+    key = "|".join(f"{k}={v}" for k, v in d.items() if k != "exp")
     return key, d
 
 
@@ -179,8 +181,6 @@ def part_timer(part: nn.Module, shape: tuple, runtime: str, threads: int, work: 
     """A round timer of `part` (or a whole model) on (shape) input: eager, or onnxruntime with the module exported
     alone by the TorchScript exporter (static shape) into `work`; `between(x)` runs untimed before each call on the
     input `x`."""
-    from .choose import call_timer, runner_for
-
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     before = (lambda: between(x)) if between is not None else None
     if runtime == "eager":
@@ -218,7 +218,6 @@ def time_part(part: nn.Module, shape: tuple, runtime: str = "eager", threads: in
     """`stable_time` figures of one part (or model) on `runtime` with `threads` threads (eager: under no_grad),
     each call from the cache state `cache` (`cache_preparation`)."""
     from .bench import torch_threads
-    from .choose import check_clock
 
     check_clock(clock, threads)
     if runtime not in LUT_RUNTIMES:
@@ -240,14 +239,9 @@ def footprint(model: nn.Module, size: int = 224, batch: int = 1) -> tuple[float,
     def count(module, inputs, out):
         acts[0] += out.numel() * out.element_size() if isinstance(out, torch.Tensor) else 0
 
-    leaves = [m for m in model.modules() if not next(m.children(), None)]
-    hooks = [m.register_forward_hook(count) for m in leaves]
-    try:
-        with torch.no_grad():
-            model(torch.zeros(batch, model.conv_stem.in_channels, size, size))
-    finally:
-        for h in hooks:
-            h.remove()
+    hooks = [m.register_forward_hook(count) for m in model.modules() if not next(m.children(), None)]  # leaves
+    with eval_pass(model, hooks):
+        model(torch.zeros(batch, model.conv_stem.in_channels, size, size))
     return float(sum(p.numel() * p.element_size() for p in model.parameters())), float(acts[0])
 
 
@@ -291,8 +285,7 @@ class LatencyTable:
     "fields"}}; `overhead_ms`: the fixed cost of one timed call, added once per predicted model. `clock`:
     "wall" or "cpu" (the thread's CPU time, one thread only). `flush`: "ms" is the warm entry and "cold_ms" the
     cold one, mixed per model by its cold fraction (`cache_model`: {"coef": (a, b, c), "llc_bytes", "rows",
-    "range"});
-    without it, parts are timed from a hot cache and the sum comes out low.
+    "range"}); without it, parts are timed from a hot cache and the sum comes out low.
     """
 
     def __init__(self, runtime: str, threads: int, batch: int = 1, entries: dict | None = None,
@@ -350,17 +343,16 @@ class LatencyTable:
             if on_entry is not None:
                 on_entry(self)
         if calibrate:
-            rows = []
+            rows, llc = [], last_level_cache_bytes()
             for m, s in _progress(calib, progress, unit="model"):
                 warm, cold = self._sums(m, s)
                 p_bytes, a_bytes = footprint(m, s, self.batch)
                 meas = self._time(m, (self.batch, m.conv_stem.in_channels, s, s), "hot", **stable_kwargs)
-                llc = last_level_cache_bytes()
                 rows.append({"size": s, "warm_ms": warm, "cold_ms": cold, "measured_ms": meas["median_ms"],
                              "P": p_bytes / llc, "A": a_bytes / llc})
             coef = fit_cold_fraction(rows)
             fitted = [coef[0] + coef[1] * r["P"] + coef[2] * r["A"] for r in rows]
-            self.cache_model = {"coef": coef, "llc_bytes": last_level_cache_bytes(), "rows": rows,
+            self.cache_model = {"coef": coef, "llc_bytes": llc, "rows": rows,
                                 "range": [min(fitted), max(fitted)]}
             if on_entry is not None:
                 on_entry(self)
@@ -472,8 +464,6 @@ FAMILY_MODELS = ("mobilenetv1", "mobilenetv2", "mobilenetv3", "efficientnet", "m
 
 def family_models() -> list[str]:
     """The registered ImageNet classifiers the table covers (MobileNetV1-3, EfficientNet, MoGA)."""
-    from .choose import classifiers
-
     return [n for n, v in classifiers().items() if v["family"] in FAMILY_MODELS]
 
 
