@@ -24,15 +24,21 @@ def plot_activations(maps: Sequence[np.ndarray], images: Sequence[np.ndarray], s
                      row_titles: Sequence[str] = (), title: str = "") -> None:
     """One PNG: a row per image, the image itself then each stage's mean map over it, each cell with its own
     colour bar (stages differ in scale). `maps[i][s]` is image i's stage-s map (h, w); images (H, W, 3) in [0, 1]."""
-    from .plotting import new_figure, overlay, save_figure
+    from matplotlib.figure import Figure
 
-    n_stages = len(stage_titles)
-    fig, axes = new_figure(len(images), n_stages + 1, cell=1.7, title=title)
+    from .plotting import save_figure
+
+    n_stages, cell = len(stage_titles), 1.7
+    fig = Figure(figsize=((n_stages + 1) * cell + 1.6, len(images) * cell + 0.9), layout="constrained")
+    axes = fig.subplots(len(images), n_stages + 1, squeeze=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
     for i, img in enumerate(images):
+        h, w = img.shape[:2]
         ax = axes[i][0]
-        ax.imshow(img, extent=(0, img.shape[1], img.shape[0], 0))
-        ax.set_xticks([0, img.shape[1]])
-        ax.set_yticks([0, img.shape[0]])
+        ax.imshow(img, extent=(0, w, h, 0))
+        ax.set_xticks([0, w])
+        ax.set_yticks([0, h])
         ax.tick_params(labelsize=6)
         if i == 0:
             ax.set_title("input (px)", fontsize=8)
@@ -41,7 +47,12 @@ def plot_activations(maps: Sequence[np.ndarray], images: Sequence[np.ndarray], s
         for s in range(n_stages):
             heat = maps[i][s]
             ax = axes[i][s + 1]
-            im = overlay(ax, img, heat, vmin=float(heat.min()), vmax=float(heat.max()), cmap="inferno", alpha=0.75)
+            # the image in grey, the map stretched over it
+            ax.imshow(img.mean(-1), cmap="gray", vmin=0.0, vmax=1.0, extent=(0, w, h, 0))
+            im = ax.imshow(heat, cmap="inferno", vmin=float(heat.min()), vmax=float(heat.max()), alpha=0.75,
+                           extent=(0, w, h, 0), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
             cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
             cb.ax.tick_params(labelsize=6)
             if i == 0:

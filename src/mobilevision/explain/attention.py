@@ -115,7 +115,8 @@ def plot_attention(blocks: list[BlockAttention], image: np.ndarray, path, title:
     m2f = [a * a.shape[1] * a.shape[2] for a in m2f]  # 1 = uniform attention
     f2m = [b.former_to_mobile[index].mean(0).cpu().numpy() for b in cols]  # (H, W, T) each
     vmax = max(float(np.percentile(np.concatenate([a.ravel() for a in m2f]), 99.5)), 1.0)
-    img = _cell_image(image)
+    k = max(1, -(-96 // image.shape[0]))  # >= 96 px (nearest upsampling): each cell shows the maps' pixels crisply
+    img = image.repeat(k, axis=0).repeat(k, axis=1)
     panels = [
         ("Mobile→Former: which pixels each token reads", "inferno", 0.0, vmax,
          "weight × H·W\n(1 = uniform)", [[blend(img, m2f[j][k], 0.0, vmax, "inferno") for j in range(len(cols))]
@@ -144,9 +145,3 @@ def plot_attention(blocks: list[BlockAttention], image: np.ndarray, path, title:
     if title:
         fig.suptitle(title, fontsize=10)
     save_figure(fig, path)
-
-
-def _cell_image(image: np.ndarray, min_side: int = 96) -> np.ndarray:
-    """The image at >= `min_side` px (nearest upsampling) so that each cell shows the maps' pixels crisply."""
-    k = max(1, -(-min_side // image.shape[0]))
-    return image.repeat(k, axis=0).repeat(k, axis=1)

@@ -16,13 +16,14 @@ the second 1x1 layer, after GELU and GRN), the layers the paper plots.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from mobilevision.deploy.profiling import eval_pass
 from mobilevision.models.convnext import ConvNeXtBlock
 
 FEATURES = ("output", "mlp")
@@ -86,7 +87,6 @@ class CollapseResult:
     names: list[str]
     values: np.ndarray
     features: str = "output"
-    meta: dict = field(default_factory=dict)
 
     @property
     def mean(self) -> np.ndarray:
@@ -99,11 +99,9 @@ class CollapseResult:
         return self.values.std(axis=0)
 
 
-@torch.no_grad()
 def feature_collapse(model: nn.Module, batches: Iterable[torch.Tensor], features: str = "output") -> CollapseResult:
     """d(X) at every tap of `model` (eval mode) for each image of `batches` (each (B, C, H, W), preprocessed)."""
     taps = collapse_taps(model, features)
-    model.eval()
     current: list[torch.Tensor | None] = [None] * len(taps)
     handles = []
     for k, tap in enumerate(taps):
@@ -117,7 +115,7 @@ def feature_collapse(model: nn.Module, batches: Iterable[torch.Tensor], features
                 current[k] = channel_cosine_distance(out)
             handles.append(tap.module.register_forward_hook(hook))
     rows = []
-    try:
+    with eval_pass(model, handles):
         for x in batches:
             current[:] = [None] * len(taps)
             model(x)
@@ -125,9 +123,6 @@ def feature_collapse(model: nn.Module, batches: Iterable[torch.Tensor], features
             if missing:
                 raise ValueError(f"the forward pass did not run {missing[:3]}")
             rows.append(torch.stack(current, dim=1))  # (B, L)
-    finally:
-        for h in handles:
-            h.remove()
     if not rows:
         raise ValueError("no images to analyse")
     return CollapseResult([t.name for t in taps], torch.cat(rows).numpy(), features)

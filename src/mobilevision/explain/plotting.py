@@ -7,31 +7,6 @@ from pathlib import Path
 import numpy as np
 
 
-def new_figure(rows: int, cols: int, cell: float = 1.4, title: str = ""):
-    """A Figure with a (rows, cols) grid of image axes (a list of lists), `cell` inches per cell."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(cols * cell + 1.6, rows * cell + 0.9), layout="constrained")
-    grid = fig.subplots(rows, cols, squeeze=False)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig, [list(r) for r in grid]
-
-
-def overlay(ax, image: np.ndarray, heat: np.ndarray, *, vmin: float | None = None, vmax: float | None = None,
-            cmap: str = "inferno", alpha: float = 0.65, ticks: bool = False):
-    """Draw `image` (H, W, 3) in [0, 1] in grey with `heat` (h, w), stretched over it, on top. Returns the
-    heat map's AxesImage (for a colour bar). Pixel ticks only with `ticks`."""
-    h, w = image.shape[:2]
-    ax.imshow(image.mean(-1), cmap="gray", vmin=0.0, vmax=1.0, extent=(0, w, h, 0))
-    im = ax.imshow(heat, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha, extent=(0, w, h, 0),
-                   interpolation="nearest")
-    if not ticks:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    return im
-
-
 def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
     """Write the figure as PNG, atomically (parent folders made); returns the path."""
     from mobilevision.models.checkpoint import atomic_write_bytes
