@@ -33,6 +33,7 @@ RUNTIMES = ("eager", "onnxruntime", "openvino", "executorch")
 RUNTIME_PACKAGE = {"eager": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino", "executorch": "executorch"}
 TASKS = ("classify", "detect", "segment")
 CACHE_VERSION = 3  # 2: OpenMP's wait policy in the key; 3: eager calls timed back to back (no benchmark.Timer)
+FIGURE_FIELDS = ("family", "top1", "params_m", "gmacs")
 
 
 # ---------------------------------------------------------------- candidates
@@ -47,8 +48,7 @@ def classifiers() -> dict[str, dict]:
     """Every registered ImageNet classifier with its published figures: {name: {family, top1, params_m, gmacs}}."""
     from mobilevision.models.registry import published_figures
 
-    return {n: {"family": r["family"], "top1": r["top1"], "params_m": r["params_m"], "gmacs": r["gmacs"]}
-            for n, r in published_figures().items()}
+    return {n: {f: r[f] for f in FIGURE_FIELDS} for n, r in published_figures().items()}
 
 
 def candidates(families: Sequence[str] | None = None, names: Sequence[str] | None = None,
@@ -293,9 +293,6 @@ def cache_path(key: dict, directory: str | os.PathLike | None = None) -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     name = f"choose_{key['runtime']}_t{key['threads']}_s{key['size']}_b{key['batch']}_{key.get('clock', 'wall')}"
     return Path(directory or cache_dir()) / f"{name}_{digest}.json"
-
-
-FIGURE_FIELDS = ("family", "top1", "params_m", "gmacs")
 
 
 def read_cache(path: Path, key: dict) -> dict:

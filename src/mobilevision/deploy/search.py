@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from mobilevision.models.moga_searched import EXPANSIONS, KERNELS, SKELETON, check_layers, searched_stages
+from mobilevision.models.moga_searched import EXPANSIONS, KERNELS, SKELETON, searched_stages
 
 from .choose import _progress, check_clock
 from .latency_table import LatencyTable, default_table_path, fused_model, model_parts, open_table
@@ -241,4 +241,4 @@ def write_search(result: SearchResult, out_dir: str | os.PathLike, meta: dict | 
 
 
 __all__ = ["CHOICES", "SpaceCosts", "space_costs", "naswot_score", "digits_batch", "weighted_fitness", "evolve",
-           "search", "write_search", "SearchResult", "check_layers"]
+           "search", "write_search", "SearchResult"]

@@ -113,33 +113,26 @@ def plot_attention(blocks: list[BlockAttention], image: np.ndarray, path, title:
     t = cols[0].mobile_to_former.shape[2]
     m2f = [b.mobile_to_former[index].mean(0).cpu().numpy() for b in cols]  # (T, H, W) each
     m2f = [a * a.shape[1] * a.shape[2] for a in m2f]  # 1 = uniform attention
-    f2m = [b.former_to_mobile[index].mean(0).cpu().numpy() for b in cols]  # (H, W, T) each
+    f2m = [b.former_to_mobile[index].mean(0).cpu().numpy().transpose(2, 0, 1) for b in cols]  # (T, H, W) each
     vmax = max(float(np.percentile(np.concatenate([a.ravel() for a in m2f]), 99.5)), 1.0)
-    k = max(1, -(-96 // image.shape[0]))  # >= 96 px (nearest upsampling): each cell shows the maps' pixels crisply
-    img = image.repeat(k, axis=0).repeat(k, axis=1)
-    panels = [
-        ("Mobile→Former: which pixels each token reads", "inferno", 0.0, vmax,
-         "weight × H·W\n(1 = uniform)", [[blend(img, m2f[j][k], 0.0, vmax, "inferno") for j in range(len(cols))]
-                                          for k in range(t)], [f"in {a.shape[1]}x{a.shape[2]}" for a in m2f]),
-        ("Mobile←Former: how much each pixel reads each token", "viridis", 0.0, 1.0,
-         "weight (softmax\nover tokens)", [[blend(img, f2m[j][..., k], 0.0, 1.0, "viridis")
-                                              for j in range(len(cols))] for k in range(t)],
-         [f"out {a.shape[0]}x{a.shape[1]}" for a in f2m]),
-    ]
-    cell = img.shape[0]
-    width = 1.6 + 1.15 * len(cols)
-    fig = Figure(figsize=(width, 1.0 + 2 * (0.45 + 1.15 * t)), layout="constrained")
-    axes = fig.subplots(2, 1)
-    for ax, (name, cmap, lo, hi, bar_label, cells, sizes) in zip(axes, panels):
-        ax.imshow(mosaic(cells), interpolation="nearest")
-        step = cell + 2
+    up = max(1, -(-96 // image.shape[0]))  # >= 96 px (nearest upsampling): each cell shows the maps' pixels crisply
+    img = image.repeat(up, axis=0).repeat(up, axis=1)
+    # (title, colour map, colour bar top, its label, maps, which map of the block they cover)
+    panels = [("Mobile→Former: which pixels each token reads", "inferno", vmax, "weight × H·W\n(1 = uniform)",
+               m2f, "in"),
+              ("Mobile←Former: how much each pixel reads each token", "viridis", 1.0, "weight (softmax\nover tokens)",
+               f2m, "out")]
+    cell, step = img.shape[0], img.shape[0] + 2
+    fig = Figure(figsize=(1.6 + 1.15 * len(cols), 1.0 + 2 * (0.45 + 1.15 * t)), layout="constrained")
+    for ax, (name, cmap, hi, bar_label, maps, side) in zip(fig.subplots(2, 1), panels):
+        ax.imshow(mosaic([[blend(img, m[k], 0.0, hi, cmap) for m in maps] for k in range(t)]), interpolation="nearest")
         ax.set_xticks([j * step + cell / 2 for j in range(len(cols))],
-                      [f"{b.name}\n{s}" for b, s in zip(cols, sizes)], fontsize=7)
+                      [f"{b.name}\n{side} {m.shape[1]}x{m.shape[2]}" for b, m in zip(cols, maps)], fontsize=7)
         ax.xaxis.tick_top()
         ax.set_yticks([k * step + cell / 2 for k in range(t)], [f"token {k}" for k in range(t)], fontsize=8)
         ax.tick_params(length=0)
         ax.set_title(name, fontsize=9, loc="left")
-        bar = fig.colorbar(ScalarMappable(Normalize(lo, hi), cmap), ax=ax, fraction=0.03, pad=0.01)
+        bar = fig.colorbar(ScalarMappable(Normalize(0.0, hi), cmap), ax=ax, fraction=0.03, pad=0.01)
         bar.set_label(bar_label, fontsize=8)
         bar.ax.tick_params(labelsize=7)
     if title:
