@@ -1,12 +1,11 @@
 """Pick a backbone for this machine and a latency budget: measured latency against published ImageNet top-1.
 
-`choose(budget_ms, runtime=..., threads=..., size=..., batch=...)` measures every candidate classifier (each
-measurement repeated until its spread is small), times the ones near the front again together in one run (so
-that their order is one run's comparison), keeps the figures in a JSON cache keyed by the device
-fingerprint (CPU model + SIMD flags), runtime, threads, input size, batch and library / runtime versions, and
-returns the Pareto front of (latency, top-1) and the best model under the budget. A second call with the same
-key measures nothing; `refresh=True` measures again. The cache also keeps the candidates' published figures
-(checked against a digest of the shipped published.csv), so a cache hit imports neither torch nor the registry.
+`choose(budget_ms, runtime=..., threads=..., size=..., batch=...)` measures every candidate classifier, keeps
+the figures in a JSON cache keyed by the device fingerprint (CPU model + SIMD flags), runtime, threads, input
+size, batch and library / runtime versions, and returns the Pareto front of (latency, top-1) and the best model
+under the budget. A second call with the same key measures nothing; `refresh=True` measures again. The cache
+also keeps the candidates' published figures (checked against a digest of the shipped published.csv), so a
+cache hit imports neither torch nor the registry.
 
 Latency is what this machine does now: on a shared machine other jobs add noise, so every figure carries the
 load averages at the time it was taken.
@@ -468,17 +467,14 @@ def format_choice(c: Choice) -> str:
         mark = "  <- best under budget" if n == c.best else ""
         lines.append(f"  {n:<30}{r['latency_ms']:>11.2f}{r['top1']:>9.1f}{r['params_m']:>10.2f}{r['gmacs']:>8.3f}"
                      f"{mark}")
-    lines.append(verdict(c))
-    return "\n".join(lines)
-
-
-def verdict(c: Choice) -> str:
-    f = c.fastest
     if c.best is None:
-        return (f"no model runs within {c.budget_ms:g} ms here: the fastest is {f['model']} at "
-                f"{f['latency_ms']:.2f} ms (top-1 {f['top1']:.1f} %)")
-    b = next(r for r in c.rows if r["model"] == c.best)
-    return f"best under {c.budget_ms:g} ms: {b['model']} (top-1 {b['top1']:.1f} %, {b['latency_ms']:.2f} ms)"
+        f = c.fastest
+        lines.append(f"no model runs within {c.budget_ms:g} ms here: the fastest is {f['model']} at "
+                     f"{f['latency_ms']:.2f} ms (top-1 {f['top1']:.1f} %)")
+    else:
+        b = rows[c.best]
+        lines.append(f"best under {c.budget_ms:g} ms: {b['model']} (top-1 {b['top1']:.1f} %, {b['latency_ms']:.2f} ms)")
+    return "\n".join(lines)
 
 
 def plot_choice(c: Choice, path: str | os.PathLike) -> None:

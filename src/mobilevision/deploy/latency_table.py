@@ -41,6 +41,7 @@ from torch import nn
 
 from mobilevision.models.checkpoint import atomic_write_bytes
 
+from .bench import torch_threads
 from .choose import (RUNTIMES, _progress, cache_dir, cache_key, call_timer, check_clock, classifiers, runner_for,
                      stable_time)
 from .machine import last_level_cache_bytes, machine_load
@@ -217,8 +218,6 @@ def time_part(part: nn.Module, shape: tuple, runtime: str = "eager", threads: in
               cache: str = "hot", input_warm: bool = True, **stable_kwargs) -> dict:
     """`stable_time` figures of one part (or model) on `runtime` with `threads` threads (eager: under no_grad),
     each call from the cache state `cache` (`cache_preparation`)."""
-    from .bench import torch_threads
-
     check_clock(clock, threads)
     if runtime not in LUT_RUNTIMES:
         raise ValueError(f"the latency table measures {', '.join(LUT_RUNTIMES)}, not {runtime!r}")
@@ -305,12 +304,11 @@ class LatencyTable:
 
     def missing(self, model: nn.Module, size: int = 224) -> list[tuple[str, dict, nn.Module, tuple]]:
         """The parts of `model` whose key has no entry yet (each key once)."""
-        seen, out = set(), []
+        out: dict[str, tuple] = {}
         for p in model_parts(model, size, self.batch):
-            if p[0] not in self.entries and p[0] not in seen:
-                seen.add(p[0])
-                out.append(p)
-        return out
+            if p[0] not in self.entries:
+                out.setdefault(p[0], p)
+        return list(out.values())
 
     def _time(self, part: nn.Module, shape: tuple, cache: str, input_warm: bool = True, **stable_kwargs) -> dict:
         return time_part(part, shape, self.runtime, self.threads, self.clock, cache, input_warm, **stable_kwargs)
