@@ -38,26 +38,19 @@ def _tv_backbone_key(rest: str) -> str | None:
     if not m:
         return None
     i, tail = int(m.group(1)), m.group(2)
-    norm = {"0": "conv", "1": "bn"}
-    if i == 0:
+    if i in (0, 16):  # stem / closing 1x1 conv: Conv2dNormActivation (0 conv, 1 BN)
         part, _, leaf = tail.partition(".")
-        return {"0": "conv_stem", "1": "bn1"}[part] + "." + leaf
-    if i == 16:
-        part, _, leaf = tail.partition(".")
-        return "blocks.6.0." + {"0": "conv", "1": "bn1"}[part] + "." + leaf
+        name = ("conv_stem", "bn1")[int(part)] if i == 0 else "blocks.6.0." + ("conv", "bn1")[int(part)]
+        return f"{name}.{leaf}"
     s, b = _V3_BLOCKS[i - 1]
     m = re.match(r"block\.(\d+)\.(\w+)\.(.*)", tail)
     j, sub, leaf = int(m.group(1)), m.group(2), m.group(3)
     if i == 1:  # no expansion: dw, project
-        name = [("conv_dw", "bn1"), ("conv_pw", "bn2")][j][0 if norm.get(sub) == "conv" else 1]
+        layers = [("conv_dw", "bn1"), ("conv_pw", "bn2")]
     else:
-        layers = ["pw", "dw"] + (["se"] if i in _V3_SE else []) + ["pwl"]
-        kind = layers[j]
-        if kind == "se":
-            name = {"fc1": "se.conv_reduce", "fc2": "se.conv_expand"}[sub]
-        else:
-            conv, bn = {"pw": ("conv_pw", "bn1"), "dw": ("conv_dw", "bn2"), "pwl": ("conv_pwl", "bn3")}[kind]
-            name = conv if sub == "0" else bn
+        se = [("se.conv_reduce", "se.conv_expand")] if i in _V3_SE else []
+        layers = [("conv_pw", "bn1"), ("conv_dw", "bn2")] + se + [("conv_pwl", "bn3")]
+    name = layers[j][0 if sub in ("0", "fc1") else 1]  # (conv, BN) or (SE fc1, fc2)
     return f"blocks.{s}.{b}.{name}.{leaf}"
 
 
@@ -93,13 +86,9 @@ def torchvision_filter(state_dict: dict[str, torch.Tensor], model: nn.Module) ->
     for k, v in state_dict.items():
         if k.startswith("backbone."):
             new = _tv_backbone_key(k[len("backbone."):])
-            new = None if new is None else "backbone.model." + new
+            new = new and "backbone.model." + new
         else:
-            new = None
-            for pat, rep in _TV_HEAD_RULES:
-                if re.match(pat, k):
-                    new = re.sub(pat, rep, k, count=1)
-                    break
+            new = next((re.sub(pat, rep, k, count=1) for pat, rep in _TV_HEAD_RULES if re.match(pat, k)), None)
         if new is None:
             raise ValueError(f"torchvision key {k!r} has no counterpart in this segmenter")
         if new.startswith("aux_head.") and new not in own:
@@ -121,7 +110,8 @@ PRESETS: list[tuple[str, str, dict, dict]] = [
      dict(backbone="mobilenetv3_large_100", output_stride=16, aux=True, rates=(12, 24, 36), extra_conv=True,
           dropout=0.5, taps=_TV_TAPS, backbone_overrides=_TV_BACKBONE), _TV),
     ("lraspp_mobilenetv3_large_100", "lraspp",
-     dict(backbone="mobilenetv3_large_100", output_stride=16, channels=128, taps=_TV_TAPS, backbone_overrides=_TV_BACKBONE), _TV),
+     dict(backbone="mobilenetv3_large_100", output_stride=16, channels=128, taps=_TV_TAPS,
+          backbone_overrides=_TV_BACKBONE), _TV),
     ("deeplabv3_mobilenetv2_100", "deeplabv3",
      dict(backbone="mobilenetv2_100", output_stride=16, rates=(6, 12, 18), extra_conv=False, dropout=0.1),
      dict(_TV, input_size=(3, 512, 512))),
