@@ -49,10 +49,8 @@ class ConfusionMatrix:
         have IoU NaN and are left out of the mean."""
         m = self.matrix.double()
         tp = m.diag()
-        union = m.sum(0) + m.sum(1) - tp
-        iou = torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
-        support = m.sum(1)
-        acc = torch.where(support > 0, tp / support.clamp(min=1), torch.full_like(tp, float("nan")))
+        iou = tp / (m.sum(0) + m.sum(1) - tp)  # 0 / 0 = NaN where the class is nowhere
+        acc = tp / m.sum(1)
         total = m.sum()
         return {
             "miou": float(torch.nanmean(iou)) if torch.isfinite(iou).any() else 0.0,
