@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Iterable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 IGNORE_INDEX = 255
@@ -39,8 +40,6 @@ class ConfusionMatrix:
 
     def all_reduce(self) -> None:
         """Sum the matrix over DDP ranks (no-op without an initialised process group)."""
-        import torch.distributed as dist
-
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)
 

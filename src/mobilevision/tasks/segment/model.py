@@ -1,6 +1,7 @@
 """`Segmenter` (backbone + head + optional aux head) and `create_segmenter`, the any-backbone builder."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Sequence
 
 import torch
@@ -9,6 +10,7 @@ from torch import nn
 
 from mobilevision.data.config import resolve_data_config
 from mobilevision.layers.helpers import capturing_graph, check_choice
+from mobilevision.layers.norms import GroupNorm1, LayerNorm2d
 from mobilevision.models.factory import create_model
 from mobilevision.models.features import CarriesDataConfig, FeatureExtractor
 from mobilevision.models.inverted_residual import FAMILIES as _IR_FAMILIES
@@ -18,14 +20,17 @@ from .heads import DeepLabV3Head, FCNHead, LRASPPHead, SemanticFPNHead
 
 HEADS = ("deeplabv3", "lraspp", "fpn")
 _DEFAULT_OS = {"deeplabv3": 16, "lraspp": 16, "fpn": 32}
+# the norm on each map that the PoolFormer / ConvNeXt dense-prediction backbones add before their FPN necks
+_OUTPUT_NORMS = {"poolformer": GroupNorm1, "metaformer": GroupNorm1,
+                 "convnext": partial(LayerNorm2d, eps=1e-6), "convnextv2": partial(LayerNorm2d, eps=1e-6)}
 
 
 class Segmenter(CarriesDataConfig, nn.Module):
     """Backbone maps -> head -> logits bilinearly upsampled to the input size (torchvision's segmenters).
 
     forward(x: (B, C, H, W) normalised like the backbone's classifier) -> {"out": (B, num_classes, H, W)}, plus
-    "aux" (same shape) from the auxiliary head when there is one and the model is training or `aux=True`.
-    `in_indices` picks the backbone maps the head reads; `aux_index` the one the aux head reads.
+    "aux" (same shape) from the auxiliary head when there is one and the model is training or `aux=True`;
+    `aux_index` picks the backbone map the aux head reads.
 
     Inference on the CPU (no grad, NCHW input) computes in channels_last memory and hands back NCHW logits, so
     oneDNN skips the reorder to and from its blocked layout at every convolution. Training, other devices and
@@ -50,8 +55,7 @@ class Segmenter(CarriesDataConfig, nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         maps = self.backbone(x)
         out = {"out": F.interpolate(self.head(maps), size=size, mode="bilinear", align_corners=False)}
-        want_aux = self.training if aux is None else aux
-        if want_aux and self.aux_head is not None:
+        if (self.training if aux is None else aux) and self.aux_head is not None:
             a = self.aux_head(maps[self.aux_index])
             out["aux"] = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
         return {k: v.contiguous() for k, v in out.items()} if nhwc else out
@@ -137,7 +141,9 @@ def create_segmenter(
         feats.select(keep)
         mod = SemanticFPNHead([chs[i] for i in keep], [reds[i] for i in keep], num_classes, channels or 256,
                               dropout=0.1 if dropout is None else dropout)
-        feats = _with_output_norms(feats, cfg.family)
+        if cfg.family in _OUTPUT_NORMS:
+            feats.__class__ = NormedFeatures
+            feats.out_norms = nn.ModuleList([_OUTPUT_NORMS[cfg.family](f["num_chs"]) for f in feats.feature_info])
     if head != "fpn":
         feats.select([low_index, -1])
     aux_head = FCNHead(chs[low_index], num_classes) if aux else None
@@ -151,25 +157,10 @@ def create_segmenter(
 
 
 class NormedFeatures(FeatureExtractor):
-    """A FeatureExtractor whose maps each pass one norm (PoolFormer's GroupNorm, ConvNeXt's LayerNorm), as the
-    PoolFormer / ConvNeXt dense-prediction backbones add before their necks."""
+    """A FeatureExtractor whose maps each pass one norm of `out_norms` (see `_OUTPUT_NORMS`)."""
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [norm(m) for norm, m in zip(self.out_norms, super().forward(x))]
-
-
-def _with_output_norms(feats: FeatureExtractor, family: str) -> FeatureExtractor:
-    from mobilevision.layers.norms import GroupNorm1, LayerNorm2d
-
-    if family in ("poolformer", "metaformer"):
-        make = GroupNorm1
-    elif family in ("convnext", "convnextv2"):
-        make = lambda c: LayerNorm2d(c, eps=1e-6)  # noqa: E731
-    else:
-        return feats
-    feats.__class__ = NormedFeatures
-    feats.out_norms = nn.ModuleList([make(f["num_chs"]) for f in feats.feature_info])
-    return feats
 
 
 class LogitsOnly(nn.Module):

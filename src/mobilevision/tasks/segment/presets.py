@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from mobilevision.data.config import IMAGENET_MEAN, IMAGENET_STD
+from mobilevision.models.mobilenet import _modules_in_order
 from mobilevision.models.registry import ModelConfig, WeightSource, register_model
 
 from .model import Segmenter, create_segmenter
@@ -25,35 +26,6 @@ def _build(num_classes: int = 21, in_chans: int = 3, drop_rate: float = 0.0, dro
 
 
 # --------------------------------------------------------------------------- torchvision -> ours key mapping
-# torchvision's MobileNetV3-Large `features.i` (i = 1..15) are our 15 bneck blocks in stage order; the
-# stage sizes of MOBILENET_V3_LARGE give our (stage, block) of each; features.16 is the closing 1x1 conv.
-_V3_LARGE_STAGES = (1, 2, 3, 4, 2, 3)
-_V3_BLOCKS = [(s, b) for s, n in enumerate(_V3_LARGE_STAGES) for b in range(n)]
-_V3_SE = {4, 5, 6, 11, 12, 13, 14, 15}  # torchvision feature indices whose block has squeeze-excite
-
-
-def _tv_backbone_key(rest: str) -> str | None:
-    """`backbone.<i>.<...>` tail -> our key under `backbone.model.`, None if not a backbone key."""
-    m = re.match(r"(\d+)\.(.*)", rest)
-    if not m:
-        return None
-    i, tail = int(m.group(1)), m.group(2)
-    if i in (0, 16):  # stem / closing 1x1 conv: Conv2dNormActivation (0 conv, 1 BN)
-        part, _, leaf = tail.partition(".")
-        name = ("conv_stem", "bn1")[int(part)] if i == 0 else "blocks.6.0." + ("conv", "bn1")[int(part)]
-        return f"{name}.{leaf}"
-    s, b = _V3_BLOCKS[i - 1]
-    m = re.match(r"block\.(\d+)\.(\w+)\.(.*)", tail)
-    j, sub, leaf = int(m.group(1)), m.group(2), m.group(3)
-    if i == 1:  # no expansion: dw, project
-        layers = [("conv_dw", "bn1"), ("conv_pw", "bn2")]
-    else:
-        se = [("se.conv_reduce", "se.conv_expand")] if i in _V3_SE else []
-        layers = [("conv_pw", "bn1"), ("conv_dw", "bn2")] + se + [("conv_pwl", "bn3")]
-    name = layers[j][0 if sub in ("0", "fc1") else 1]  # (conv, BN) or (SE fc1, fc2)
-    return f"blocks.{s}.{b}.{name}.{leaf}"
-
-
 _TV_HEAD_RULES = (
     # DeepLabHead = Sequential(ASPP, conv3x3, BN, ReLU, conv1x1)
     (r"classifier\.0\.convs\.([0-3])\.0\.", r"head.aspp.branches.\1.conv."),
@@ -81,14 +53,19 @@ def torchvision_filter(state_dict: dict[str, torch.Tensor], model: nn.Module) ->
     passes unchanged. An aux head in the file but not in the model is dropped."""
     if "backbone.0.0.weight" not in state_dict:
         return state_dict
-    own = set(model.state_dict())
-    out = {}
+    own = model.state_dict()
+    # the backbone (torchvision's MobileNetV3 `features`) matched by position, as `mobilenet.torchvision_filter` does
+    theirs = _modules_in_order({k.removeprefix("backbone."): v for k, v in state_dict.items()
+                                if k.startswith("backbone.")}, natural=True)
+    ours = _modules_in_order({k: v for k, v in own.items() if k.startswith("backbone.model.")})
+    if [sorted(p) for p in theirs.values()] != [sorted(p) for p in ours.values()]:
+        raise ValueError(f"torchvision's backbone ({len(theirs)} layers) does not fit this segmenter's ({len(ours)}); "
+                         f"it is the MobileNetV3-Large of the deeplabv3 / lraspp_mobilenetv3_large_100 presets")
+    out = {f"{mod}.{leaf}": v for mod, params in zip(ours, theirs.values()) for leaf, v in params.items()}
     for k, v in state_dict.items():
         if k.startswith("backbone."):
-            new = _tv_backbone_key(k[len("backbone."):])
-            new = new and "backbone.model." + new
-        else:
-            new = next((re.sub(pat, rep, k, count=1) for pat, rep in _TV_HEAD_RULES if re.match(pat, k)), None)
+            continue
+        new = next((re.sub(pat, rep, k, count=1) for pat, rep in _TV_HEAD_RULES if re.match(pat, k)), None)
         if new is None:
             raise ValueError(f"torchvision key {k!r} has no counterpart in this segmenter")
         if new.startswith("aux_head.") and new not in own:

@@ -22,7 +22,7 @@ from .metrics import IGNORE_INDEX, ConfusionMatrix, stride_oracle
 
 
 def _recipe_get(recipe: Any, name: str, default: Any = None) -> Any:
-    value = getattr(recipe, name, None) if recipe is not None else None
+    value = getattr(recipe, name, None)  # recipe may be None
     return default if value is None else value
 
 
