@@ -116,9 +116,8 @@ def create_segmenter(
                          in_chans=in_chans, drop_path_rate=drop_path_rate, **overrides)
     if drop_final_conv and not taps and hasattr(feats.model, "final_conv"):  # maps at the stages' ends
         feats = FeatureExtractor(feats.model, out_modules=[f"stages.{i}" for i in range(len(feats.model.stages))])
-    info = feats.feature_info
-    chs = [f["num_chs"] for f in info]
-    reds = [f["reduction"] for f in info]
+    chs = [f["num_chs"] for f in feats.feature_info]
+    reds = [f["reduction"] for f in feats.feature_info]
     if low_index is None:
         if 8 not in reds:
             raise ValueError(f"backbone {backbone} has no stride-8 map (reductions {reds}); pass low_index=")
