@@ -127,8 +127,8 @@ class DigitsScenes:
         for _ in range(20):
             y0 = int(rng.integers(self.size - height + 1))
             x0 = int(rng.integers(self.size - width + 1))
-            box = [x0, y0, x0 + width, y0 + height]
-            if all(not _overlap(box, t, margin=2) for t in taken):
+            x1, y1 = x0 + width + 2, y0 + height + 2  # at least 2 px from every box already placed
+            if all(x1 <= t[0] or t[2] + 2 <= x0 or y1 <= t[1] or t[3] + 2 <= y0 for t in taken):
                 break
         else:
             return None
@@ -179,7 +179,3 @@ class DigitsOnPhotos:
         self.scenes._paste(canvas, np.zeros((self.size, self.size), np.uint8), self.scans[k], self.targets[k],
                            [], rng, height=height)
         return Image.fromarray(np.clip(np.rint(canvas), 0, 255).astype(np.uint8), "RGB"), self.targets[k]
-
-
-def _overlap(a: list, b: list, margin: int = 0) -> bool:
-    return not (a[2] + margin <= b[0] or b[2] + margin <= a[0] or a[3] + margin <= b[1] or b[3] + margin <= a[1])

@@ -45,14 +45,11 @@ def voc_palette() -> list[int]:
     """The PASCAL VOC colour map: 256 entries as a flat [r, g, b, ...] list (the bit-interleaved VOC scheme)."""
     pal = []
     for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal += [r, g, b]
+        rgb = [0, 0, 0]
+        for j in range(8):  # bit 3j + k of the index is bit 7 - j of channel k
+            for k in range(3):
+                rgb[k] |= ((i >> (3 * j + k)) & 1) << (7 - j)
+        pal += rgb
     return pal
 
 
@@ -82,27 +79,20 @@ class PairSource:
     largest label (other than 255) + 1.
     """
 
-    def __init__(self, pairs: Sequence[tuple[Path, Path | None]], num_classes: int | None, classes: Sequence[str] | None,
-                 name: str) -> None:
+    def __init__(self, pairs: Sequence[tuple[Path, Path | None]], num_classes: int | None,
+                 classes: Sequence[str] | None, name: str) -> None:
         self.name = name
         self.skipped: dict[str, int] = {}
-        kept, labels_max, warned = [], -1, 0
+        kept, labels_max = [], -1
         for img_path, mask_path in pairs:
-            reason, mask = self._check(img_path, mask_path)
+            reason, top = self._check(img_path, mask_path, num_classes)
             if reason is None:
-                present = mask[mask != IGNORE_INDEX]
-                top = int(present.max(initial=0))
-                if num_classes is not None and top >= num_classes:
-                    reason = "label_out_of_range"
-                else:
-                    labels_max = max(labels_max, top)
-            if reason is not None:
-                self.skipped[reason] = self.skipped.get(reason, 0) + 1
-                if warned < _MAX_WARNINGS:
-                    warnings.warn(f"{name}: skipping {img_path.name} ({reason.replace('_', ' ')})", stacklevel=3)
-                    warned += 1
+                kept.append((img_path, mask_path))
+                labels_max = max(labels_max, top)
                 continue
-            kept.append((img_path, mask_path))
+            self.skipped[reason] = self.skipped.get(reason, 0) + 1
+            if sum(self.skipped.values()) <= _MAX_WARNINGS:
+                warnings.warn(f"{name}: skipping {img_path.name} ({reason.replace('_', ' ')})", stacklevel=3)
         if not kept:
             why = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())) or "no pairs found"
             raise ValueError(f"{name}: no usable image/mask pair ({why}); every image needs a same-size mask with "
@@ -112,22 +102,24 @@ class PairSource:
         self.classes = list(classes) if classes else [str(i) for i in range(self.num_classes)]
 
     @staticmethod
-    def _check(img_path: Path, mask_path: Path | None) -> tuple[str | None, np.ndarray | None]:
+    def _check(img_path: Path, mask_path: Path | None, num_classes: int | None) -> tuple[str | None, int]:
+        """(why the pair is skipped or None, its largest label other than 255)."""
         if mask_path is None or not mask_path.is_file():
-            return "missing_mask", None
+            return "missing_mask", -1
         try:
             with Image.open(img_path) as im:
                 size = im.size
                 im.verify()
         except Exception:  # PIL raises many types for broken files
-            return "unreadable_image", None
+            return "unreadable_image", -1
         try:
             mask = load_mask(mask_path)
         except Exception:
-            return "unreadable_mask", None
+            return "unreadable_mask", -1
         if (mask.shape[1], mask.shape[0]) != size:
-            return "mask_size_mismatch", None
-        return None, mask
+            return "mask_size_mismatch", -1
+        top = int(mask[mask != IGNORE_INDEX].max(initial=0))
+        return ("label_out_of_range" if num_classes is not None and top >= num_classes else None), top
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -147,13 +139,8 @@ def open_voc(root: str | os.PathLike, split: str, num_classes: int | None = 21) 
     if not ids_file.is_file():
         raise FileNotFoundError(f"VOC split list not found: {ids_file} (expected ImageSets/Segmentation/{split}.txt)")
     ids = [line.strip() for line in ids_file.read_text().splitlines() if line.strip()]
-    pairs = []
-    for i in ids:
-        img = root / "JPEGImages" / f"{i}.jpg"
-        mask = root / "SegmentationClass" / f"{i}.png"
-        pairs.append((img, mask if mask.is_file() else None))
-    classes = VOC_CLASSES if num_classes == 21 else None
-    return PairSource(pairs, num_classes, classes, f"VOC {split} ({root})")
+    pairs = [(root / "JPEGImages" / f"{i}.jpg", root / "SegmentationClass" / f"{i}.png") for i in ids]
+    return PairSource(pairs, num_classes, VOC_CLASSES if num_classes == 21 else None, f"VOC {split} ({root})")
 
 
 def open_pairs(root: str | os.PathLike, num_classes: int | None = None) -> PairSource:

@@ -129,12 +129,10 @@ class SemanticFPNHead(nn.Module):
                  channels: int = 128, dropout: float = 0.1) -> None:
         super().__init__()
         self.fpn = FPNNeck(in_chs, fpn_channels)
-        self.scale_heads = nn.ModuleList()
-        for r in reductions:
-            steps = max(1, int(round(math.log2(r / reductions[0]))))
-            self.scale_heads.append(nn.ModuleList([
-                ConvNormAct(fpn_channels if k == 0 else channels, channels, 3, act="relu") for k in range(steps)]))
         self.ups = [int(round(math.log2(r / reductions[0]))) for r in reductions]
+        self.scale_heads = nn.ModuleList([nn.ModuleList([
+            ConvNormAct(fpn_channels if k == 0 else channels, channels, 3, act="relu") for k in range(max(1, ups))])
+            for ups in self.ups])
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 

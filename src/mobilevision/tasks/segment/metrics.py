@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Iterable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 IGNORE_INDEX = 255
@@ -39,8 +40,6 @@ class ConfusionMatrix:
 
     def all_reduce(self) -> None:
         """Sum the matrix over DDP ranks (no-op without an initialised process group)."""
-        import torch.distributed as dist
-
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)
 
@@ -49,10 +48,8 @@ class ConfusionMatrix:
         have IoU NaN and are left out of the mean."""
         m = self.matrix.double()
         tp = m.diag()
-        union = m.sum(0) + m.sum(1) - tp
-        iou = torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
-        support = m.sum(1)
-        acc = torch.where(support > 0, tp / support.clamp(min=1), torch.full_like(tp, float("nan")))
+        iou = tp / (m.sum(0) + m.sum(1) - tp)  # 0 / 0 = NaN where the class is nowhere
+        acc = tp / m.sum(1)
         total = m.sum()
         return {
             "miou": float(torch.nanmean(iou)) if torch.isfinite(iou).any() else 0.0,

@@ -1,6 +1,7 @@
 """`Segmenter` (backbone + head + optional aux head) and `create_segmenter`, the any-backbone builder."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Sequence
 
 import torch
@@ -9,6 +10,7 @@ from torch import nn
 
 from mobilevision.data.config import resolve_data_config
 from mobilevision.layers.helpers import capturing_graph, check_choice
+from mobilevision.layers.norms import GroupNorm1, LayerNorm2d
 from mobilevision.models.factory import create_model
 from mobilevision.models.features import CarriesDataConfig, FeatureExtractor
 from mobilevision.models.inverted_residual import FAMILIES as _IR_FAMILIES
@@ -18,30 +20,30 @@ from .heads import DeepLabV3Head, FCNHead, LRASPPHead, SemanticFPNHead
 
 HEADS = ("deeplabv3", "lraspp", "fpn")
 _DEFAULT_OS = {"deeplabv3": 16, "lraspp": 16, "fpn": 32}
+# the norm on each map that the PoolFormer / ConvNeXt dense-prediction backbones add before their FPN necks
+_OUTPUT_NORMS = {"poolformer": GroupNorm1, "metaformer": GroupNorm1,
+                 "convnext": partial(LayerNorm2d, eps=1e-6), "convnextv2": partial(LayerNorm2d, eps=1e-6)}
 
 
 class Segmenter(CarriesDataConfig, nn.Module):
     """Backbone maps -> head -> logits bilinearly upsampled to the input size (torchvision's segmenters).
 
     forward(x: (B, C, H, W) normalised like the backbone's classifier) -> {"out": (B, num_classes, H, W)}, plus
-    "aux" (same shape) from the auxiliary head when there is one and the model is training or `aux=True`.
-    `in_indices` picks the backbone maps the head reads; `aux_index` the one the aux head reads.
+    "aux" (same shape) from the auxiliary head when there is one and the model is training or `aux=True`;
+    `aux_index` picks the backbone map the aux head reads.
 
-    Inference on the CPU (no grad, NCHW input) computes in channels_last memory and hands back NCHW logits:
-    oneDNN then skips the reorder to and from its blocked layout at every convolution, which made
-    DeepLabv3-MobileNetV3 at 520 px 0.6x and LR-ASPP 0.8x the time of the same model in NCHW (2 threads,
-    AMD EPYC; conversions included). Training, other devices and graph capture keep the input's layout, and so
-    does `channels_last_inference = False`.
+    Inference on the CPU (no grad, NCHW input) computes in channels_last memory and hands back NCHW logits, so
+    oneDNN skips the reorder to and from its blocked layout at every convolution. Training, other devices and
+    graph capture keep the input's layout, and so does `channels_last_inference = False`.
     """
 
     channels_last_inference = True
 
     def __init__(self, backbone: FeatureExtractor, head: nn.Module, num_classes: int, *,
-                 aux_head: nn.Module | None = None, aux_index: int | None = None, head_name: str = "",
-                 config: dict | None = None) -> None:
+                 aux_head: nn.Module | None = None, aux_index: int | None = None, config: dict | None = None) -> None:
         super().__init__()
         self.backbone, self.head, self.aux_head, self.aux_index = backbone, head, aux_head, aux_index
-        self.num_classes, self.head_name = num_classes, head_name
+        self.num_classes = num_classes
         self.segmenter_config = dict(config or {})
         self.data_config = resolve_data_config(backbone)
 
@@ -53,8 +55,7 @@ class Segmenter(CarriesDataConfig, nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         maps = self.backbone(x)
         out = {"out": F.interpolate(self.head(maps), size=size, mode="bilinear", align_corners=False)}
-        want_aux = self.training if aux is None else aux
-        if want_aux and self.aux_head is not None:
+        if (self.training if aux is None else aux) and self.aux_head is not None:
             a = self.aux_head(maps[self.aux_index])
             out["aux"] = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
         return {k: v.contiguous() for k, v in out.items()} if nhwc else out
@@ -87,16 +88,16 @@ def create_segmenter(
 
     output_stride: 8 / 16 / 32 (default 16 for deeplabv3 and lraspp, 32 for fpn), given to create_model; the
     inverted-residual families also dilate the formerly strided block (torchvision's `dilated=True` rule),
-    the others follow their own (MobileViT: cvnets'). aux: an FCN auxiliary head on
-    the stride-8 map (torchvision's DeepLabv3). channels: ASPP width (256) / LR-ASPP inter channels (128) /
-    FPN width (256). rates: ASPP dilation rates ((12, 24, 36) torchvision; (6, 12, 18) the MobileViT paper).
-    dropout: after the ASPP projection (0.5) or before the FPN classifier (0.1). extra_conv: DeepLabv3's 3x3
-    conv after ASPP (torchvision: yes; ml-cvnets and the MobileNetV2 paper: no). drop_final_conv: run ASPP on
-    the last stage's output rather than a final 1x1 expansion (MobileViT). low_index: the stride-8 map for
-    LR-ASPP / aux (default: the map with reduction 8). taps: read the maps after these blocks instead of at
-    stage ends (inverted-residual backbones; torchvision's MobileNetV3 segmenters use
-    ('blocks.2.0', 'blocks.6')). backbone_overrides: passed to create_model (e.g.
-    bn_eps=1e-3). Input: normalised images (the backbone's `data_config`).
+    the others follow their own (MobileViT: cvnets'). aux: an FCN auxiliary head on the stride-8 map
+    (torchvision's DeepLabv3). channels: ASPP width (256) / LR-ASPP inter channels (128) / FPN width (256).
+    rates: ASPP dilation rates ((12, 24, 36) torchvision; (6, 12, 18) the MobileViT paper). dropout: after the
+    ASPP projection (0.5) or before the FPN classifier (0.1). extra_conv: DeepLabv3's 3x3 conv after ASPP
+    (torchvision: yes; ml-cvnets and the MobileNetV2 paper: no). drop_final_conv: run ASPP on the last stage's
+    output rather than a final 1x1 expansion (MobileViT). low_index: the stride-8 map for LR-ASPP / aux
+    (default: the map with reduction 8). taps: read the maps after these blocks instead of at stage ends
+    (inverted-residual backbones; torchvision's MobileNetV3 segmenters use ('blocks.2.0', 'blocks.6')).
+    backbone_overrides: passed to create_model (e.g. bn_eps=1e-3). Input: normalised images (the backbone's
+    `data_config`).
     """
     if unknown:
         raise ValueError(f"create_segmenter got unknown argument(s) {sorted(unknown)}")
@@ -115,40 +116,37 @@ def create_segmenter(
                          in_chans=in_chans, drop_path_rate=drop_path_rate, **overrides)
     if drop_final_conv and not taps and hasattr(feats.model, "final_conv"):  # maps at the stages' ends
         feats = FeatureExtractor(feats.model, out_modules=[f"stages.{i}" for i in range(len(feats.model.stages))])
-    info = feats.feature_info
-    chs = [f["num_chs"] for f in info]
-    reds = [f["reduction"] for f in info]
+    chs = [f["num_chs"] for f in feats.feature_info]
+    reds = [f["reduction"] for f in feats.feature_info]
     if low_index is None:
-        low_index = _index_of_reduction(reds, 8, backbone)
+        if 8 not in reds:
+            raise ValueError(f"backbone {backbone} has no stride-8 map (reductions {reds}); pass low_index=")
+        low_index = reds.index(8)
     config = dict(head=head, backbone=backbone, num_classes=num_classes, output_stride=os_, aux=aux,
                   in_chans=in_chans, channels=channels, rates=list(rates) if rates else None, dropout=dropout,
                   extra_conv=extra_conv, drop_final_conv=drop_final_conv, low_index=low_index,
-                  taps=list(taps) if taps else None,
-                  backbone_overrides=backbone_overrides)
-    aux_head = None
+                  taps=list(taps) if taps else None, backbone_overrides=backbone_overrides)
+    if aux and head != "deeplabv3":
+        raise ValueError(f"the {head} head has no auxiliary head; drop aux=True")
     if head == "deeplabv3":
-        feats.select([low_index, -1])
         mod = DeepLabV3Head(chs[-1], num_classes, tuple(rates or (12, 24, 36)), channels or 256,
                             0.5 if dropout is None else dropout, True if extra_conv is None else extra_conv)
-        if aux:
-            aux_head = FCNHead(chs[low_index], num_classes)
     elif head == "lraspp":
-        if aux:
-            raise ValueError("the lraspp head has no auxiliary head; drop aux=True")
-        feats.select([low_index, -1])
         mod = LRASPPHead(chs[low_index], chs[-1], num_classes, channels or 128)
     else:
-        if aux:
-            raise ValueError("the fpn head has no auxiliary head; drop aux=True")
         keep = [i for i, r in enumerate(reds) if r >= 4]
         if len(keep) < 2:
             raise ValueError(f"the fpn head needs >= 2 maps at reductions >= 4; {backbone} has {reds}")
         feats.select(keep)
         mod = SemanticFPNHead([chs[i] for i in keep], [reds[i] for i in keep], num_classes, channels or 256,
                               dropout=0.1 if dropout is None else dropout)
-        feats = _with_output_norms(feats, cfg.family)
-    model = Segmenter(feats, mod, num_classes, aux_head=aux_head, aux_index=0 if aux_head is not None else None,
-                      head_name=head, config=config)
+        if cfg.family in _OUTPUT_NORMS:
+            feats.__class__ = NormedFeatures
+            feats.out_norms = nn.ModuleList([_OUTPUT_NORMS[cfg.family](f["num_chs"]) for f in feats.feature_info])
+    if head != "fpn":
+        feats.select([low_index, -1])
+    aux_head = FCNHead(chs[low_index], num_classes) if aux else None
+    model = Segmenter(feats, mod, num_classes, aux_head=aux_head, aux_index=0 if aux else None, config=config)
     # the finest map the logits come from (then upsampled bilinearly to the input)
     model.logit_stride = reds[keep[0]] if head == "fpn" else reds[low_index] if head == "lraspp" else reds[-1]
     from .presets import torchvision_filter  # noqa: PLC0415  (presets imports this module)
@@ -157,33 +155,11 @@ def create_segmenter(
     return model
 
 
-def _index_of_reduction(reds: list[int], r: int, name: str) -> int:
-    for i, red in enumerate(reds):
-        if red == r:
-            return i
-    raise ValueError(f"backbone {name} has no stride-{r} map (reductions {reds}); pass low_index=")
-
-
 class NormedFeatures(FeatureExtractor):
-    """A FeatureExtractor whose maps each pass one norm (PoolFormer's GroupNorm, ConvNeXt's LayerNorm), as the
-    PoolFormer / ConvNeXt dense-prediction backbones add before their necks."""
+    """A FeatureExtractor whose maps each pass one norm of `out_norms` (see `_OUTPUT_NORMS`)."""
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [norm(m) for norm, m in zip(self.out_norms, super().forward(x))]
-
-
-def _with_output_norms(feats: FeatureExtractor, family: str) -> FeatureExtractor:
-    from mobilevision.layers.norms import GroupNorm1, LayerNorm2d
-
-    if family in ("poolformer", "metaformer"):
-        make = GroupNorm1
-    elif family in ("convnext", "convnextv2"):
-        make = lambda c: LayerNorm2d(c, eps=1e-6)  # noqa: E731
-    else:
-        return feats
-    feats.__class__ = NormedFeatures
-    feats.out_norms = nn.ModuleList([make(f["num_chs"]) for f in feats.feature_info])
-    return feats
 
 
 class LogitsOnly(nn.Module):

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from mobilevision.data.config import IMAGENET_MEAN, IMAGENET_STD
+from mobilevision.models.mobilenet import _modules_in_order
 from mobilevision.models.registry import ModelConfig, WeightSource, register_model
 
 from .model import Segmenter, create_segmenter
@@ -25,42 +26,6 @@ def _build(num_classes: int = 21, in_chans: int = 3, drop_rate: float = 0.0, dro
 
 
 # --------------------------------------------------------------------------- torchvision -> ours key mapping
-# torchvision's MobileNetV3-Large `features.i` (i = 1..15) are our 15 bneck blocks in stage order; the
-# stage sizes of MOBILENET_V3_LARGE give our (stage, block) of each; features.16 is the closing 1x1 conv.
-_V3_LARGE_STAGES = (1, 2, 3, 4, 2, 3)
-_V3_BLOCKS = [(s, b) for s, n in enumerate(_V3_LARGE_STAGES) for b in range(n)]
-_V3_SE = {4, 5, 6, 11, 12, 13, 14, 15}  # torchvision feature indices whose block has squeeze-excite
-
-
-def _tv_backbone_key(rest: str) -> str | None:
-    """`backbone.<i>.<...>` tail -> our key under `backbone.model.`, None if not a backbone key."""
-    m = re.match(r"(\d+)\.(.*)", rest)
-    if not m:
-        return None
-    i, tail = int(m.group(1)), m.group(2)
-    norm = {"0": "conv", "1": "bn"}
-    if i == 0:
-        part, _, leaf = tail.partition(".")
-        return {"0": "conv_stem", "1": "bn1"}[part] + "." + leaf
-    if i == 16:
-        part, _, leaf = tail.partition(".")
-        return "blocks.6.0." + {"0": "conv", "1": "bn1"}[part] + "." + leaf
-    s, b = _V3_BLOCKS[i - 1]
-    m = re.match(r"block\.(\d+)\.(\w+)\.(.*)", tail)
-    j, sub, leaf = int(m.group(1)), m.group(2), m.group(3)
-    if i == 1:  # no expansion: dw, project
-        name = [("conv_dw", "bn1"), ("conv_pw", "bn2")][j][0 if norm.get(sub) == "conv" else 1]
-    else:
-        layers = ["pw", "dw"] + (["se"] if i in _V3_SE else []) + ["pwl"]
-        kind = layers[j]
-        if kind == "se":
-            name = {"fc1": "se.conv_reduce", "fc2": "se.conv_expand"}[sub]
-        else:
-            conv, bn = {"pw": ("conv_pw", "bn1"), "dw": ("conv_dw", "bn2"), "pwl": ("conv_pwl", "bn3")}[kind]
-            name = conv if sub == "0" else bn
-    return f"blocks.{s}.{b}.{name}.{leaf}"
-
-
 _TV_HEAD_RULES = (
     # DeepLabHead = Sequential(ASPP, conv3x3, BN, ReLU, conv1x1)
     (r"classifier\.0\.convs\.([0-3])\.0\.", r"head.aspp.branches.\1.conv."),
@@ -88,18 +53,19 @@ def torchvision_filter(state_dict: dict[str, torch.Tensor], model: nn.Module) ->
     passes unchanged. An aux head in the file but not in the model is dropped."""
     if "backbone.0.0.weight" not in state_dict:
         return state_dict
-    own = set(model.state_dict())
-    out = {}
+    own = model.state_dict()
+    # the backbone (torchvision's MobileNetV3 `features`) matched by position, as `mobilenet.torchvision_filter` does
+    theirs = _modules_in_order({k.removeprefix("backbone."): v for k, v in state_dict.items()
+                                if k.startswith("backbone.")}, natural=True)
+    ours = _modules_in_order({k: v for k, v in own.items() if k.startswith("backbone.model.")})
+    if [sorted(p) for p in theirs.values()] != [sorted(p) for p in ours.values()]:
+        raise ValueError(f"torchvision's backbone ({len(theirs)} layers) does not fit this segmenter's ({len(ours)}); "
+                         f"it is the MobileNetV3-Large of the deeplabv3 / lraspp_mobilenetv3_large_100 presets")
+    out = {f"{mod}.{leaf}": v for mod, params in zip(ours, theirs.values()) for leaf, v in params.items()}
     for k, v in state_dict.items():
         if k.startswith("backbone."):
-            new = _tv_backbone_key(k[len("backbone."):])
-            new = None if new is None else "backbone.model." + new
-        else:
-            new = None
-            for pat, rep in _TV_HEAD_RULES:
-                if re.match(pat, k):
-                    new = re.sub(pat, rep, k, count=1)
-                    break
+            continue
+        new = next((re.sub(pat, rep, k, count=1) for pat, rep in _TV_HEAD_RULES if re.match(pat, k)), None)
         if new is None:
             raise ValueError(f"torchvision key {k!r} has no counterpart in this segmenter")
         if new.startswith("aux_head.") and new not in own:
@@ -121,7 +87,8 @@ PRESETS: list[tuple[str, str, dict, dict]] = [
      dict(backbone="mobilenetv3_large_100", output_stride=16, aux=True, rates=(12, 24, 36), extra_conv=True,
           dropout=0.5, taps=_TV_TAPS, backbone_overrides=_TV_BACKBONE), _TV),
     ("lraspp_mobilenetv3_large_100", "lraspp",
-     dict(backbone="mobilenetv3_large_100", output_stride=16, channels=128, taps=_TV_TAPS, backbone_overrides=_TV_BACKBONE), _TV),
+     dict(backbone="mobilenetv3_large_100", output_stride=16, channels=128, taps=_TV_TAPS,
+          backbone_overrides=_TV_BACKBONE), _TV),
     ("deeplabv3_mobilenetv2_100", "deeplabv3",
      dict(backbone="mobilenetv2_100", output_stride=16, rates=(6, 12, 18), extra_conv=False, dropout=0.1),
      dict(_TV, input_size=(3, 512, 512))),

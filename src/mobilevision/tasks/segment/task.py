@@ -22,7 +22,7 @@ from .metrics import IGNORE_INDEX, ConfusionMatrix, stride_oracle
 
 
 def _recipe_get(recipe: Any, name: str, default: Any = None) -> Any:
-    value = getattr(recipe, name, None) if recipe is not None else None
+    value = getattr(recipe, name, None)  # recipe may be None
     return default if value is None else value
 
 
@@ -59,14 +59,7 @@ class SegmentTask(Task):
     def __init__(self, model_name: str | None = None, options: dict | None = None, **keywords: Any) -> None:
         """`SegmentTask(NAME, aux_weight=0.5)` is `SegmentTask(NAME, {"aux_weight": 0.5})`."""
         super().__init__(model_name, {**(options or {}), **keywords})
-        o = self.options
-        self.aux_weight = float(o.aux_weight)
-        self.num_classes = o.num_classes
-        self.eval_size = o.eval_size
-        self.num_scenes = dict(o.num_scenes)
-        self.scene_size = o.scene_size
-        self.class_weights = o.class_weights
-        self.redraw = bool(o.redraw)
+        self.num_classes = self.options.num_classes  # then the data's
         self.labels: list[str] = []
 
     # ------------------------------------------------------------------------------------------ data
@@ -76,47 +69,41 @@ class SegmentTask(Task):
             raise ValueError("segment task needs a model: a preset (e.g. deeplabv3_mobilevit_xxs) or HEAD:BACKBONE")
         return name
 
-    def _data_config(self, recipe: Any):
-        from mobilevision.data.config import resolve_data_config
-
-        name = self._model_name(recipe)
-        return resolve_data_config(name.split(":", 1)[1] if ":" in name else name)
-
     def build_data(self, data: str, recipe: Any) -> TaskData:
+        from mobilevision.data.config import resolve_data_config
         from mobilevision.data.segmentation import (SegmentationView, open_segmentation, pad_collate,
                                                     segmentation_transform)
 
-        cfg = self._data_config(recipe)
+        cfg = resolve_data_config(self._model_name(recipe).split(":", 1)[-1])  # a preset or HEAD:BACKBONE's backbone
+        o = self.options
         crop = int(_recipe_get(recipe, "input_size", cfg.size[0]))
         mean, std = cfg.channel_stats
         scale = tuple(_recipe_get(recipe, "scale", (0.5, 2.0)))
         if scale[0] < 0.25:  # a classification recipe's RandomResizedCrop area range, not a resize range
             scale = (0.5, 2.0)
-        scene = int(self.scene_size or crop)
-        if self.redraw and data != "digits-segment":
+        scene = int(o.scene_size or crop)
+        if o.redraw and data != "digits-segment":
             raise ValueError("task_options.redraw applies to the built-in digits-segment scenes only; drop it")
         train_src = open_segmentation(data, "train", self.num_classes, image_size=scene,
-                                      num_scenes=self.num_scenes.get("train"), redraw=self.redraw)
+                                      num_scenes=o.num_scenes.get("train"), redraw=bool(o.redraw))
         val_src = open_segmentation(data, "val", train_src.num_classes, image_size=scene,
-                                    num_scenes=self.num_scenes.get("val"))
+                                    num_scenes=o.num_scenes.get("val"))
         train_tf = segmentation_transform(mean, std, train=True, crop_size=crop, scale=scale,
                                           hflip=float(_recipe_get(recipe, "hflip", 0.5)))
-        eval_tf = segmentation_transform(mean, std, train=False, eval_size=self.eval_size)
-        skipped: dict[str, int] = {}
-        for split, src in (("train", train_src), ("val", val_src)):
-            for reason, n in (getattr(src, "skipped", None) or {}).items():
-                skipped[f"{split}/{reason}"] = n
+        eval_tf = segmentation_transform(mean, std, train=False, eval_size=o.eval_size)
+        skipped = {f"{split}/{reason}": n for split, src in (("train", train_src), ("val", val_src))
+                   for reason, n in (getattr(src, "skipped", None) or {}).items()}
         self.num_classes = train_src.num_classes
         self.labels = list(train_src.classes)
         self._val_source = val_src
-        return TaskData(
-            train=SegmentationView(train_src, train_tf),
-            val=SegmentationView(val_src, eval_tf) if val_src is not None else None,
-            collate=pad_collate, skipped=skipped,
-            info={"num_classes": train_src.num_classes, "labels": list(train_src.classes), "crop_size": crop,
-                  "eval_size": self.eval_size or (scene if data == "digits-segment" else crop),
-                  **({"baseline_miou": _background_miou(val_src, train_src.num_classes)} if val_src is not None else {})},
-        )
+        info = {"num_classes": train_src.num_classes, "labels": list(train_src.classes), "crop_size": crop,
+                "eval_size": o.eval_size or (scene if data == "digits-segment" else crop)}
+        if val_src is not None:  # the all-background predictor's mIoU on the masks as stored
+            masks = (torch.as_tensor(val_src.load(i)[1], dtype=torch.int64) for i in range(len(val_src)))
+            info["baseline_miou"] = baseline_miou(((None, m) for m in masks), train_src.num_classes)["miou"]
+        val = SegmentationView(val_src, eval_tf) if val_src is not None else None
+        return TaskData(train=SegmentationView(train_src, train_tf), val=val, collate=pad_collate, skipped=skipped,
+                        info=info)
 
     # ----------------------------------------------------------------------------------------- model
     def build_model(self, recipe: Any, data: TaskData) -> nn.Module:
@@ -148,12 +135,12 @@ class SegmentTask(Task):
     # ------------------------------------------------------------------------------------------ steps
     def loss(self, out: dict[str, torch.Tensor], masks: torch.Tensor) -> dict[str, torch.Tensor]:
         """Pixel cross-entropy (255 ignored) of `out` (+ aux_weight x aux): {'loss', 'loss_out'[, 'loss_aux']}."""
-        weight = enet_weights(masks, out["out"].shape[1]) if self.class_weights == "enet" else None
+        weight = enet_weights(masks, out["out"].shape[1]) if self.options.class_weights == "enet" else None
         main = F.cross_entropy(out["out"].float(), masks, weight=weight, ignore_index=IGNORE_INDEX)
         terms = {"loss": main, "loss_out": main.detach()}
-        if "aux" in out and self.aux_weight > 0:
+        if "aux" in out and self.options.aux_weight > 0:
             aux = F.cross_entropy(out["aux"].float(), masks, weight=weight, ignore_index=IGNORE_INDEX)
-            terms["loss"] = main + self.aux_weight * aux
+            terms["loss"] = main + float(self.options.aux_weight) * aux
             terms["loss_aux"] = aux.detach()
         return terms
 
@@ -192,12 +179,6 @@ def enet_weights(masks: torch.Tensor, num_classes: int, c: float = 1.1) -> torch
     labelled = masks[masks != IGNORE_INDEX]
     share = torch.bincount(labelled.flatten(), minlength=num_classes)[:num_classes].float() / max(1, labelled.numel())
     return 1.0 / torch.log(c + share)
-
-
-def _background_miou(source: Any, num_classes: int) -> float:
-    """mIoU of the all-background predictor on a source's masks as stored (written to summary.json)."""
-    return baseline_miou(((None, torch.as_tensor(source.load(i)[1], dtype=torch.int64)) for i in range(len(source))),
-                         num_classes)["miou"]
 
 
 def baseline_miou(loader: Any, num_classes: int) -> dict[str, float]:
