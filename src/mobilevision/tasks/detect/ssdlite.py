@@ -93,7 +93,8 @@ class SeparableConv(nn.Sequential):
 
     def __init__(self, in_chs: int, out_chs: int, stride: int = 1, act: str | None = "relu", norm: bool = True,
                  bn_eps: float = 1e-5) -> None:
-        pw = _cna(in_chs, out_chs, 1, act=act, bn_eps=bn_eps, bn_momentum=0.1) if norm else nn.Conv2d(in_chs, out_chs, 1)
+        pw = (_cna(in_chs, out_chs, 1, act=act, bn_eps=bn_eps, bn_momentum=0.1) if norm
+              else nn.Conv2d(in_chs, out_chs, 1))
         super().__init__(_cna(in_chs, in_chs, 3, stride, in_chs, None, bn_eps, 0.1), pw)
 
 
