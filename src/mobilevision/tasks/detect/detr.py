@@ -556,18 +556,6 @@ def build_mobileformer_detr(backbone: str = "mobileformer_508m", num_classes: in
     return MobileFormerDETR(body, num_classes, data_config, blocks=blocks, **kw)
 
 
-def create_mobileformer_detr(*, backbone: str = "mobileformer_508m", num_classes: int,
-                             image_size: int | tuple[int, int] | None = None, backbone_kwargs: dict | None = None,
-                             **kw: Any) -> MobileFormerDETR:
-    """`create_detector("mobileformer_detr", backbone=..., num_classes=...)`: `build_mobileformer_detr` with its
-    `detector_config` recorded (saved beside the weights). image_size None: DETR's 800 x 1333."""
-    size = (800, 1333) if image_size is None else image_size
-    model = build_mobileformer_detr(backbone, num_classes, image_size=size, backbone_kwargs=backbone_kwargs, **kw)
-    model.detector_config = {"head": "mobileformer_detr", "backbone": backbone, "num_classes": num_classes,
-                             "image_size": list(size) if isinstance(size, tuple) else size, **kw}
-    return model
-
-
 def mobileformer_detr_preset(num_classes: int = 91, in_chans: int = 3, drop_rate: float = 0.0,
                              drop_path_rate: float = 0.0, backbone: str = "mobileformer_508m",
                              **kw: Any) -> MobileFormerDETR:

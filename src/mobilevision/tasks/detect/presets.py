@@ -48,8 +48,7 @@ def ssdlite_cvnets_mobilevit(num_classes: int = 81, in_chans: int = 3, drop_rate
     """ml-cvnets' SSDLite on MobileViT (paper Table 1): [0, 1] pixels, no mean/std."""
     _check(in_chans)
     body = detection_backbone(variant, "stages", drop_path_rate=drop_path_rate)
-    return build_ssdlite(body, num_classes, _cfg((0.0,) * 3, (1.0,) * 3),
-                         layout="cvnets", **kw)
+    return build_ssdlite(body, num_classes, _cfg((0.0,) * 3, (1.0,) * 3), layout="cvnets", **kw)
 
 
 def ssdlite_paper_mobilenetv2(num_classes: int = 81, in_chans: int = 3, drop_rate: float = 0.0,
@@ -59,8 +58,7 @@ def ssdlite_paper_mobilenetv2(num_classes: int = 81, in_chans: int = 3, drop_rat
     _check(in_chans)
     body = detection_backbone("mobilenetv2_100", "expansion", drop_path_rate=drop_path_rate)
     kw.setdefault("reduced_first_anchors", True)
-    return build_ssdlite(body, num_classes, _cfg(IMAGENET_MEAN, IMAGENET_STD),
-                         layout="torchvision", **kw)
+    return build_ssdlite(body, num_classes, _cfg(IMAGENET_MEAN, IMAGENET_STD), layout="torchvision", **kw)
 
 
 def _cfg(mean, std) -> DataConfig:

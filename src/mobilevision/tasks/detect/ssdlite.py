@@ -260,8 +260,7 @@ class SSDLite(CarriesDataConfig, nn.Module):
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), cls_t.view(-1), reduction="none").view_as(cls_t)
         fg_mask = cls_t > 0
         num_neg = self.neg_to_pos_ratio * fg_mask.sum(1, keepdim=True)  # (B, 1)
-        neg_ce = ce.clone()
-        neg_ce[fg_mask] = -math.inf  # positives never count as negatives
+        neg_ce = ce.masked_fill(fg_mask, -math.inf)  # positives never count as negatives
         rank = neg_ce.sort(1, descending=True)[1].sort(1)[1]  # each anchor's place in its image's CE order
         hard_neg = rank < num_neg
         n = max(1, int(fg_mask.sum()))
@@ -274,13 +273,10 @@ class SSDLite(CarriesDataConfig, nn.Module):
         class-wise NMS and the best `detections_per_img`. boxes (B, A, 4), scores (B, A, C)."""
         results = []
         for b_img, s_img in zip(boxes, scores):
-            fg = s_img[:, 1:]  # (A, C-1)
-            k = min(self.topk_candidates, fg.shape[0])
-            top_s, top_i = fg.topk(k, dim=0)  # (k, C-1) per class
+            top_s, top_i = s_img[:, 1:].topk(min(self.topk_candidates, s_img.shape[0]), dim=0)  # (k, C-1) per class
             labels = torch.arange(1, s_img.shape[1], device=s_img.device).expand_as(top_s)
             keep = top_s > self.score_thresh
-            sel_s, sel_i, sel_l = top_s[keep], top_i[keep], labels[keep]
-            sel_b = b_img[sel_i]
+            sel_s, sel_b, sel_l = top_s[keep], b_img[top_i[keep]], labels[keep]
             kept = batched_nms(sel_b, sel_s, sel_l, self.nms_thresh)[: self.detections_per_img]
             results.append({"boxes": sel_b[kept], "scores": sel_s[kept], "labels": sel_l[kept]})
         return results
@@ -382,7 +378,8 @@ def create_detector(
     **kw: Any,
 ) -> nn.Module:
     """SSDLite on any registered backbone `backbone` (a `create_model` name), `num_classes` incl. background;
-    head "mobileformer_detr": `detr.create_mobileformer_detr` (a Mobile-Former backbone, DETR-style; its keywords).
+    head "mobileformer_detr": `detr.build_mobileformer_detr` (a Mobile-Former backbone, DETR-style; its keywords;
+    image_size None: DETR's 800 x 1333). The arguments are recorded as `detector_config` (saved beside the weights).
 
     layout: "torchvision" (default) or "cvnets" (default for MobileViT). feature_location: "expansion"
     (inverted-residual families' default: C4 = expansion of the first stride-32 block), "stages" (MobileViT),
@@ -393,20 +390,21 @@ def create_detector(
     if head == "mobileformer_detr":
         if layout is not None or feature_location is not None:
             raise ValueError("layout and feature_location are SSDLite's; mobileformer_detr takes levels=(32, 16, 8)")
-        from .detr import create_mobileformer_detr
+        from .detr import build_mobileformer_detr
 
-        return create_mobileformer_detr(backbone=backbone, num_classes=num_classes, image_size=image_size,
-                                        backbone_kwargs=backbone_kwargs, **kw)
-    if head != "ssdlite":
+        size = (800, 1333) if image_size is None else image_size
+        model = build_mobileformer_detr(backbone, num_classes, image_size=size, backbone_kwargs=backbone_kwargs, **kw)
+        record = {"image_size": list(size) if isinstance(size, tuple) else size}
+    elif head == "ssdlite":
+        image_size = 320 if image_size is None else image_size
+        kind = feature_location or default_kind(backbone)
+        body = detection_backbone(backbone, kind, **(backbone_kwargs or {}))
+        if layout is None:
+            layout = "cvnets" if kind == "stages" else "torchvision"
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        model = build_ssdlite(body, num_classes, resolve_data_config(body, input_size=(3, *size)), layout=layout, **kw)
+        record = {"layout": layout, "feature_location": kind, "image_size": image_size}
+    else:
         raise ValueError(f"unknown detection head {head!r}; accepted: ssdlite, mobileformer_detr")
-    image_size = 320 if image_size is None else image_size
-    kind = feature_location or default_kind(backbone)
-    body = detection_backbone(backbone, kind, **(backbone_kwargs or {}))
-    if layout is None:
-        layout = "cvnets" if kind == "stages" else "torchvision"
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    data_config = resolve_data_config(body, input_size=(3, *size))
-    model = build_ssdlite(body, num_classes, data_config, layout=layout, **kw)
-    model.detector_config = {"head": head, "backbone": backbone, "num_classes": num_classes, "layout": layout,
-                             "feature_location": kind, "image_size": image_size, **kw}
+    model.detector_config = {"head": head, "backbone": backbone, "num_classes": num_classes, **record, **kw}
     return model

@@ -15,8 +15,11 @@ import torch
 from torch import nn
 
 from mobilevision.layers.helpers import eval_mode
+from mobilevision.models.factory import create_model
+from mobilevision.models.registry import get_config
 from mobilevision.tasks.base import Task, TaskData
 from .metrics import COCO_KEYS, coco_map, mean_box_baseline
+from .ssdlite import create_detector
 
 PRESET_FAMILIES = ("ssdlite", "mobileformer_detr")  # registered detectors: create_model builds them
 
@@ -74,8 +77,6 @@ class DetectTask(Task):
         if size:
             return int(size)
         if self.model_name:
-            from mobilevision.models.registry import get_config
-
             cfg = get_config(self.model_name)
             if cfg.family in PRESET_FAMILIES:
                 return cfg.input_size[1]
@@ -83,10 +84,6 @@ class DetectTask(Task):
 
     # -- model
     def build_model(self, recipe: Any, data: TaskData) -> nn.Module:
-        from mobilevision.models.factory import create_model
-        from mobilevision.models.registry import get_config
-        from .ssdlite import create_detector
-
         name = self.model_name or getattr(recipe, "model", None)
         if not name:
             raise ValueError("the detect task needs a model: an ssdlite* preset (mobilevision models 'ssdlite*') "
