@@ -423,7 +423,7 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
     def proposals(self, fine: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Dense proposals of the finest head map (B, C, H, W): (logits (B, HW, num_classes), boxes (B, HW, 4)
         cxcywh in [0, 1]), each box an offset in logit space from its cell's anchor (the cell centre, sides 0.1)."""
-        b, _, h, w = fine.shape
+        h, w = fine.shape[-2:]
         ys = (torch.arange(h, device=fine.device, dtype=fine.dtype) + 0.5) / h
         xs = (torch.arange(w, device=fine.device, dtype=fine.dtype) + 0.5) / w
         centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(-1, 2)  # (HW, 2) x, y row-major
@@ -471,10 +471,9 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
             h, w = y.shape[-2:]
             x = y + adapt(sine_position_embedding(h, w, y.shape[1], device=y.device, dtype=y.dtype))
             for block in level_blocks:
-                prior = None
                 if ref is not None:
                     queries = queries + self._query_pos(ref)
-                    prior = gaussian_prior(ref, h, w, self.prior_scale) if self.prior_scale > 0 else None
+                prior = gaussian_prior(ref, h, w, self.prior_scale) if self.prior_scale > 0 else None  # needs ref
                 x, queries = block(x, queries, prior)
                 logits, boxes = self.predict(queries, ref)
                 outputs.append((logits, boxes))
