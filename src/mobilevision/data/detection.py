@@ -140,17 +140,17 @@ class CocoDetection:
             try:
                 image_id, cat, bbox = int(ann["image_id"]), int(ann["category_id"]), [float(v) for v in ann["bbox"]]
             except (KeyError, TypeError, ValueError):
-                raise ValueError(f"{self.ann_file}: annotations[{k}] (id {ann.get('id') if isinstance(ann, dict) else '?'})"
-                                 f" needs image_id, category_id and bbox [x, y, w, h], got {ann!r}") from None
+                ann_id = ann.get("id") if isinstance(ann, dict) else "?"
+                raise ValueError(f"{self.ann_file}: annotations[{k}] (id {ann_id}) needs image_id, category_id and "
+                                 f"bbox [x, y, w, h], got {ann!r}") from None
+            where = f"{self.ann_file}: annotations[{k}] (id {ann.get('id')})"
             if len(bbox) != 4:
-                raise ValueError(f"{self.ann_file}: annotations[{k}] (id {ann.get('id')}) bbox must be [x, y, w, h], "
-                                 f"got {bbox}")
+                raise ValueError(f"{where} bbox must be [x, y, w, h], got {bbox}")
             if cat not in self.label_of:
-                raise ValueError(f"{self.ann_file}: annotations[{k}] (id {ann.get('id')}) has category_id {cat}, "
-                                 f"which is not among the categories {self.category_ids}")
+                raise ValueError(f"{where} has category_id {cat}, which is not among the categories "
+                                 f"{self.category_ids}")
             if image_id not in images:
-                raise ValueError(f"{self.ann_file}: annotations[{k}] (id {ann.get('id')}) names image_id {image_id}, "
-                                 "which is not in 'images'")
+                raise ValueError(f"{where} names image_id {image_id}, which is not in 'images'")
             if ann.get("iscrowd", 0):
                 self.skipped["crowd_box_ignored"] += 1
                 continue
@@ -220,10 +220,8 @@ def _read_json(path: Path) -> dict:
 def _guess_image_dir(ann_file: Path, images: list) -> Path:
     """The folder the JSON's file names are relative to: beside it, `images/` beside it, or `../images`."""
     first = next((str(im.get("file_name")) for im in images if isinstance(im, dict) and im.get("file_name")), None)
-    candidates = [ann_file.parent, ann_file.parent / "images", ann_file.parent.parent / "images"]
-    stem = ann_file.stem.replace("instances_", "")
-    candidates.append(ann_file.parent.parent / stem)
-    for c in candidates:
+    here, up = ann_file.parent, ann_file.parent.parent
+    for c in (here, here / "images", up / "images", up / ann_file.stem.replace("instances_", "")):
         if first is not None and (c / first).is_file():
             return c
     return ann_file.parent
@@ -274,9 +272,8 @@ def open_detection(data: str, size: int, *, augment: dict | None = None, verify_
         val = CocoDetection(tr_ann, tr_dir, detection_transform(size, False), verify_images)
         skipped = dict(train.skipped)
     else:
-        with open(tr_ann) as f:
-            cats = json.load(f)["categories"]
-        val = CocoDetection(val_split[0], val_split[1], detection_transform(size, False), verify_images, categories=cats)
+        cats = [{"id": c, "name": n} for c, n in zip(train.category_ids, train.classes)]  # train's label order
+        val = CocoDetection(*val_split, detection_transform(size, False), verify_images, categories=cats)
         skipped = {f"train_{k}": v for k, v in train.skipped.items()}
         skipped.update({f"val_{k}": v for k, v in val.skipped.items()})
     return train, val, train.classes, skipped

@@ -79,6 +79,13 @@ from .ssdlite import _as_batch
 
 
 # ------------------------------------------------------------------------------------------------ layers
+def _sine(coords: torch.Tensor, n: int, temperature: float = 10000.0) -> torch.Tensor:
+    """coords (...) -> (..., n): coords / temperature^(2 (i // 2) / n), sin on even i, cos on odd i (DETR's)."""
+    freq = temperature ** (2 * (torch.arange(n, device=coords.device, dtype=coords.dtype) // 2) / n)
+    ang = coords[..., None] / freq
+    return torch.stack((ang[..., 0::2].sin(), ang[..., 1::2].cos()), -1).flatten(-2)
+
+
 def sine_position_embedding(h: int, w: int, dim: int, temperature: float = 10000.0, *,
                             device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """DETR's normalised sine embedding (1, dim, h, w): first dim/2 channels encode y, the rest x; coordinates
@@ -87,12 +94,8 @@ def sine_position_embedding(h: int, w: int, dim: int, temperature: float = 10000
         raise ValueError(f"the sine position embedding needs a width divisible by 4, got {dim}")
     half = dim // 2
     eps, scale = 1e-6, 2 * math.pi
-    y = (torch.arange(h, device=device, dtype=dtype) + 1) / (h + eps) * scale  # (h,)
-    x = (torch.arange(w, device=device, dtype=dtype) + 1) / (w + eps) * scale  # (w,)
-    freq = temperature ** (2 * (torch.arange(half, device=device, dtype=dtype) // 2) / half)  # (half,)
-    py, px = y[:, None] / freq, x[:, None] / freq  # (h, half), (w, half)
-    py = torch.stack((py[:, 0::2].sin(), py[:, 1::2].cos()), dim=2).flatten(1)  # (h, half), interleaved
-    px = torch.stack((px[:, 0::2].sin(), px[:, 1::2].cos()), dim=2).flatten(1)
+    py = _sine((torch.arange(h, device=device, dtype=dtype) + 1) / (h + eps) * scale, half, temperature)  # (h, half)
+    px = _sine((torch.arange(w, device=device, dtype=dtype) + 1) / (w + eps) * scale, half, temperature)  # (w, half)
     pos = torch.cat((py[:, None, :].expand(h, w, half), px[None, :, :].expand(h, w, half)), dim=2)  # (h, w, dim)
     return pos.permute(2, 0, 1)[None]
 
@@ -175,12 +178,8 @@ class BoxMLP(nn.Sequential):
     """DETR's box head: `layers` Linears with ReLU between, (..., d) -> (..., 4) before the sigmoid."""
 
     def __init__(self, dim: int, layers: int = 3) -> None:
-        mods: list[nn.Module] = []
-        for i in range(layers):
-            mods.append(nn.Linear(dim, 4 if i == layers - 1 else dim))
-            if i < layers - 1:
-                mods.append(nn.ReLU(inplace=True))
-        super().__init__(*mods)
+        hidden = [m for _ in range(layers - 1) for m in (nn.Linear(dim, dim), nn.ReLU(inplace=True))]
+        super().__init__(*hidden, nn.Linear(dim, 4))
 
 
 def freeze_batchnorm(module: nn.Module) -> list[nn.BatchNorm2d]:
@@ -194,13 +193,6 @@ def freeze_batchnorm(module: nn.Module) -> list[nn.BatchNorm2d]:
 
 
 # ----------------------------------------------------------------------------------------- matcher + loss
-def to_unit_cxcywh(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """xyxy pixel boxes (N, 4) of an (H, W) image -> (cx, cy, w, h) in [0, 1]."""
-    h, w = size
-    scale = boxes.new_tensor([w, h, w, h])
-    return box_convert(boxes / scale, "xyxy", "cxcywh")
-
-
 def matching_cost(logits: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, target_boxes: torch.Tensor,
                   cost_class: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0) -> torch.Tensor:
     """DETR's matching cost (Q, N) of one image: -cost_class * p(label) + cost_bbox * L1 + cost_giou * -GIoU.
@@ -232,8 +224,7 @@ class HungarianMatcher:
                              "queries; raise num_queries")
         cost = matching_cost(logits.float(), boxes.float(), labels, target_boxes.float(), **self.costs)
         rows, cols = linear_sum_assignment(cost.cpu().numpy())
-        dev = logits.device
-        return torch.as_tensor(rows, dtype=torch.int64, device=dev), torch.as_tensor(cols, dtype=torch.int64, device=dev)
+        return tuple(torch.as_tensor(i, dtype=torch.int64, device=logits.device) for i in (rows, cols))
 
 
 def brute_force_match(cost: torch.Tensor) -> float:
@@ -281,7 +272,8 @@ class SetCriterion(nn.Module):
         ce = F.cross_entropy(logits.transpose(1, 2), target_classes, weight=self.class_weight.to(logits.dtype))
         return (ce, *box_losses(torch.cat(src), torch.cat(tgt), num_boxes))
 
-    def forward(self, outputs: Sequence[tuple[torch.Tensor, torch.Tensor]], targets: list[dict]) -> dict[str, torch.Tensor]:
+    def forward(self, outputs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                targets: list[dict]) -> dict[str, torch.Tensor]:
         """outputs: (logits, boxes) per head block that trains (aux ones first, the final last). Returns
         `classification` (sum of the weighted CE terms), `bbox_regression` (sum of the weighted L1 + GIoU terms)
         and, for the logs, the final output's unweighted `ce`, `l1`, `giou`."""
@@ -327,8 +319,8 @@ def dense_proposal_loss(logits: torch.Tensor, boxes: torch.Tensor, centres: torc
     ce = F.cross_entropy(logits.transpose(1, 2), target_classes, weight=class_weight.to(logits.dtype))
     if not src or sum(len(x) for x in src) == 0:
         return wc * ce, boxes.sum() * 0.0
-    src_b, tgt_b = torch.cat(src), torch.cat(tgt)
-    l1, giou = box_losses(src_b, tgt_b, max(1, len(src_b)))
+    src_b = torch.cat(src)
+    l1, giou = box_losses(src_b, torch.cat(tgt), len(src_b))
     return wc * ce, wb * l1 + wg * giou
 
 
@@ -359,7 +351,8 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
         if any(n < 1 for n in blocks):
             raise ValueError(f"every level needs at least one head block, got blocks={tuple(blocks)}")
         if not 0 <= aux_start < sum(blocks):
-            raise ValueError(f"aux_start must be in 0..{sum(blocks) - 1} (the final block always trains), got {aux_start}")
+            raise ValueError(f"aux_start must be in 0..{sum(blocks) - 1} (the final block always trains), "
+                             f"got {aux_start}")
         if num_queries < 1:
             raise ValueError(f"num_queries must be >= 1, got {num_queries}")
         self.backbone = backbone
@@ -384,7 +377,8 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
         if dense_proposals and not two_stage:
             raise ValueError("dense_proposals is the proposals' loss: set two_stage=True (and reference_boxes=True)")
         if (prior_scale or two_stage) and not reference_boxes:
-            raise ValueError("prior_scale > 0 and two_stage work on each query's reference box: set reference_boxes=True")
+            raise ValueError("prior_scale > 0 and two_stage work on each query's reference box: "
+                             "set reference_boxes=True")
         if two_stage:  # dense proposals on the finest level: per position class logits and a box offset
             self.prop_cls = nn.Conv2d(head_chs, num_classes, 1)
             self.prop_box = nn.Conv2d(head_chs, 4, 1)
@@ -414,9 +408,6 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"queries"}
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        return self.data_config.normalize(images)
-
     def predict(self, queries: torch.Tensor, ref: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """queries (B, Q, d) -> (logits (B, Q, num_classes), boxes (B, Q, 4) cxcywh in [0, 1]); with reference
         boxes `ref` (B, Q, 4) in logit space the box head predicts offsets from them."""
@@ -426,17 +417,13 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
     def _query_pos(self, ref: torch.Tensor) -> torch.Tensor:
         """(B, Q, 4) reference logits -> (B, Q, d): a sine embedding of the boxes' centres and sides through an MLP
         (DAB-DETR's positional queries), added to the queries before each block."""
-        d = self.queries.shape[1]
-        box = ref.sigmoid() * (2 * math.pi)  # (B, Q, 4)
-        freq = 10000.0 ** (2 * (torch.arange(d // 4, device=ref.device, dtype=ref.dtype) // 2) / (d // 4))
-        ang = box[..., None] / freq  # (B, Q, 4, d/4)
-        emb = torch.stack((ang[..., 0::2].sin(), ang[..., 1::2].cos()), -1).flatten(2)  # (B, Q, d)
-        return self.query_pos(emb)
+        emb = _sine(ref.sigmoid() * (2 * math.pi), self.queries.shape[1] // 4)  # (B, Q, 4, d/4)
+        return self.query_pos(emb.flatten(2))
 
     def proposals(self, fine: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Dense proposals of the finest head map (B, C, H, W): (logits (B, HW, num_classes), boxes (B, HW, 4)
         cxcywh in [0, 1]), each box an offset in logit space from its cell's anchor (the cell centre, sides 0.1)."""
-        b, _, h, w = fine.shape
+        h, w = fine.shape[-2:]
         ys = (torch.arange(h, device=fine.device, dtype=fine.dtype) + 0.5) / h
         xs = (torch.arange(w, device=fine.device, dtype=fine.dtype) + 0.5) / w
         centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(-1, 2)  # (HW, 2) x, y row-major
@@ -446,7 +433,8 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
         self._centres = centres  # for the dense proposal loss of this forward
         return logits, boxes
 
-    def _select(self, fine: torch.Tensor, logits: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _select(self, fine: torch.Tensor, logits: torch.Tensor,
+                boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The Q best proposals by foreground score: (query content (B, Q, d), reference logits (B, Q, 4))."""
         k = self.num_queries
         if logits.shape[1] < k:
@@ -464,7 +452,7 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
     def _forward(self, images: torch.Tensor) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], tuple | None]:
         """(per-block outputs, the dense proposals (logits, boxes) or None)."""
         images = _as_batch(images)
-        maps = self.backbone(self.normalize(images))[::-1]  # coarse to fine
+        maps = self.backbone(self.data_config.normalize(images))[::-1]  # coarse to fine
         projected = [proj(feat) for feat, proj in zip(maps, self.input_proj)]  # (B, C, H_l, W_l)
         props = None
         if self.two_stage:  # proposals read every level: the finest map plus the coarser ones upsampled
@@ -483,10 +471,9 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
             h, w = y.shape[-2:]
             x = y + adapt(sine_position_embedding(h, w, y.shape[1], device=y.device, dtype=y.dtype))
             for block in level_blocks:
-                prior = None
                 if ref is not None:
                     queries = queries + self._query_pos(ref)
-                    prior = gaussian_prior(ref, h, w, self.prior_scale) if self.prior_scale > 0 else None
+                prior = gaussian_prior(ref, h, w, self.prior_scale) if self.prior_scale > 0 else None  # needs ref
                 x, queries = block(x, queries, prior)
                 logits, boxes = self.predict(queries, ref)
                 outputs.append((logits, boxes))
@@ -498,22 +485,20 @@ class MobileFormerDETR(CarriesDataConfig, nn.Module):
         """The export form: (boxes (B, Q, 4) xyxy input px, clipped; scores (B, Q, num_classes) softmax)."""
         images = _as_batch(images)
         logits, boxes = self.forward_outputs(images)[-1]
-        return self._pixel_boxes(boxes, images.shape[-2:]), logits.softmax(-1)
-
-    @staticmethod
-    def _pixel_boxes(boxes: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        h, w = size
+        h, w = images.shape[-2:]
         scale = torch.stack([boxes.new_tensor(float(w)), boxes.new_tensor(float(h))]).repeat(2)
-        return (box_convert(boxes, "cxcywh", "xyxy") * scale).clamp(min=0).minimum(scale)
+        return (box_convert(boxes, "cxcywh", "xyxy") * scale).clamp(min=0).minimum(scale), logits.softmax(-1)
 
     def forward(self, images: torch.Tensor | list[torch.Tensor], targets: list[dict] | None = None):
         images = _as_batch(images)
         if targets is not None:
             if len(targets) != images.shape[0]:
                 raise ValueError(f"got {len(targets)} targets for a batch of {images.shape[0]} images")
-            size = tuple(images.shape[-2:])
+            h, w = images.shape[-2:]
+            scale = images.new_tensor([w, h, w, h])  # xyxy px -> unit cxcywh
             unit = [{"labels": t["labels"].to(images.device),
-                     "boxes": to_unit_cxcywh(t["boxes"].to(images.device, images.dtype), size)} for t in targets]
+                     "boxes": box_convert(t["boxes"].to(images.device, images.dtype) / scale, "xyxy", "cxcywh")}
+                    for t in targets]
             outputs, props = self._forward(images)
             if props is None or not self.dense_proposals:
                 return self.criterion(([props] if props is not None else []) + outputs[self.aux_start:], unit)
@@ -568,18 +553,6 @@ def build_mobileformer_detr(backbone: str = "mobileformer_508m", num_classes: in
     data_config = resolve_data_config(body, input_size=(3, *size))
     blocks = tuple(blocks) if blocks is not None else (2,) * len(levels)
     return MobileFormerDETR(body, num_classes, data_config, blocks=blocks, **kw)
-
-
-def create_mobileformer_detr(*, backbone: str = "mobileformer_508m", num_classes: int,
-                             image_size: int | tuple[int, int] | None = None, backbone_kwargs: dict | None = None,
-                             **kw: Any) -> MobileFormerDETR:
-    """`create_detector("mobileformer_detr", backbone=..., num_classes=...)`: `build_mobileformer_detr` with its
-    `detector_config` recorded (saved beside the weights). image_size None: DETR's 800 x 1333."""
-    size = (800, 1333) if image_size is None else image_size
-    model = build_mobileformer_detr(backbone, num_classes, image_size=size, backbone_kwargs=backbone_kwargs, **kw)
-    model.detector_config = {"head": "mobileformer_detr", "backbone": backbone, "num_classes": num_classes,
-                             "image_size": list(size) if isinstance(size, tuple) else size, **kw}
-    return model
 
 
 def mobileformer_detr_preset(num_classes: int = 91, in_chans: int = 3, drop_rate: float = 0.0,

@@ -45,21 +45,19 @@ def coco_map(predictions: Sequence[dict], targets: Sequence[dict], labels: Seque
             w, h = float(box[2] - box[0]), float(box[3] - box[1])
             dts.append({"id": len(dts) + 1, "image_id": i, "category_id": int(lab), "score": float(score),
                         "area": w * h, "bbox": [float(box[0]), float(box[1]), w, h], "iscrowd": 0})
-    cat_ids = sorted(set(labels) if labels is not None else {g["category_id"] for g in gts} | {d["category_id"] for d in dts})
-    result = {k: 0.0 for k in COCO_KEYS}
-    result["ap_per_class"] = {}
+    if labels is None:
+        labels = {g["category_id"] for g in gts} | {d["category_id"] for d in dts}
+    cat_ids = sorted(set(labels))
+    result = {**dict.fromkeys(COCO_KEYS, 0.0), "ap_per_class": {}}
     if not gts:
-        return {**result, **{k: -1.0 for k in COCO_KEYS}}
+        return {**result, **dict.fromkeys(COCO_KEYS, -1.0)}
+    if not dts:
+        return {**result, "ap_per_class": {_name(c, class_names): 0.0 for c in cat_ids}}
     with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO()
-        gt.dataset = {"images": images, "annotations": gts, "categories": [{"id": c} for c in cat_ids]}
-        gt.createIndex()
-        if not dts:
-            result["ap_per_class"] = {_name(c, class_names): 0.0 for c in cat_ids}
-            return result
-        dt = COCO()
-        dt.dataset = {"images": images, "annotations": dts, "categories": [{"id": c} for c in cat_ids]}
-        dt.createIndex()
+        gt, dt = COCO(), COCO()
+        for coco, anns in ((gt, gts), (dt, dts)):
+            coco.dataset = {"images": images, "annotations": anns, "categories": [{"id": c} for c in cat_ids]}
+            coco.createIndex()
         ev = COCOeval(gt, dt, iouType="bbox")
         ev.params.catIds = cat_ids
         ev.evaluate()

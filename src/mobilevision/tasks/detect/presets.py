@@ -8,7 +8,6 @@ torchvision preset, 81 for the COCO-80 ones). `ssdlite320_mobilenetv3_large_100`
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import torch
@@ -49,8 +48,7 @@ def ssdlite_cvnets_mobilevit(num_classes: int = 81, in_chans: int = 3, drop_rate
     """ml-cvnets' SSDLite on MobileViT (paper Table 1): [0, 1] pixels, no mean/std."""
     _check(in_chans)
     body = detection_backbone(variant, "stages", drop_path_rate=drop_path_rate)
-    return build_ssdlite(body, num_classes, _cfg((0.0,) * 3, (1.0,) * 3),
-                         layout="cvnets", **kw)
+    return build_ssdlite(body, num_classes, _cfg((0.0,) * 3, (1.0,) * 3), layout="cvnets", **kw)
 
 
 def ssdlite_paper_mobilenetv2(num_classes: int = 81, in_chans: int = 3, drop_rate: float = 0.0,
@@ -60,8 +58,7 @@ def ssdlite_paper_mobilenetv2(num_classes: int = 81, in_chans: int = 3, drop_rat
     _check(in_chans)
     body = detection_backbone("mobilenetv2_100", "expansion", drop_path_rate=drop_path_rate)
     kw.setdefault("reduced_first_anchors", True)
-    return build_ssdlite(body, num_classes, _cfg(IMAGENET_MEAN, IMAGENET_STD),
-                         layout="torchvision", **kw)
+    return build_ssdlite(body, num_classes, _cfg(IMAGENET_MEAN, IMAGENET_STD), layout="torchvision", **kw)
 
 
 def _cfg(mean, std) -> DataConfig:
@@ -93,41 +90,30 @@ def torchvision_key_map(model: SSDLite) -> dict[str, str]:
     expansion conv of features[c4]; `backbone.features.1` = the rest of features[c4] (its `block[1:]`, indices
     kept) + features[c4 + 1:]. Extras are `backbone.extra.*`; heads have our names.
     """
-    body = model.backbone.model
-    _, tap_stage, tap_block, _ = model.backbone.feature_info[0]["module"].split(".")  # blocks.S.B.conv_pw
-    idx, n = {}, 0  # our block -> (torchvision features index, block)
-    for s, stage in enumerate(body.blocks):
-        for b, blk in enumerate(stage):
-            n += 1
-            idx[f"blocks.{s}.{b}"] = (n, blk)
-    c4 = idx[f"blocks.{tap_stage}.{tap_block}"][0]
+    blocks = [(f"blocks.{s}.{b}", blk) for s, stage in enumerate(model.backbone.model.blocks)
+              for b, blk in enumerate(stage)]
+    idx = {name: (j, blk) for j, (name, blk) in enumerate(blocks, 1)}  # our block -> (torchvision index, block)
+    c4 = idx[model.backbone.feature_info[0]["module"].rsplit(".", 1)[0]][0]  # the tap: blocks.S.B.conv_pw
     prefix_map = {"conv_stem": "backbone.features.0.0.0", "bn1": "backbone.features.0.0.1"}
     out: dict[str, str] = {}
     for key in model.state_dict():
         if key.startswith(("extra.", "head.")):
             out[("backbone." + key) if key.startswith("extra.") else key] = key
             continue
-        sub = key[len("backbone.model."):]
-        m = re.match(r"(blocks\.\d+\.\d+)\.(.*)$", sub)
-        if m is None:
-            mod, rest = sub.rsplit(".", 1)
+        mod, rest = key[len("backbone.model."):].rsplit(".", 1)  # e.g. blocks.1.0.se.conv_reduce, weight
+        if mod in prefix_map:
             out[f"{prefix_map[mod]}.{rest}"] = key
             continue
-        j, blk = idx[m.group(1)]
-        inner = m.group(2)
-        tv = None
-        for ours, theirs in _tv_block_keys(blk).items():
-            if inner.startswith(ours + "."):
-                tv, rest = theirs, inner[len(ours) + 1:]
-                break
+        _, s, b, inner = mod.split(".", 3)
+        j, blk = idx[f"blocks.{s}.{b}"]
+        tv = _tv_block_keys(blk).get(inner)
         if tv is None:
             raise ValueError(f"cannot place our key {key!r} in torchvision's layout")
         if j < c4:
             tv_key = f"backbone.features.0.{j}.{tv}.{rest}"
         elif j == c4:
-            k = int(tv.split(".")[1])
-            tail = ".".join(tv.split(".")[2:])
-            tv_key = (f"backbone.features.0.{j}.{tail}.{rest}" if k == 0
+            _, k, tail = tv.split(".", 2)
+            tv_key = (f"backbone.features.0.{j}.{tail}.{rest}" if k == "0"
                       else f"backbone.features.1.0.{k}.{tail}.{rest}")
         else:
             tv_key = f"backbone.features.1.{j - c4}.{tv}.{rest}"

@@ -72,15 +72,12 @@ def detection_backbone(name: str, kind: str | None = None, **kwargs: Any) -> Fea
 def _cna(in_chs: int, out_chs: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: str | None = "relu6",
          bn_eps: float = 1e-3, bn_momentum: float = 0.03) -> nn.Sequential:
     """conv (no bias) -> BN -> act as an indexed Sequential (`0`, `1`, `2`: torchvision's key names)."""
-    layers: list[nn.Module] = [nn.Conv2d(in_chs, out_chs, kernel, stride, kernel // 2, groups=groups, bias=False),
-                               nn.BatchNorm2d(out_chs, eps=bn_eps, momentum=bn_momentum)]
-    if act == "relu6":
-        layers.append(nn.ReLU6(inplace=True))
-    elif act == "relu":
-        layers.append(nn.ReLU(inplace=True))
-    elif act is not None:
+    acts = {"relu6": nn.ReLU6, "relu": nn.ReLU, None: None}
+    if act not in acts:
         raise ValueError(f"SSDLite neck activation must be 'relu6', 'relu' or None, got {act!r}")
-    return nn.Sequential(*layers)
+    layers = [nn.Conv2d(in_chs, out_chs, kernel, stride, kernel // 2, groups=groups, bias=False),
+              nn.BatchNorm2d(out_chs, eps=bn_eps, momentum=bn_momentum)]
+    return nn.Sequential(*layers, *([acts[act](inplace=True)] if act else []))
 
 
 # --------------------------------------------------------------------------------------------- layers
@@ -96,19 +93,9 @@ class SeparableConv(nn.Sequential):
 
     def __init__(self, in_chs: int, out_chs: int, stride: int = 1, act: str | None = "relu", norm: bool = True,
                  bn_eps: float = 1e-5) -> None:
-        dw = _cna(in_chs, in_chs, 3, stride, in_chs, None, bn_eps, 0.1)
-        if norm:
-            pw = _cna(in_chs, out_chs, 1, act=act, bn_eps=bn_eps, bn_momentum=0.1)
-        else:
-            pw = nn.Conv2d(in_chs, out_chs, 1, bias=True)
-        super().__init__(dw, pw)
-
-
-class PoolConv(nn.Sequential):
-    """cvnets' last extra map: global average pool -> 1x1 conv (bias) -> act: (B, in, H, W) -> (B, out, 1, 1)."""
-
-    def __init__(self, in_chs: int, out_chs: int) -> None:
-        super().__init__(nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_chs, out_chs, 1, bias=True), nn.ReLU(inplace=True))
+        pw = (_cna(in_chs, out_chs, 1, act=act, bn_eps=bn_eps, bn_momentum=0.1) if norm
+              else nn.Conv2d(in_chs, out_chs, 1))
+        super().__init__(_cna(in_chs, in_chs, 3, stride, in_chs, None, bn_eps, 0.1), pw)
 
 
 class SSDLiteHeads(nn.Module):
@@ -125,8 +112,8 @@ class SSDLiteHeads(nn.Module):
 
         def branch(k: int) -> nn.Module:
             holder = nn.Module()
-            holder.module_list = nn.ModuleList(
-                nn.Sequential(_cna(c, c, 3, 1, c, act, bn_eps), nn.Conv2d(c, a * k, 1)) for c, a in zip(channels, anchors))
+            holder.module_list = nn.ModuleList(nn.Sequential(_cna(c, c, 3, 1, c, act, bn_eps), nn.Conv2d(c, a * k, 1))
+                                               for c, a in zip(channels, anchors))
             return holder
 
         self.classification_head = branch(num_classes)
@@ -142,19 +129,21 @@ class FusedHeads(nn.Module):
     1x1 on 1x1 maps) giving A * (4 + num_classes) channels, split into box codes and logits."""
 
     def __init__(self, channels: Sequence[int], proj_channels: Sequence[int], anchors: Sequence[int], num_classes: int,
-                 one_by_one: Sequence[bool], bn_eps: float = 1e-5) -> None:
+                 bn_eps: float = 1e-5) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.proj = nn.ModuleList()
         self.module_list = nn.ModuleList()
-        for c, p, a, is_1x1 in zip(channels, proj_channels, anchors, one_by_one):
+        for i, (c, p, a) in enumerate(zip(channels, proj_channels, anchors)):
+            is_1x1 = i == len(channels) - 1  # the last extra map is 1x1 (global pool)
             if p != c and not is_1x1:
                 self.proj.append(_cna(c, p, 1, act="relu", bn_eps=bn_eps, bn_momentum=0.1))
                 c = p
             else:
                 self.proj.append(nn.Identity())
             out = a * (4 + num_classes)
-            self.module_list.append(nn.Conv2d(c, out, 1) if is_1x1 else SeparableConv(c, out, norm=False, bn_eps=bn_eps))
+            self.module_list.append(nn.Conv2d(c, out, 1) if is_1x1 else
+                                    SeparableConv(c, out, norm=False, bn_eps=bn_eps))
 
     def forward(self, maps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         both = _flatten([nn.Sequential(p, m) for p, m in zip(self.proj, self.module_list)], maps, 4 + self.num_classes)
@@ -209,13 +198,9 @@ class SSDLite(CarriesDataConfig, nn.Module):
         self.detections_per_img, self.topk_candidates = detections_per_img, topk_candidates
         self.neg_to_pos_ratio = neg_to_pos_ratio
 
-    # -- pieces
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        return self.data_config.normalize(images)
-
     def feature_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Normalised-inside features: the backbone's two maps then one per extra layer."""
-        maps = self.backbone(self.normalize(images))
+        maps = self.backbone(self.data_config.normalize(images))
         x = maps[-1]
         for layer in self.extra:
             x = layer(x)
@@ -240,20 +225,14 @@ class SSDLite(CarriesDataConfig, nn.Module):
         out = self.head_outputs(images)
         b, a, _ = out["bbox_regression"].shape
         boxes = self.box_coder.decode_single(out["bbox_regression"].reshape(-1, 4), out["anchors"].repeat(b, 1))
-        h, w = images.shape[-2:]
-        boxes = clip_boxes_to_image(boxes, (h, w)).view(b, a, 4)
+        boxes = clip_boxes_to_image(boxes, images.shape[-2:]).view(b, a, 4)
         return boxes, F.softmax(out["cls_logits"], -1)
 
     def forward(self, images: torch.Tensor | list[torch.Tensor], targets: list[dict] | None = None):
-        images = _as_batch(images)
-        out = self.head_outputs(images)
         if targets is not None:
-            return self.compute_loss(targets, out)
-        boxes = self.box_coder.decode_single(out["bbox_regression"].reshape(-1, 4),
-                                             out["anchors"].repeat(images.shape[0], 1))
-        boxes = clip_boxes_to_image(boxes, images.shape[-2:]).view(images.shape[0], -1, 4)
-        scores = F.softmax(out["cls_logits"], -1)
-        if images.is_meta:  # counting params / MACs on the meta device: NMS has data-dependent shapes
+            return self.compute_loss(targets, self.head_outputs(images))
+        boxes, scores = self.forward_raw(images)
+        if boxes.is_meta:  # counting params / MACs on the meta device: NMS has data-dependent shapes
             return boxes, scores
         return self.postprocess(boxes, scores)
 
@@ -267,26 +246,22 @@ class SSDLite(CarriesDataConfig, nn.Module):
         cls_targets, box_losses = [], []
         for t, code in zip(targets, codes):
             boxes, labels = t["boxes"].to(anchors), t["labels"].to(anchors.device)
-            if boxes.numel() == 0:
-                cls_targets.append(torch.zeros(anchors.shape[0], dtype=torch.int64, device=anchors.device))
-                box_losses.append(code.sum() * 0.0)
-                continue
-            matched = self.matcher(box_iou(boxes, anchors))  # (A,): gt index or -1
-            fg = torch.nonzero(matched >= 0).squeeze(1)
-            gt = matched[fg]
-            target_codes = self.box_coder.encode_single(boxes[gt], anchors[fg])
-            box_losses.append(F.smooth_l1_loss(code[fg], target_codes, reduction="sum"))
             ct = torch.zeros(anchors.shape[0], dtype=torch.int64, device=anchors.device)
-            ct[fg] = labels[gt]
+            if boxes.numel() == 0:
+                box_losses.append(code.sum() * 0.0)
+            else:
+                matched = self.matcher(box_iou(boxes, anchors))  # (A,): gt index or -1
+                fg = torch.nonzero(matched >= 0).squeeze(1)
+                target_codes = self.box_coder.encode_single(boxes[matched[fg]], anchors[fg])
+                box_losses.append(F.smooth_l1_loss(code[fg], target_codes, reduction="sum"))
+                ct[fg] = labels[matched[fg]]
             cls_targets.append(ct)
         cls_t = torch.stack(cls_targets)  # (B, A)
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), cls_t.view(-1), reduction="none").view_as(cls_t)
         fg_mask = cls_t > 0
         num_neg = self.neg_to_pos_ratio * fg_mask.sum(1, keepdim=True)  # (B, 1)
-        neg_ce = ce.clone()
-        neg_ce[fg_mask] = -math.inf  # positives never count as negatives
-        order = neg_ce.sort(1, descending=True)[1]
-        rank = order.sort(1)[1]
+        neg_ce = ce.masked_fill(fg_mask, -math.inf)  # positives never count as negatives
+        rank = neg_ce.sort(1, descending=True)[1].sort(1)[1]  # each anchor's place in its image's CE order
         hard_neg = rank < num_neg
         n = max(1, int(fg_mask.sum()))
         return {"bbox_regression": torch.stack(box_losses).sum() / n,
@@ -298,13 +273,10 @@ class SSDLite(CarriesDataConfig, nn.Module):
         class-wise NMS and the best `detections_per_img`. boxes (B, A, 4), scores (B, A, C)."""
         results = []
         for b_img, s_img in zip(boxes, scores):
-            fg = s_img[:, 1:]  # (A, C-1)
-            k = min(self.topk_candidates, fg.shape[0])
-            top_s, top_i = fg.topk(k, dim=0)  # (k, C-1) per class
+            top_s, top_i = s_img[:, 1:].topk(min(self.topk_candidates, s_img.shape[0]), dim=0)  # (k, C-1) per class
             labels = torch.arange(1, s_img.shape[1], device=s_img.device).expand_as(top_s)
             keep = top_s > self.score_thresh
-            sel_s, sel_i, sel_l = top_s[keep], top_i[keep], labels[keep]
-            sel_b = b_img[sel_i]
+            sel_s, sel_b, sel_l = top_s[keep], b_img[top_i[keep]], labels[keep]
             kept = batched_nms(sel_b, sel_s, sel_l, self.nms_thresh)[: self.detections_per_img]
             results.append({"boxes": sel_b[kept], "scores": sel_s[kept], "labels": sel_l[kept]})
         return results
@@ -324,12 +296,6 @@ def _as_batch(images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------- builder
-def cvnets_anchor_generator(num_maps: int = 6) -> DefaultBoxGenerator:
-    """cvnets' SSD anchors: scales linspace(0.1, 1.05, maps + 1), ratios [2, 3] then [2] on the last map."""
-    scales = [0.1 + (1.05 - 0.1) * i / num_maps for i in range(num_maps + 1)]
-    return DefaultBoxGenerator([[2, 3]] * (num_maps - 1) + [[2]], scales=scales)
-
-
 class SSDAnchors(DefaultBoxGenerator):
     """torchvision's DefaultBoxGenerator, optionally with the TF object-detection API's reduced lowest layer:
     3 boxes (scale 0.1, ratios 1, 2, 1/2) on the first map (`reduce_boxes_in_lowest_layer`, MobileNetV2 paper)."""
@@ -374,10 +340,8 @@ def build_ssdlite(
     if layout == "torchvision":
         eps = 1e-3 if bn_eps is None else bn_eps
         extra_channels = list(extra_channels or (512, 256, 256, 128))
-        extra, chs = nn.ModuleList(), c5
-        for c in extra_channels:
-            extra.append(torchvision_extra(chs, c, "relu6", eps))
-            chs = c
+        extra = nn.ModuleList(torchvision_extra(i, o, "relu6", eps)
+                              for i, o in zip([c5] + extra_channels, extra_channels))
         channels = [c4, c5] + extra_channels
         anchor_gen = SSDAnchors([[2, 3]] * len(channels), min_ratio=anchor_ratios[0], max_ratio=anchor_ratios[1],
                                 reduced_first=reduced_first_anchors)
@@ -385,15 +349,18 @@ def build_ssdlite(
     else:
         eps = 1e-5 if bn_eps is None else bn_eps
         proj_channels = list(proj_channels or (512, 256, 256, 128, 128, 64))
-        extra, chs = nn.ModuleList(), c5
-        for i, c in enumerate(proj_channels[2:]):
-            last = i == len(proj_channels) - 3
-            extra.append(PoolConv(chs, c) if last else SeparableConv(chs, c, stride=2, act="relu", bn_eps=eps))
-            chs = c
         channels = [c4, c5] + proj_channels[2:]
-        anchor_gen = cvnets_anchor_generator(len(channels))
-        one_by_one = [False] * (len(channels) - 1) + [True]
-        head = FusedHeads(channels, proj_channels, anchor_gen.num_anchors_per_location(), num_classes, one_by_one, eps)
+        extra = nn.ModuleList()
+        for i, (chs, c) in enumerate(zip(channels[1:], channels[2:]), 3):
+            if i < len(channels):
+                extra.append(SeparableConv(chs, c, stride=2, act="relu", bn_eps=eps))
+            else:  # the last extra map: global average pool -> 1x1 conv (bias) -> ReLU, (B, chs, H, W) -> (B, c, 1, 1)
+                extra.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(chs, c, 1), nn.ReLU(inplace=True)))
+        # cvnets' anchors: scales linspace(0.1, 1.05, maps + 1), ratios [2, 3] then [2] on the last map
+        n = len(channels)
+        scales = [0.1 + (1.05 - 0.1) * i / n for i in range(n + 1)]
+        anchor_gen = DefaultBoxGenerator([[2, 3]] * (n - 1) + [[2]], scales=scales)
+        head = FusedHeads(channels, proj_channels, anchor_gen.num_anchors_per_location(), num_classes, eps)
     _normal_init(extra)
     _normal_init(head)
     return SSDLite(backbone, extra, head, anchor_gen, num_classes, data_config, **detector_kw)
@@ -411,7 +378,8 @@ def create_detector(
     **kw: Any,
 ) -> nn.Module:
     """SSDLite on any registered backbone `backbone` (a `create_model` name), `num_classes` incl. background;
-    head "mobileformer_detr": `detr.create_mobileformer_detr` (a Mobile-Former backbone, DETR-style; its keywords).
+    head "mobileformer_detr": `detr.build_mobileformer_detr` (a Mobile-Former backbone, DETR-style; its keywords;
+    image_size None: DETR's 800 x 1333). The arguments are recorded as `detector_config` (saved beside the weights).
 
     layout: "torchvision" (default) or "cvnets" (default for MobileViT). feature_location: "expansion"
     (inverted-residual families' default: C4 = expansion of the first stride-32 block), "stages" (MobileViT),
@@ -422,20 +390,21 @@ def create_detector(
     if head == "mobileformer_detr":
         if layout is not None or feature_location is not None:
             raise ValueError("layout and feature_location are SSDLite's; mobileformer_detr takes levels=(32, 16, 8)")
-        from .detr import create_mobileformer_detr
+        from .detr import build_mobileformer_detr
 
-        return create_mobileformer_detr(backbone=backbone, num_classes=num_classes, image_size=image_size,
-                                        backbone_kwargs=backbone_kwargs, **kw)
-    if head != "ssdlite":
+        size = (800, 1333) if image_size is None else image_size
+        model = build_mobileformer_detr(backbone, num_classes, image_size=size, backbone_kwargs=backbone_kwargs, **kw)
+        record = {"image_size": list(size) if isinstance(size, tuple) else size}
+    elif head == "ssdlite":
+        image_size = 320 if image_size is None else image_size
+        kind = feature_location or default_kind(backbone)
+        body = detection_backbone(backbone, kind, **(backbone_kwargs or {}))
+        if layout is None:
+            layout = "cvnets" if kind == "stages" else "torchvision"
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        model = build_ssdlite(body, num_classes, resolve_data_config(body, input_size=(3, *size)), layout=layout, **kw)
+        record = {"layout": layout, "feature_location": kind, "image_size": image_size}
+    else:
         raise ValueError(f"unknown detection head {head!r}; accepted: ssdlite, mobileformer_detr")
-    image_size = 320 if image_size is None else image_size
-    kind = feature_location or default_kind(backbone)
-    body = detection_backbone(backbone, kind, **(backbone_kwargs or {}))
-    if layout is None:
-        layout = "cvnets" if kind == "stages" else "torchvision"
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    data_config = resolve_data_config(body, input_size=(3, *size))
-    model = build_ssdlite(body, num_classes, data_config, layout=layout, **kw)
-    model.detector_config = {"head": head, "backbone": backbone, "num_classes": num_classes, "layout": layout,
-                             "feature_location": kind, "image_size": image_size, **kw}
+    model.detector_config = {"head": head, "backbone": backbone, "num_classes": num_classes, **record, **kw}
     return model

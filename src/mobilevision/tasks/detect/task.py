@@ -15,8 +15,11 @@ import torch
 from torch import nn
 
 from mobilevision.layers.helpers import eval_mode
+from mobilevision.models.factory import create_model
+from mobilevision.models.registry import get_config
 from mobilevision.tasks.base import Task, TaskData
 from .metrics import COCO_KEYS, coco_map, mean_box_baseline
+from .ssdlite import create_detector
 
 PRESET_FAMILIES = ("ssdlite", "mobileformer_detr")  # registered detectors: create_model builds them
 
@@ -43,29 +46,25 @@ class DetectTask(Task):
     def __init__(self, model_name: str | None = None, options: dict | None = None, **keywords: Any) -> None:
         """`DetectTask(NAME, iou_crop=False)` is `DetectTask(NAME, {"iou_crop": False})`; keywords that are not
         options go to the detector."""
-        known = {f for f in DetectOptions.__dataclass_fields__}
+        known = set(DetectOptions.__dataclass_fields__)
         opts = {**(options or {}), **{k: v for k, v in keywords.items() if k in known}}
         extra = {k: v for k, v in keywords.items() if k not in known}
         if extra:
             opts["detector"] = {**opts.get("detector", {}), **extra}
         super().__init__(model_name, opts)
-        o = self.options
-        self.augment = {"iou_crop": o.iou_crop, "photometric": o.photometric, "zoom_out": o.zoom_out}
-        self.detector_kw = dict(o.detector)
-        self.redraw = bool(o.redraw)
 
     # -- data
     def build_data(self, data: str, recipe: Any) -> TaskData:
         from mobilevision.data.detection import collate, open_detection
 
-        size = self._size(recipe)
-        augment = dict(self.augment)
+        size, o = self._size(recipe), self.options
+        augment = {"iou_crop": o.iou_crop, "photometric": o.photometric, "zoom_out": o.zoom_out}
         hflip = getattr(recipe, "hflip", None)
         if hflip is not None and data != "digits-detect":
             augment["hflip"] = hflip > 0
-        if self.redraw and data != "digits-detect":
+        if o.redraw and data != "digits-detect":
             raise ValueError("task_options.redraw applies to the built-in digits-detect scenes only; drop it")
-        train, val, classes, skipped = open_detection(data, size, augment=augment, redraw=self.redraw,
+        train, val, classes, skipped = open_detection(data, size, augment=augment, redraw=bool(o.redraw),
                                                       verify_images=getattr(recipe, "verify_images", True))
         info = {"num_classes": len(classes) + 1, "labels": list(classes), "input_size": size}
         if val is not None:  # the trivial detector, written to summary.json beside the model's numbers
@@ -78,8 +77,6 @@ class DetectTask(Task):
         if size:
             return int(size)
         if self.model_name:
-            from mobilevision.models.registry import get_config
-
             cfg = get_config(self.model_name)
             if cfg.family in PRESET_FAMILIES:
                 return cfg.input_size[1]
@@ -87,16 +84,12 @@ class DetectTask(Task):
 
     # -- model
     def build_model(self, recipe: Any, data: TaskData) -> nn.Module:
-        from mobilevision.models.factory import create_model
-        from mobilevision.models.registry import get_config
-        from .ssdlite import create_detector
-
         name = self.model_name or getattr(recipe, "model", None)
         if not name:
             raise ValueError("the detect task needs a model: an ssdlite* preset (mobilevision models 'ssdlite*') "
                              "or any backbone name")
         num_classes = int(data.info["num_classes"])
-        kw = {**dict(getattr(recipe, "model_kwargs", None) or {}), **self.detector_kw}
+        kw = {**dict(getattr(recipe, "model_kwargs", None) or {}), **self.options.detector}
         dpr = float(getattr(recipe, "drop_path_rate", 0.0) or 0.0)
         if get_config(name).family in PRESET_FAMILIES:
             model = create_model(name, num_classes=num_classes, drop_path_rate=dpr, **kw)
