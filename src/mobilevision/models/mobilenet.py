@@ -280,9 +280,11 @@ def mobilenet_v3(*, size: str = "large", width: float = 1.0, minimal: bool = Fal
                      act=act, se_rule=SERule("divisible", act="relu", gate="hard_sigmoid"), **kwargs)
 
 
-def _modules_in_order(state_dict: dict[str, torch.Tensor], natural: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+def modules_in_order(state_dict: dict[str, torch.Tensor], natural: bool = False
+                     ) -> dict[str, dict[str, torch.Tensor]]:
     """{module path: {parameter / buffer name: tensor}} in the state dict's order, or with `natural` in
-    torchvision's registration order (`features` by index, then `classifier`), whatever order a file kept."""
+    torchvision's registration order (`features` by index, then `classifier`), whatever order a file kept.
+    Matches torchvision's MobileNet layers to ours by position (classifiers here, segmenter backbones too)."""
     def order(key: str) -> tuple:
         return (key.startswith("classifier."),) + tuple((0, int(p)) if p.isdigit() else (1, p) for p in key.split("."))
 
@@ -309,7 +311,7 @@ def torchvision_filter(state_dict: dict[str, torch.Tensor], model: MobileNet) ->
             raise ValueError(f"torchvision's MobileNetV3 uses BatchNorm eps 1e-3, this model {sorted(eps)}: build it "
                              f"with create_model({getattr(model, 'model_name', 'mobilenetv3_large_100')!r}, "
                              f"bn_eps=1e-3, checkpoint_path=...)")
-    theirs, ours = _modules_in_order(state_dict, natural=True), _modules_in_order(model.state_dict())
+    theirs, ours = modules_in_order(state_dict, natural=True), modules_in_order(model.state_dict())
     if len(theirs) != len(ours):
         raise ValueError(f"torchvision checkpoint has {len(theirs)} layers, this model {len(ours)}: check the "
                          f"variant, num_classes and reduced_tail")

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mobilevision.data.config import IMAGENET_MEAN, IMAGENET_STD
-from mobilevision.models.mobilenet import _modules_in_order
+from mobilevision.models.mobilenet import modules_in_order
 from mobilevision.models.registry import ModelConfig, WeightSource, register_model
 
 from .model import Segmenter, create_segmenter
@@ -55,9 +55,9 @@ def torchvision_filter(state_dict: dict[str, torch.Tensor], model: nn.Module) ->
         return state_dict
     own = model.state_dict()
     # the backbone (torchvision's MobileNetV3 `features`) matched by position, as `mobilenet.torchvision_filter` does
-    theirs = _modules_in_order({k.removeprefix("backbone."): v for k, v in state_dict.items()
+    theirs = modules_in_order({k.removeprefix("backbone."): v for k, v in state_dict.items()
                                 if k.startswith("backbone.")}, natural=True)
-    ours = _modules_in_order({k: v for k, v in own.items() if k.startswith("backbone.model.")})
+    ours = modules_in_order({k: v for k, v in own.items() if k.startswith("backbone.model.")})
     if [sorted(p) for p in theirs.values()] != [sorted(p) for p in ours.values()]:
         raise ValueError(f"torchvision's backbone ({len(theirs)} layers) does not fit this segmenter's ({len(ours)}); "
                          f"it is the MobileNetV3-Large of the deeplabv3 / lraspp_mobilenetv3_large_100 presets")
