@@ -34,7 +34,8 @@ def train_transform(
     """PIL RGB image -> normalised float tensor (3, H, W).
 
     RandomResizedCrop + flip, then (optionally) timm's RandAugment string policy such as
-    'rand-m9-mstd0.5-inc1' (on PIL, as in the papers) or torchvision's AutoAugment, colour jitter, and pixel-mode RandomErasing.
+    'rand-m9-mstd0.5-inc1' (on PIL, as in the papers) or torchvision's AutoAugment, colour jitter, and pixel-mode
+    RandomErasing.
     """
     ops: list = [v2.RandomResizedCrop(tuple(size), scale=tuple(scale), ratio=tuple(ratio),
                                       interpolation=interpolation_mode(interpolation), antialias=True)]
@@ -44,7 +45,8 @@ def train_transform(
         from timm.data import rand_augment_transform
 
         if not rand_augment.startswith("rand"):
-            raise ValueError(f"rand_augment {rand_augment!r} must be a timm RandAugment string like 'rand-m9-mstd0.5-inc1'")
+            raise ValueError(f"rand_augment {rand_augment!r} must be a timm RandAugment string like "
+                             "'rand-m9-mstd0.5-inc1'")
         hparams = {
             "translate_const": int(min(size) * 0.45),
             "img_mean": tuple(round(255 * m) for m in mean),

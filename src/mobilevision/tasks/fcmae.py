@@ -187,7 +187,8 @@ class FCMAE(nn.Module):
         return self.forward_loss(imgs, pred, mask), pred, mask
 
     @torch.no_grad()
-    def reconstruct(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def reconstruct(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Images for display: (masked input, reconstruction with the visible patches pasted back), both
         (B, C, H, W) in the input's space. Normalised-pixel predictions are mapped back with each true patch's
         mean / std (the usual MAE display)."""

@@ -245,8 +245,10 @@ PAPER_RECIPES = {
 
 
 # Built-in data sets and the task each one serves; task-model families and their task.
-BUILTIN_DATA = {"digits": "classify", "digits-photos": "classify", "digits-detect": "detect", "digits-segment": "segment"}
-TASK_OF_FAMILY = {"ssdlite": "detect", "mobileformer_detr": "detect", "deeplabv3": "segment", "lraspp": "segment", "fpn": "segment"}
+BUILTIN_DATA = {"digits": "classify", "digits-photos": "classify", "digits-detect": "detect",
+                "digits-segment": "segment"}
+TASK_OF_FAMILY = {"ssdlite": "detect", "mobileformer_detr": "detect", "deeplabv3": "segment", "lraspp": "segment",
+                  "fpn": "segment"}
 TASK_RECIPES = {  # task -> (recipe on its built-in set, recipe for a MobileViT backbone, recipe otherwise)
     "detect": ("digits_detect", "ssdlite_mobilevit", "ssdlite_torchvision"),
     "segment": ("digits_segment", "deeplabv3_mobilevit", "deeplabv3_torchvision"),
