@@ -175,9 +175,7 @@ def or_dash(value: float | None, spec: str, scale: float = 1.0) -> str:
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    """Write a result file atomically (its folder made); returns its path."""
-    from mobilevision.models.checkpoint import atomic_write_bytes
+    """`models.checkpoint.atomic_write_text`, imported when called (this module loads without torch)."""
+    from mobilevision.models.checkpoint import atomic_write_text
 
-    out = Path(path).expanduser()
-    atomic_write_bytes(out, lambda tmp: Path(tmp).write_text(text))
-    return out
+    return atomic_write_text(path, text)

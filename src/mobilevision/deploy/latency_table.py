@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobilevision.models.checkpoint import atomic_write_bytes
+from mobilevision.models.checkpoint import atomic_write_text
 
 from .bench import torch_threads
 from .choose import (RUNTIMES, _progress, cache_dir, cache_key, call_timer, check_clock, classifiers, runner_for,
@@ -404,9 +404,7 @@ class LatencyTable:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the table as JSON, atomically."""
-        path = Path(path)
-        atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(json.dumps(self.to_dict(), indent=1)))
-        return path
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def load(cls, path: str | os.PathLike, check_device: bool = True) -> "LatencyTable":

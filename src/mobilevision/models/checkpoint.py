@@ -198,6 +198,13 @@ def atomic_write_bytes(path: str | os.PathLike, write_fn) -> None:
             os.remove(tmp)
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """`atomic_write_bytes` of a text file (`~` expanded, its folder made); returns the path."""
+    path = Path(path).expanduser()
+    atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(text))
+    return path
+
+
 def save_pretrained(model: nn.Module, directory: str | os.PathLike, labels: list[str] | None = None,
                     extra: dict | None = None) -> Path:
     """Write `model.safetensors` and `config.json` so `create_model(name, checkpoint_path=dir)` restores it."""
@@ -217,7 +224,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, labels: list
         **(extra or {}),
     }
     text = json.dumps(config, indent=2)
-    atomic_write_bytes(d / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(d / CONFIG_NAME, text)
     return d
 
 

@@ -9,7 +9,7 @@ checkpoints, resume and the logs. It calls, in order:
     task = TaskClass(model_name, recipe.task_options)     # options checked by `check_options`
     data = task.build_data(data, recipe)                  # once, on every rank
     model = task.build_model(recipe, data)                # after torch.manual_seed(recipe.seed)
-    per batch:  task.train_step(train_model, batch, device)["loss"].backward()
+    per batch:  task.train_step(train_model, batch, device)   # the engine back-propagates its "loss"
     per epoch:  task.evaluate(model, val_loader, device)  # and on the EMA copy; under autocast
                 task.save(model, run/"last" (and run/"best" when `metric` improves), extra)
                 task.on_epoch_end(model, epoch, run)      # rank 0 only; optional

@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ..data import SeededView, VariableBatchSampler
-from ..models.checkpoint import atomic_write_bytes
+from ..models.checkpoint import atomic_write_text
 from ..tasks.base import Task, TaskData
 from . import checkpoint as ckpt
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed, local_world_size
@@ -268,7 +268,7 @@ def _start_writer(run: _Run, origin: str) -> RunWriter:
     run.out.mkdir(parents=True, exist_ok=True)
     writer = RunWriter(run.out, resume_epoch=run.start_epoch, metric=run.task.metric)
     text = yaml.safe_dump(run.recipe.to_dict(), sort_keys=False)
-    atomic_write_bytes(run.out / "recipe.yaml", lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(run.out / "recipe.yaml", text)
     r, d = run.recipe, run.data
     size = f"{d.sizes[0]} px" if d.sizes and len(d.sizes) == 1 else f"sizes {d.sizes}" if d.sizes else "native size"
     if r.input_size is None and d.sizes:
